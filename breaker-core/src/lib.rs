@@ -1,0 +1,1 @@
+//! A sans-I/O circuit breaker.

@@ -1,0 +1,3 @@
+//! The taskman server binary.
+
+fn main() {}
