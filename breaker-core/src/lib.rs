@@ -1,1 +1,24 @@
-//! A sans-I/O circuit breaker.
+//! A sans-I/O circuit breaker: a small state machine that decides whether a
+//! call to a failing backend should be made, and reports every change of
+//! state as an event the caller drains.
+//!
+//! It deliberately does nothing else. It reads no clock (every call takes
+//! `now`), spawns no thread, does no I/O, locks nothing and calls nothing
+//! back; it depends on `std` alone. The adapters that drive it (such as
+//! `breaker-otel`) own the clock, the lock and the backend.
+//!
+//! The semantics, in short: closed permits everything and opens after
+//! `failure_threshold` consecutive failures; open numbers its attempts from 0
+//! and lets attempt `k` through as a probe when `k % probe_every == 0` or
+//! `probe_after` has passed since the last probe; half-open has a probe in
+//! flight and rejects the rest; a probe's success closes the circuit, its
+//! failure or timeout reopens it. See [`CircuitBreaker`] for the calling
+//! protocol and [`CircuitState`] for the diagram.
+
+mod config;
+mod machine;
+mod state;
+
+pub use config::{BreakerConfig, BreakerConfigBuilder, ConfigError};
+pub use machine::{CircuitBreaker, Mode, Outcome, Permit, Rejected, Stats};
+pub use state::{CircuitState, REACHABLE_TRANSITIONS, Transition, TransitionReason};

@@ -1,0 +1,457 @@
+//! The state machine itself: decisions in, outcomes in, transitions out.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Instant;
+
+use crate::config::BreakerConfig;
+use crate::state::{CircuitState, Transition, TransitionReason};
+
+/// Transitions kept for the caller before the oldest is discarded. A caller
+/// that drains after every call never comes near it; one that never drains
+/// must not make the machine grow without bound.
+const TRANSITION_QUEUE_LIMIT: usize = 64;
+
+/// A pure circuit breaker: it reads no clock, does no I/O and calls nothing
+/// back. The caller passes `now`, asks for a decision, runs the call, reports
+/// the outcome, and drains the transitions.
+///
+/// # Calling protocol
+///
+/// 1. [`try_acquire(now)`](Self::try_acquire): `Ok(permit)` means make the
+///    call; `Err(Rejected)` means drop it at once.
+/// 2. After a permitted call, [`record(permit, outcome, now)`](Self::record)
+///    exactly once. A permit that is never recorded is harmless in closed
+///    state; a probe that is never recorded is abandoned after
+///    `probe_timeout` and counted as a failure.
+/// 3. Drain [`poll_transition()`](Self::poll_transition) until `None` after
+///    any call, and act on the transitions (log, update gauges) *outside*
+///    whatever lock protects the breaker.
+/// 4. Optionally call [`handle_timeout(now)`](Self::handle_timeout) at
+///    [`poll_timeout()`](Self::poll_timeout) so a lost probe is noticed even
+///    when no call arrives.
+///
+/// Methods take `&mut self`: a multi-threaded adapter puts the breaker behind
+/// one lock. The closed path (`try_acquire` + `record` of a success) touches a
+/// few integers and never allocates, so the lock is held for nanoseconds.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use breaker_core::{BreakerConfig, CircuitBreaker, CircuitState, Outcome};
+///
+/// let start = Instant::now(); // the caller's clock, not the breaker's
+/// let mut breaker = CircuitBreaker::new(BreakerConfig::default(), start);
+///
+/// for i in 0..3 {
+///     let now = start + Duration::from_millis(i);
+///     let permit = breaker.try_acquire(now).expect("closed: permitted");
+///     breaker.record(permit, Outcome::Failure, now);
+/// }
+/// assert_eq!(breaker.state(), CircuitState::Open);
+///
+/// let opened = breaker.poll_transition().expect("one transition");
+/// assert_eq!((opened.from, opened.to), (CircuitState::Closed, CircuitState::Open));
+/// assert!(breaker.poll_transition().is_none());
+///
+/// // The first attempt after opening is a probe; the next nine are not.
+/// let later = start + Duration::from_secs(1);
+/// let probe = breaker.try_acquire(later).expect("attempt 0 probes");
+/// assert!(probe.is_probe());
+/// breaker.record(probe, Outcome::Success, later);
+/// assert_eq!(breaker.state(), CircuitState::Closed);
+/// ```
+#[derive(Debug, Clone)]
+pub struct CircuitBreaker {
+    config: BreakerConfig,
+    state: CircuitState,
+    mode: Mode,
+    since: Instant,
+    consecutive_failures: u32,
+    /// Bumped on every transition: a call permitted before it reports a
+    /// stale outcome, which is counted but moves nothing.
+    generation: u64,
+    /// Number of the next attempt while not closed.
+    next_attempt: u64,
+    last_probe_at: Instant,
+    next_probe_id: u64,
+    probes: Vec<InFlightProbe>,
+    transitions: VecDeque<Transition>,
+    stats: Counters,
+}
+
+/// Who decides the state: the rules, or an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// The state machine's rules apply.
+    Automatic,
+    /// Held open by [`CircuitBreaker::force_open`]: everything is rejected,
+    /// nothing probes.
+    ForcedOpen,
+    /// Held closed by [`CircuitBreaker::force_closed`]: everything is
+    /// permitted and failures never open the circuit.
+    ForcedClosed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct InFlightProbe {
+    id: u64,
+    started: Instant,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    permitted: u64,
+    rejected: u64,
+    successes: u64,
+    failures: u64,
+    probes: u64,
+    probe_timeouts: u64,
+    late_reports: u64,
+    transitions_discarded: u64,
+}
+
+/// Leave to make one call. Record its outcome with
+/// [`CircuitBreaker::record`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a permitted call must be made and its outcome recorded"]
+pub struct Permit {
+    kind: PermitKind,
+    generation: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PermitKind {
+    Call,
+    Probe { id: u64 },
+}
+
+impl Permit {
+    /// Whether this call is a probe of a backend believed down.
+    #[must_use]
+    pub fn is_probe(&self) -> bool {
+        matches!(self.kind, PermitKind::Probe { .. })
+    }
+}
+
+/// The call must not be made: the circuit is open (or a probe is already in
+/// flight). Drop the work; do not queue or retry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejected {
+    /// The state that rejected the call.
+    pub state: CircuitState,
+}
+
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "circuit {}: call rejected", self.state)
+    }
+}
+
+impl std::error::Error for Rejected {}
+
+/// What happened to a permitted call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The backend took it.
+    Success,
+    /// The backend failed, timed out or the call could not be made.
+    Failure,
+}
+
+/// A copy of the breaker's counters and state at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Current state.
+    pub state: CircuitState,
+    /// Who holds the state.
+    pub mode: Mode,
+    /// When the current state was entered (creation time before any change).
+    pub since: Instant,
+    /// Consecutive failures counted in closed state.
+    pub consecutive_failures: u32,
+    /// Calls permitted (probes included).
+    pub permitted: u64,
+    /// Calls rejected.
+    pub rejected: u64,
+    /// Successes recorded.
+    pub successes: u64,
+    /// Failures recorded, abandoned probes included.
+    pub failures: u64,
+    /// Probes permitted.
+    pub probes: u64,
+    /// Probes abandoned after `probe_timeout` (also counted in `failures`).
+    pub probe_timeouts: u64,
+    /// Outcomes of probes that had already been abandoned; counted nowhere else.
+    pub late_reports: u64,
+    /// Probes outstanding now.
+    pub probes_in_flight: u32,
+    /// Transitions discarded because the caller did not drain them.
+    pub transitions_discarded: u64,
+}
+
+impl CircuitBreaker {
+    /// A closed breaker. `now` is the caller's current time.
+    #[must_use]
+    pub fn new(config: BreakerConfig, now: Instant) -> Self {
+        Self {
+            config,
+            state: CircuitState::Closed,
+            mode: Mode::Automatic,
+            since: now,
+            consecutive_failures: 0,
+            generation: 0,
+            next_attempt: 0,
+            last_probe_at: now,
+            next_probe_id: 0,
+            probes: Vec::with_capacity(config.max_probes_in_flight().get() as usize),
+            transitions: VecDeque::with_capacity(4),
+            stats: Counters::default(),
+        }
+    }
+
+    /// The settings this breaker runs with.
+    #[must_use]
+    pub fn config(&self) -> &BreakerConfig {
+        &self.config
+    }
+
+    /// The current state.
+    #[must_use]
+    pub fn state(&self) -> CircuitState {
+        self.state
+    }
+
+    /// Who holds the state.
+    #[must_use]
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// When the current state was entered.
+    #[must_use]
+    pub fn since(&self) -> Instant {
+        self.since
+    }
+
+    /// Consecutive failures counted in closed state.
+    #[must_use]
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures
+    }
+
+    /// Asks whether a call may be made now.
+    ///
+    /// In closed state every call is permitted. Otherwise the call is attempt
+    /// number `k` (from 0 when the circuit opened, continuing across failed
+    /// probes); it is a probe when `k % probe_every == 0` or when
+    /// `probe_after` has passed since the last probe, and fewer than
+    /// `max_probes_in_flight` probes are outstanding. Everything else is
+    /// rejected.
+    pub fn try_acquire(&mut self, now: Instant) -> Result<Permit, Rejected> {
+        if self.state == CircuitState::Closed {
+            self.stats.permitted += 1;
+            return Ok(Permit {
+                kind: PermitKind::Call,
+                generation: self.generation,
+            });
+        }
+        self.expire_probes(now);
+        if self.mode == Mode::ForcedOpen {
+            return Err(self.reject());
+        }
+        let attempt = self.next_attempt;
+        self.next_attempt += 1;
+        let due = attempt.is_multiple_of(u64::from(self.config.probe_every().get()))
+            || now.saturating_duration_since(self.last_probe_at) >= self.config.probe_after();
+        let room = self.probes.len() < self.config.max_probes_in_flight().get() as usize;
+        if !(due && room) {
+            return Err(self.reject());
+        }
+        let id = self.next_probe_id;
+        self.next_probe_id += 1;
+        self.probes.push(InFlightProbe { id, started: now });
+        self.last_probe_at = now;
+        self.stats.permitted += 1;
+        self.stats.probes += 1;
+        if self.state == CircuitState::Open {
+            self.transition(CircuitState::HalfOpen, TransitionReason::ProbeStarted, now);
+        }
+        Ok(Permit {
+            kind: PermitKind::Probe { id },
+            generation: self.generation,
+        })
+    }
+
+    /// Reports the outcome of a permitted call.
+    pub fn record(&mut self, permit: Permit, outcome: Outcome, now: Instant) {
+        match permit.kind {
+            PermitKind::Call => {
+                self.count(outcome);
+                let current =
+                    self.state == CircuitState::Closed && permit.generation == self.generation;
+                if current {
+                    self.record_closed(outcome, now);
+                }
+            }
+            PermitKind::Probe { id } => {
+                self.expire_probes(now);
+                let Some(index) = self.probes.iter().position(|p| p.id == id) else {
+                    // Abandoned already (timed out, or the circuit was reset):
+                    // its failure was counted then.
+                    self.stats.late_reports += 1;
+                    return;
+                };
+                self.probes.swap_remove(index);
+                self.count(outcome);
+                match outcome {
+                    Outcome::Success => self.close(TransitionReason::ProbeSucceeded, now),
+                    Outcome::Failure if self.state == CircuitState::HalfOpen => {
+                        self.transition(CircuitState::Open, TransitionReason::ProbeFailed, now);
+                    }
+                    // Another probe already failed and reopened the circuit.
+                    Outcome::Failure => {}
+                }
+            }
+        }
+    }
+
+    /// Abandons probes older than `probe_timeout`, counting each as a failure.
+    /// Also done by `try_acquire` and `record`; call it at
+    /// [`poll_timeout`](Self::poll_timeout) to notice a lost probe without traffic.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.expire_probes(now);
+    }
+
+    /// When the oldest outstanding probe will be abandoned, if any.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.probes
+            .iter()
+            .map(|p| p.started + self.config.probe_timeout())
+            .min()
+    }
+
+    /// The next unreported transition, oldest first.
+    #[must_use = "transitions are meant to be acted on (logged, counted)"]
+    pub fn poll_transition(&mut self) -> Option<Transition> {
+        self.transitions.pop_front()
+    }
+
+    /// Holds the circuit open: every call is rejected and nothing probes
+    /// until [`reset`](Self::reset) or [`force_closed`](Self::force_closed).
+    pub fn force_open(&mut self, now: Instant) {
+        self.mode = Mode::ForcedOpen;
+        self.probes.clear();
+        self.next_attempt = 0;
+        if self.state != CircuitState::Open {
+            self.transition(CircuitState::Open, TransitionReason::ForcedOpen, now);
+        }
+    }
+
+    /// Holds the circuit closed (the breaker is disabled): every call is
+    /// permitted and failures never open it.
+    pub fn force_closed(&mut self, now: Instant) {
+        self.mode = Mode::ForcedClosed;
+        self.close(TransitionReason::ForcedClosed, now);
+    }
+
+    /// Back to automatic mode, closed, with no failures counted. Statistics
+    /// are kept: they are running totals.
+    pub fn reset(&mut self, now: Instant) {
+        self.mode = Mode::Automatic;
+        self.close(TransitionReason::Reset, now);
+    }
+
+    /// The counters and state now.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        let c = &self.stats;
+        Stats {
+            state: self.state,
+            mode: self.mode,
+            since: self.since,
+            consecutive_failures: self.consecutive_failures,
+            permitted: c.permitted,
+            rejected: c.rejected,
+            successes: c.successes,
+            failures: c.failures,
+            probes: c.probes,
+            probe_timeouts: c.probe_timeouts,
+            late_reports: c.late_reports,
+            probes_in_flight: u32::try_from(self.probes.len()).unwrap_or(u32::MAX),
+            transitions_discarded: c.transitions_discarded,
+        }
+    }
+
+    fn record_closed(&mut self, outcome: Outcome, now: Instant) {
+        match outcome {
+            Outcome::Success => self.consecutive_failures = 0,
+            Outcome::Failure => {
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+                if self.mode == Mode::Automatic
+                    && self.consecutive_failures >= self.config.failure_threshold().get()
+                {
+                    self.next_attempt = 0;
+                    self.last_probe_at = now;
+                    self.transition(CircuitState::Open, TransitionReason::FailureThreshold, now);
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, reason: TransitionReason, now: Instant) {
+        self.consecutive_failures = 0;
+        self.next_attempt = 0;
+        self.probes.clear();
+        if self.state != CircuitState::Closed {
+            self.transition(CircuitState::Closed, reason, now);
+        }
+    }
+
+    fn expire_probes(&mut self, now: Instant) {
+        let timeout = self.config.probe_timeout();
+        let before = self.probes.len();
+        self.probes
+            .retain(|p| now.saturating_duration_since(p.started) < timeout);
+        let expired = (before - self.probes.len()) as u64;
+        if expired == 0 {
+            return;
+        }
+        self.stats.failures += expired;
+        self.stats.probe_timeouts += expired;
+        if self.state == CircuitState::HalfOpen {
+            self.transition(CircuitState::Open, TransitionReason::ProbeTimedOut, now);
+        }
+    }
+
+    fn reject(&mut self) -> Rejected {
+        self.stats.rejected += 1;
+        Rejected { state: self.state }
+    }
+
+    fn count(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Success => self.stats.successes += 1,
+            Outcome::Failure => self.stats.failures += 1,
+        }
+    }
+
+    fn transition(&mut self, to: CircuitState, reason: TransitionReason, now: Instant) {
+        let from = self.state;
+        debug_assert_ne!(from, to, "a transition changes the state");
+        self.state = to;
+        self.since = now;
+        self.generation += 1;
+        if self.transitions.len() == TRANSITION_QUEUE_LIMIT {
+            self.transitions.pop_front();
+            self.stats.transitions_discarded += 1;
+        }
+        self.transitions.push_back(Transition {
+            from,
+            to,
+            at: now,
+            reason,
+        });
+    }
+}

@@ -1,0 +1,173 @@
+//! The three circuit states and what a transition between them says.
+
+use std::fmt;
+use std::time::Instant;
+
+/// Where the circuit is.
+///
+/// ```text
+///                 failure_threshold consecutive failures
+///     +--------+ -------------------------------------> +------+
+///     | Closed |                                        | Open | <--+
+///     +--------+ <--+                                   +------+    |
+///         ^         | probe succeeded        attempt k % probe_every == 0   |
+///         |         |                        or probe_after elapsed |
+///         |    +----------+  <------------------------------+       |
+///         |    | HalfOpen |                                         |
+///         |    +----------+ ----------------------------------------+
+///         |                   probe failed or timed out
+///         |
+///    reset / force_closed (from any state); force_open goes to Open
+/// ```
+///
+/// The gauge values (`closed` 0, `half_open` 1, `open` 2) are part of the
+/// published contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CircuitState {
+    /// Every call is permitted; failures are counted.
+    Closed,
+    /// A probe is in flight; other calls are rejected.
+    HalfOpen,
+    /// Calls are rejected, except the periodic probe.
+    Open,
+}
+
+impl CircuitState {
+    /// Every state, in gauge order.
+    pub const ALL: [CircuitState; 3] = [Self::Closed, Self::HalfOpen, Self::Open];
+
+    /// The contract's name: `closed`, `half_open` or `open`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::HalfOpen => "half_open",
+            Self::Open => "open",
+        }
+    }
+
+    /// The contract's gauge value: 0 closed, 1 half-open, 2 open.
+    #[must_use]
+    pub const fn gauge_value(self) -> i64 {
+        match self {
+            Self::Closed => 0,
+            Self::HalfOpen => 1,
+            Self::Open => 2,
+        }
+    }
+}
+
+impl fmt::Display for CircuitState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why the circuit changed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransitionReason {
+    /// `failure_threshold` consecutive failures in closed state.
+    FailureThreshold,
+    /// An attempt in open state was chosen as a probe.
+    ProbeStarted,
+    /// A probe succeeded.
+    ProbeSucceeded,
+    /// A probe failed.
+    ProbeFailed,
+    /// A probe did not report back within `probe_timeout`.
+    ProbeTimedOut,
+    /// [`CircuitBreaker::force_open`](crate::CircuitBreaker::force_open).
+    ForcedOpen,
+    /// [`CircuitBreaker::force_closed`](crate::CircuitBreaker::force_closed).
+    ForcedClosed,
+    /// [`CircuitBreaker::reset`](crate::CircuitBreaker::reset).
+    Reset,
+}
+
+impl TransitionReason {
+    /// A short machine-friendly name, e.g. `probe_timed_out`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::FailureThreshold => "failure_threshold",
+            Self::ProbeStarted => "probe_started",
+            Self::ProbeSucceeded => "probe_succeeded",
+            Self::ProbeFailed => "probe_failed",
+            Self::ProbeTimedOut => "probe_timed_out",
+            Self::ForcedOpen => "forced_open",
+            Self::ForcedClosed => "forced_closed",
+            Self::Reset => "reset",
+        }
+    }
+}
+
+impl fmt::Display for TransitionReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One state change, as drained from
+/// [`CircuitBreaker::poll_transition`](crate::CircuitBreaker::poll_transition).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Transition {
+    /// The state left.
+    pub from: CircuitState,
+    /// The state entered.
+    pub to: CircuitState,
+    /// The `now` of the call that caused it.
+    pub at: Instant,
+    /// What caused it.
+    pub reason: TransitionReason,
+}
+
+/// The pairs `(from, to)` that a transition can have, for callers that keep a
+/// counter per pair and want every counter to exist before the first change.
+pub const REACHABLE_TRANSITIONS: [(CircuitState, CircuitState); 5] = [
+    (CircuitState::Closed, CircuitState::Open),
+    (CircuitState::Open, CircuitState::HalfOpen),
+    (CircuitState::HalfOpen, CircuitState::Closed),
+    (CircuitState::HalfOpen, CircuitState::Open),
+    (CircuitState::Open, CircuitState::Closed),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_gauge_values_are_the_contract() {
+        let seen: Vec<_> = CircuitState::ALL
+            .iter()
+            .map(|s| (s.to_string(), s.gauge_value()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("closed".to_owned(), 0),
+                ("half_open".to_owned(), 1),
+                ("open".to_owned(), 2)
+            ]
+        );
+    }
+
+    #[test]
+    fn reasons_have_distinct_names() {
+        let all = [
+            TransitionReason::FailureThreshold,
+            TransitionReason::ProbeStarted,
+            TransitionReason::ProbeSucceeded,
+            TransitionReason::ProbeFailed,
+            TransitionReason::ProbeTimedOut,
+            TransitionReason::ForcedOpen,
+            TransitionReason::ForcedClosed,
+            TransitionReason::Reset,
+        ];
+        let mut names: Vec<_> = all.iter().map(ToString::to_string).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), all.len());
+    }
+}
