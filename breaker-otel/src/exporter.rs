@@ -1,0 +1,423 @@
+//! The circuit-breaking span exporter: a driver around `breaker-core` that
+//! owns the inner exporter, the clock and the lock.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use breaker_core::{BreakerConfig, CircuitBreaker, CircuitState, Outcome, Permit, Transition};
+use futures_util::future::{Either, select};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use tokio::runtime::Handle;
+
+use crate::handle::{BreakerHandle, FailureKind, Published, SpanCounts};
+
+/// Where the adapter reads the time. The default follows Tokio's clock, so a
+/// test on paused Tokio time drives the breaker and the export timeout
+/// together.
+pub trait Clock: Send + Sync + fmt::Debug + 'static {
+    /// The current monotonic time.
+    fn now(&self) -> Instant;
+}
+
+/// Tokio's clock: real time, or virtual time under `tokio::time::pause`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioClock;
+
+impl Clock for TokioClock {
+    fn now(&self) -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+}
+
+/// Settings for [`CircuitBreakerSpanExporter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerSettings {
+    /// The state machine's settings.
+    pub breaker: BreakerConfig,
+    /// The longest one export may take, whatever the inner exporter does.
+    pub export_timeout: Duration,
+}
+
+impl BreakerSettings {
+    /// Default bound on one export.
+    pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        Self {
+            breaker: BreakerConfig::default(),
+            export_timeout: Self::DEFAULT_EXPORT_TIMEOUT,
+        }
+    }
+}
+
+/// Why the adapter could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdapterError {
+    /// No Tokio runtime to run exports on.
+    #[error(
+        "the circuit-breaking exporter needs a Tokio runtime: build it inside one or pass a runtime handle"
+    )]
+    NoRuntime,
+    /// `export_timeout` was zero.
+    #[error("export_timeout must be longer than zero")]
+    ZeroExportTimeout,
+}
+
+/// Wraps any span exporter with a circuit breaker.
+///
+/// A permitted batch goes to the inner exporter and its outcome is reported
+/// to the breaker; a rejected batch is dropped at once (never queued, never
+/// retried) and `export` returns an error. `export` never panics and never
+/// takes longer than `export_timeout`: the inner export runs as a task on a
+/// Tokio runtime, its panic is caught and its hang is cut off, both counted
+/// as failures.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use breaker_otel::{BreakerSettings, CircuitBreakerSpanExporter};
+/// use opentelemetry_sdk::trace::SdkTracerProvider;
+///
+/// let otlp = opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?;
+/// let exporter = CircuitBreakerSpanExporter::new(otlp, BreakerSettings::default())?;
+/// let health = exporter.handle(); // read it from health checks and metrics
+/// let provider = SdkTracerProvider::builder()
+///     .with_batch_exporter(exporter)
+///     .build();
+/// # drop((health, provider)); Ok(()) }
+/// ```
+pub struct CircuitBreakerSpanExporter<E> {
+    inner: Arc<E>,
+    shared: Arc<Shared>,
+    runtime: Handle,
+    export_timeout: Duration,
+    is_shutdown: AtomicBool,
+}
+
+impl<E> fmt::Debug for CircuitBreakerSpanExporter<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreakerSpanExporter")
+            .field("state", &self.shared.handle().state())
+            .field("export_timeout", &self.export_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the exporter, its handles and its controls share.
+#[derive(Debug)]
+struct Shared {
+    core: Mutex<Core>,
+    published: Arc<Published>,
+    clock: Arc<dyn Clock>,
+    origin: Instant,
+}
+
+#[derive(Debug)]
+struct Core {
+    breaker: CircuitBreaker,
+    /// Span counts when the last transition happened, for the log line of the next.
+    spans_at_last_transition: SpanCounts,
+}
+
+impl Shared {
+    fn handle(&self) -> BreakerHandle {
+        BreakerHandle::new(Arc::clone(&self.published))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        // The lock guards plain data that every method leaves consistent, so
+        // a panic elsewhere while it was held does not poison its meaning.
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `step` on the breaker under the lock, then publishes the new
+    /// state and logs the transitions with the lock released.
+    fn drive<T>(&self, step: impl FnOnce(&mut CircuitBreaker, Instant) -> T) -> T {
+        let now = self.clock.now();
+        let mut transitions = Vec::new();
+        let (result, spans_before) = {
+            let mut core = self.lock();
+            let result = step(&mut core.breaker, now);
+            while let Some(t) = core.breaker.poll_transition() {
+                transitions.push(t);
+            }
+            let stats = core.breaker.stats();
+            self.published
+                .set_consecutive_failures(stats.consecutive_failures);
+            self.published.set_state(
+                stats.state,
+                stats.since.saturating_duration_since(self.origin),
+            );
+            let before = core.spans_at_last_transition;
+            if !transitions.is_empty() {
+                core.spans_at_last_transition = self.published.spans();
+            }
+            (result, before)
+        };
+        for t in &transitions {
+            self.published.count_transition(t.from, t.to);
+        }
+        if !transitions.is_empty() {
+            log_transitions(&transitions, spans_before, self.published.spans());
+        }
+        result
+    }
+}
+
+/// One log line per transition: warn when the circuit opens, info otherwise,
+/// with the span counts since the previous transition (several transitions
+/// from one call share those counts: they go with the first).
+fn log_transitions(all: &[Transition], before: SpanCounts, now: SpanCounts) {
+    for (i, t) in all.iter().enumerate() {
+        let (exported, dropped, failed) = if i == 0 {
+            (
+                now.exported - before.exported,
+                now.dropped - before.dropped,
+                now.failed - before.failed,
+            )
+        } else {
+            (0, 0, 0)
+        };
+        if t.to == CircuitState::Open {
+            tracing::warn!(
+                from = t.from.as_str(),
+                to = t.to.as_str(),
+                reason = t.reason.as_str(),
+                spans_exported = exported,
+                spans_dropped = dropped,
+                spans_failed = failed,
+                "telemetry circuit opened: spans are dropped until a probe succeeds"
+            );
+        } else {
+            tracing::info!(
+                from = t.from.as_str(),
+                to = t.to.as_str(),
+                reason = t.reason.as_str(),
+                spans_exported = exported,
+                spans_dropped = dropped,
+                spans_failed = failed,
+                "telemetry circuit {}",
+                match t.to {
+                    CircuitState::Closed => "closed: exporting again",
+                    _ => "half-open: probing the backend",
+                }
+            );
+        }
+    }
+}
+
+/// Manual control over one breaker, for operators and tests: separate from
+/// [`BreakerHandle`] so that read-only users cannot change anything.
+#[derive(Debug, Clone)]
+pub struct BreakerControl {
+    shared: Arc<Shared>,
+}
+
+impl BreakerControl {
+    /// Holds the circuit open: every batch is dropped, nothing probes.
+    pub fn force_open(&self) {
+        self.shared.drive(|b, now| b.force_open(now));
+    }
+
+    /// Holds the circuit closed: every batch is exported, failures never open it.
+    pub fn force_closed(&self) {
+        self.shared.drive(|b, now| b.force_closed(now));
+    }
+
+    /// Back to automatic, closed, with no failures counted.
+    pub fn reset(&self) {
+        self.shared.drive(|b, now| b.reset(now));
+    }
+}
+
+impl<E: SpanExporter + 'static> CircuitBreakerSpanExporter<E> {
+    /// Wraps `inner`, running exports on the current Tokio runtime and
+    /// reading Tokio's clock.
+    ///
+    /// # Errors
+    ///
+    /// [`AdapterError::NoRuntime`] outside a Tokio runtime;
+    /// [`AdapterError::ZeroExportTimeout`] for a zero `export_timeout`.
+    pub fn new(inner: E, settings: BreakerSettings) -> Result<Self, AdapterError> {
+        let runtime = Handle::try_current().map_err(|_| AdapterError::NoRuntime)?;
+        Self::with_runtime(inner, settings, runtime, Arc::new(TokioClock))
+    }
+
+    /// Wraps `inner` with an explicit runtime for exports and clock for the
+    /// breaker (the seam tests use for virtual time).
+    ///
+    /// # Errors
+    ///
+    /// [`AdapterError::ZeroExportTimeout`] for a zero `export_timeout`.
+    pub fn with_runtime(
+        inner: E,
+        settings: BreakerSettings,
+        runtime: Handle,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, AdapterError> {
+        if settings.export_timeout.is_zero() {
+            return Err(AdapterError::ZeroExportTimeout);
+        }
+        let origin = clock.now();
+        let published = Arc::new(Published::new(SystemTime::now()));
+        let shared = Arc::new(Shared {
+            core: Mutex::new(Core {
+                breaker: CircuitBreaker::new(settings.breaker, origin),
+                spans_at_last_transition: SpanCounts::default(),
+            }),
+            published,
+            clock,
+            origin,
+        });
+        Ok(Self {
+            inner: Arc::new(inner),
+            shared,
+            runtime,
+            export_timeout: settings.export_timeout,
+            is_shutdown: AtomicBool::new(false),
+        })
+    }
+
+    /// A read-only handle for health checks and metrics.
+    #[must_use]
+    pub fn handle(&self) -> BreakerHandle {
+        self.shared.handle()
+    }
+
+    /// Manual control over the breaker.
+    #[must_use]
+    pub fn control(&self) -> BreakerControl {
+        BreakerControl {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Runs the inner export as a task, bounded by `export_timeout`, and
+    /// turns a panic or a hang into a failure.
+    async fn export_bounded(
+        &self,
+        batch: Vec<SpanData>,
+    ) -> Result<(), (FailureKind, OTelSdkError)> {
+        let inner = Arc::clone(&self.inner);
+        let timeout = self.export_timeout;
+        let export = self.runtime.spawn(async move { inner.export(batch).await });
+        // The deadline is its own task so that it fires even if the export
+        // task never yields.
+        let deadline = self.runtime.spawn(tokio::time::sleep(timeout));
+        match select(export, deadline).await {
+            Either::Left((joined, deadline)) => {
+                deadline.abort();
+                match joined {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(err)) => Err((FailureKind::Error, err)),
+                    Err(join) if join.is_panic() => Err((
+                        FailureKind::Panic,
+                        OTelSdkError::InternalFailure("the inner span exporter panicked".into()),
+                    )),
+                    Err(_) => Err((
+                        FailureKind::Error,
+                        OTelSdkError::InternalFailure("the export task was cancelled".into()),
+                    )),
+                }
+            }
+            Either::Right((_, export)) => {
+                export.abort();
+                Err((FailureKind::Timeout, OTelSdkError::Timeout(timeout)))
+            }
+        }
+    }
+}
+
+impl<E: SpanExporter + 'static> SpanExporter for CircuitBreakerSpanExporter<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        if self.is_shutdown.load(Ordering::Acquire) {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
+        let spans = batch.len() as u64;
+        let permit: Permit = match self.shared.drive(|b, now| b.try_acquire(now)) {
+            Ok(permit) => permit,
+            Err(rejected) => {
+                self.shared.published.count_dropped(spans);
+                return Err(OTelSdkError::InternalFailure(format!(
+                    "{rejected}: {spans} spans dropped"
+                )));
+            }
+        };
+        if permit.is_probe() {
+            self.shared.published.count_probe();
+        }
+        let result = self.export_bounded(batch).await;
+        let outcome = match &result {
+            Ok(()) => {
+                self.shared.published.count_exported(spans);
+                Outcome::Success
+            }
+            Err((kind, _)) => {
+                self.shared.published.count_failed(spans, *kind);
+                Outcome::Failure
+            }
+        };
+        self.shared.drive(|b, now| b.record(permit, outcome, now));
+        result.map_err(|(_, err)| err)
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        if self.is_shutdown.swap(true, Ordering::AcqRel) {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
+        let inner = Arc::clone(&self.inner);
+        bounded_on_thread(timeout, move || inner.shutdown_with_timeout(timeout))
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        if self.is_shutdown.load(Ordering::Acquire) {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
+        let inner = Arc::clone(&self.inner);
+        bounded_on_thread(self.export_timeout, move || inner.force_flush())
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        // Called once while the provider is built, before any export holds
+        // a clone of the inner exporter.
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.set_resource(resource),
+            None => {
+                tracing::warn!("resource not passed to the inner span exporter: export in flight")
+            }
+        }
+    }
+}
+
+/// Runs a blocking call of the inner exporter on its own thread and waits at
+/// most `timeout` for it: an inner shutdown that hangs must not hang ours.
+fn bounded_on_thread(
+    timeout: Duration,
+    call: impl FnOnce() -> OTelSdkResult + Send + 'static,
+) -> OTelSdkResult {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let spawned = std::thread::Builder::new()
+        .name("breaker-otel-shutdown".into())
+        .spawn(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call))
+                .unwrap_or_else(|_| {
+                    Err(OTelSdkError::InternalFailure(
+                        "the inner span exporter panicked".into(),
+                    ))
+                });
+            let _ = tx.send(result);
+        });
+    if let Err(err) = spawned {
+        return Err(OTelSdkError::InternalFailure(format!(
+            "could not start a thread: {err}"
+        )));
+    }
+    rx.recv_timeout(timeout)
+        .unwrap_or(Err(OTelSdkError::Timeout(timeout)))
+}

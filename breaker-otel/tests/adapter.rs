@@ -1,0 +1,252 @@
+//! The adapter's behaviour with a scripted inner exporter, on paused Tokio
+//! time: the six behaviours of the original requirement, panics, hangs,
+//! span accounting and shutdown.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use breaker_otel::{BreakerSettings, CircuitBreakerSpanExporter, CircuitState};
+use opentelemetry_sdk::error::OTelSdkError;
+use opentelemetry_sdk::trace::SpanExporter;
+use support::{Scripted, Step, spans};
+
+fn wrap(inner: &Scripted) -> CircuitBreakerSpanExporter<Scripted> {
+    CircuitBreakerSpanExporter::new(inner.clone(), BreakerSettings::default()).unwrap()
+}
+
+/// Exports `n` one-span batches, one virtual millisecond apart.
+async fn export_n(exporter: &CircuitBreakerSpanExporter<Scripted>, n: usize) {
+    for _ in 0..n {
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let _ = exporter.export(spans(1)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn returns_an_error_rather_than_panicking_when_the_inner_exporter_fails() {
+    let inner = Scripted::always(Step::Fail);
+    let exporter = wrap(&inner);
+    let result = exporter.export(spans(3)).await;
+    assert!(
+        matches!(result, Err(OTelSdkError::InternalFailure(_))),
+        "{result:?}"
+    );
+    assert_eq!(exporter.handle().snapshot().spans.failed, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn opens_after_three_consecutive_failures() {
+    let inner = Scripted::always(Step::Fail);
+    let exporter = wrap(&inner);
+    export_n(&exporter, 2).await;
+    assert_eq!(exporter.handle().state(), CircuitState::Closed);
+    assert_eq!(exporter.handle().snapshot().consecutive_failures, 2);
+    export_n(&exporter, 1).await;
+    assert_eq!(exporter.handle().state(), CircuitState::Open);
+    let snapshot = exporter.handle().snapshot();
+    assert_eq!(
+        snapshot
+            .transitions
+            .get(CircuitState::Closed, CircuitState::Open),
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn closes_after_a_successful_probe() {
+    let inner = Scripted::new([Step::Fail; 3], Step::Succeed);
+    let exporter = wrap(&inner);
+    export_n(&exporter, 3).await;
+    assert_eq!(exporter.handle().state(), CircuitState::Open);
+    let probe = exporter.export(spans(2)).await;
+    assert!(probe.is_ok());
+    let snapshot = exporter.handle().snapshot();
+    assert_eq!(snapshot.state, CircuitState::Closed);
+    assert_eq!(snapshot.consecutive_failures, 0);
+    assert_eq!(snapshot.probes, 1);
+    assert_eq!(snapshot.spans.exported, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn drops_spans_while_open_without_calling_the_inner_exporter() {
+    let inner = Scripted::always(Step::Fail);
+    let exporter = wrap(&inner);
+    export_n(&exporter, 4).await; // opens, then attempt 0 probes
+    let calls = inner.calls();
+    for _ in 0..9 {
+        let result = exporter.export(spans(5)).await;
+        assert!(result.is_err(), "a dropped batch is an error result");
+    }
+    assert_eq!(
+        inner.calls(),
+        calls,
+        "attempts 1..=9 never reach the backend"
+    );
+    assert_eq!(exporter.handle().snapshot().spans.dropped, 45);
+}
+
+#[tokio::test(start_paused = true)]
+async fn exports_normally_while_closed() {
+    let inner = Scripted::always(Step::Succeed);
+    let exporter = wrap(&inner);
+    for _ in 0..20 {
+        exporter.export(spans(10)).await.unwrap();
+    }
+    assert_eq!(inner.calls(), 20);
+    assert_eq!(
+        inner
+            .spans_received
+            .load(std::sync::atomic::Ordering::SeqCst),
+        200
+    );
+    let snapshot = exporter.handle().snapshot();
+    assert_eq!(snapshot.state, CircuitState::Closed);
+    assert_eq!(snapshot.spans.exported, 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_probe_cycle_reaches_the_backend_at_attempts_0_10_and_20() {
+    let inner = Scripted::always(Step::Fail);
+    let exporter = wrap(&inner);
+    export_n(&exporter, 3).await;
+    let mut reached = Vec::new();
+    for attempt in 0..=20 {
+        let before = inner.calls();
+        export_n(&exporter, 1).await;
+        if inner.calls() > before {
+            reached.push(attempt);
+        }
+    }
+    assert_eq!(reached, [0, 10, 20]);
+    assert_eq!(exporter.handle().snapshot().probes, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_inner_exporter_is_a_failure_and_the_next_call_works() {
+    let inner = Scripted::new([Step::Panic], Step::Succeed);
+    let exporter = wrap(&inner);
+    let result = exporter.export(spans(2)).await;
+    assert!(matches!(result, Err(OTelSdkError::InternalFailure(ref m)) if m.contains("panicked")));
+    exporter.export(spans(1)).await.unwrap();
+    let snapshot = exporter.handle().snapshot();
+    assert_eq!(snapshot.failed_batches.panic, 1);
+    assert_eq!((snapshot.spans.failed, snapshot.spans.exported), (2, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_inner_exporter_is_cut_off_at_export_timeout() {
+    let inner = Scripted::new([Step::Hang], Step::Succeed);
+    let settings = BreakerSettings {
+        export_timeout: Duration::from_secs(10),
+        ..BreakerSettings::default()
+    };
+    let exporter = CircuitBreakerSpanExporter::new(inner.clone(), settings).unwrap();
+    let started = tokio::time::Instant::now();
+    let result = exporter.export(spans(4)).await;
+    assert_eq!(started.elapsed(), Duration::from_secs(10), "virtual time");
+    assert!(
+        matches!(result, Err(OTelSdkError::Timeout(_))),
+        "{result:?}"
+    );
+    exporter.export(spans(1)).await.unwrap();
+    let snapshot = exporter.handle().snapshot();
+    assert_eq!(snapshot.failed_batches.timeout, 1);
+    assert_eq!((snapshot.spans.failed, snapshot.spans.exported), (4, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_hangs_open_the_circuit() {
+    let inner = Scripted::always(Step::Hang);
+    let exporter = wrap(&inner);
+    export_n(&exporter, 3).await;
+    assert_eq!(exporter.handle().state(), CircuitState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_shutdown_export_fails_with_already_shutdown() {
+    let inner = Scripted::always(Step::Succeed);
+    let exporter = wrap(&inner);
+    exporter.shutdown().unwrap();
+    assert!(matches!(
+        exporter.export(spans(1)).await,
+        Err(OTelSdkError::AlreadyShutdown)
+    ));
+    assert!(matches!(
+        exporter.shutdown(),
+        Err(OTelSdkError::AlreadyShutdown)
+    ));
+    assert_eq!(inner.calls(), 0);
+}
+
+#[tokio::test]
+async fn shutdown_returns_within_its_timeout_when_the_inner_shutdown_hangs() {
+    let mut inner = Scripted::always(Step::Succeed);
+    inner.shutdown_hangs = true;
+    let exporter = wrap(&inner);
+    let result = exporter.shutdown_with_timeout(Duration::from_millis(100));
+    assert!(
+        matches!(result, Err(OTelSdkError::Timeout(_))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn manual_control_forces_and_resets() {
+    let inner = Scripted::always(Step::Succeed);
+    let exporter = wrap(&inner);
+    let control = exporter.control();
+    control.force_open();
+    assert!(exporter.export(spans(1)).await.is_err());
+    assert_eq!(inner.calls(), 0);
+    control.reset();
+    exporter.export(spans(1)).await.unwrap();
+    assert_eq!(exporter.handle().state(), CircuitState::Closed);
+}
+
+mod accounting {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => Just(Step::Succeed),
+            4 => Just(Step::Fail),
+            1 => Just(Step::Panic),
+            1 => Just(Step::Hang),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Spans in = exported + dropped + failed, for any script.
+        #[test]
+        fn every_span_is_accounted_for(
+            script in proptest::collection::vec(step(), 0..60),
+            sizes in proptest::collection::vec(1usize..20, 60),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            let (total, counts, received) = runtime.block_on(async {
+                let inner = Scripted::new(script.clone(), Step::Succeed);
+                let exporter = wrap(&inner);
+                let mut total = 0u64;
+                for &n in &sizes {
+                    tokio::time::advance(Duration::from_secs(1)).await;
+                    let _ = exporter.export(spans(n)).await;
+                    total += n as u64;
+                }
+                let received = inner.spans_received.load(std::sync::atomic::Ordering::SeqCst);
+                (total, exporter.handle().snapshot().spans, received as u64)
+            });
+            prop_assert_eq!(counts.total(), total);
+            prop_assert_eq!(counts.exported, received);
+        }
+    }
+}
