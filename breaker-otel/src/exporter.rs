@@ -309,7 +309,11 @@ impl<E: SpanExporter + 'static> CircuitBreakerSpanExporter<E> {
         let export = self.runtime.spawn(async move { inner.export(batch).await });
         // The deadline is its own task so that it fires even if the export
         // task never yields.
-        let deadline = self.runtime.spawn(tokio::time::sleep(timeout));
+        // Created inside the task: the caller may be a thread outside the
+        // runtime (the SDK's batch processor), where no timer can be made.
+        let deadline = self
+            .runtime
+            .spawn(async move { tokio::time::sleep(timeout).await });
         match select(export, deadline).await {
             Either::Left((joined, deadline)) => {
                 deadline.abort();

@@ -24,6 +24,7 @@ pub(crate) struct Published {
     failed_timeout: AtomicU64,
     failed_panic: AtomicU64,
     probes: AtomicU64,
+    ended: AtomicU64,
     transitions: [AtomicU64; REACHABLE_TRANSITIONS.len()],
 }
 
@@ -49,6 +50,7 @@ impl Published {
             failed_timeout: AtomicU64::new(0),
             failed_panic: AtomicU64::new(0),
             probes: AtomicU64::new(0),
+            ended: AtomicU64::new(0),
             transitions: Default::default(),
         }
     }
@@ -74,6 +76,10 @@ impl Published {
 
     pub(crate) fn count_probe(&self) {
         self.probes.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn count_ended(&self) {
+        self.ended.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn count_exported(&self, spans: u64) {
@@ -147,6 +153,10 @@ impl BreakerHandle {
         Self::new(Arc::new(Published::new(SystemTime::now())))
     }
 
+    pub(crate) fn published(&self) -> Arc<Published> {
+        Arc::clone(&self.published)
+    }
+
     /// The circuit's state now.
     #[must_use]
     pub fn state(&self) -> CircuitState {
@@ -174,6 +184,7 @@ impl BreakerHandle {
                 panic: p.failed_panic.load(Relaxed),
             },
             probes: p.probes.load(Relaxed),
+            spans_ended: p.ended.load(Relaxed),
             transitions,
         }
     }
@@ -196,6 +207,11 @@ pub struct BreakerSnapshot {
     pub failed_batches: FailedBatches,
     /// Probe exports attempted while the circuit was open.
     pub probes: u64,
+    /// Sampled spans that ended in a provider built by
+    /// [`OtlpPipeline`](crate::OtlpPipeline), counted before the batch
+    /// queue; 0 for an exporter used on its own. After a clean shutdown,
+    /// `spans_ended - spans.total()` were lost in the SDK's queue.
+    pub spans_ended: u64,
     /// State changes by `(from, to)`.
     pub transitions: TransitionCounts,
 }

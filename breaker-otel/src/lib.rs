@@ -13,9 +13,11 @@
 
 mod exporter;
 mod handle;
+mod pipeline;
 
 pub use breaker_core::{BreakerConfig, BreakerConfigBuilder, CircuitState, ConfigError};
 pub use exporter::{
     AdapterError, BreakerControl, BreakerSettings, CircuitBreakerSpanExporter, Clock, TokioClock,
 };
 pub use handle::{BreakerHandle, BreakerSnapshot, FailedBatches, SpanCounts, TransitionCounts};
+pub use pipeline::{OtlpPipeline, PipelineError, Protocol, TracingPipeline};
