@@ -146,7 +146,10 @@ fn successful_probe_closes_and_resets_the_count() {
     );
     // Numbering starts again from 0 the next time it opens.
     let (seen, _) = run(&mut sim, "FFFFF");
-    assert_eq!(seen, "pppp-", "attempt 0 after reopening probes, attempt 1 not");
+    assert_eq!(
+        seen, "pppp-",
+        "attempt 0 after reopening probes, attempt 1 not"
+    );
 }
 
 #[test]

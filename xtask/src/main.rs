@@ -1,3 +1,179 @@
-//! Project automation.
+//! Project automation, the matklad way: `cargo xtask <command>` (an alias in
+//! `.cargo/config.toml`) runs this binary.
+//!
+//! `cargo xtask ci` runs every quality gate in order and stops at the first
+//! failure; `cargo xtask bench` runs `breaker-core`'s benchmarks. Facts about
+//! the tree (no clock in `breaker-core`, no GPL in library crates, ...) are
+//! `#[test]`s (module `tidy`, and [`licences`]), so plain `cargo test` enforces
+//! them too. This crate installs nothing: `.ci/run` does that.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "console output is what this program is for"
+)]
 
-fn main() {}
+mod bench;
+mod ci;
+mod licences;
+mod process;
+#[cfg(test)]
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  ci                  run every quality gate in order; stop at the first failure
+  ci --only GATE      run only the named gate (repeatable)
+  ci --list           list the gates in the order they run
+  bench [-- ARGS]     run breaker-core's criterion benchmarks (ARGS go to criterion)
+  help, --help, -h    print this text
+";
+
+/// What the command line asked for.
+#[derive(Debug, PartialEq)]
+enum Task {
+    Ci(ci::Selection),
+    ListGates,
+    Bench(Vec<String>),
+    Help,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let task = match parse_args(&args) {
+        Ok(task) => task,
+        Err(message) => {
+            eprintln!("xtask: {message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let root = workspace_root();
+    let outcome = match task {
+        Task::Help => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Task::ListGates => {
+            ci::list_gates();
+            Ok(())
+        }
+        Task::Ci(selection) => ci::run(&root, &selection),
+        Task::Bench(args) => bench::run(&root, &args),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses the arguments after `cargo xtask`; an error is a usage mistake.
+fn parse_args(args: &[String]) -> Result<Task, String> {
+    let Some((command, rest)) = args.split_first() else {
+        return Err("no command given".to_owned());
+    };
+    match command.as_str() {
+        "help" | "--help" | "-h" => Ok(Task::Help),
+        "ci" => parse_ci_args(rest),
+        "bench" => match rest.split_first() {
+            None => Ok(Task::Bench(Vec::new())),
+            Some((dashes, criterion_args)) if dashes == "--" => {
+                Ok(Task::Bench(criterion_args.to_vec()))
+            }
+            Some((other, _)) => Err(format!(
+                "unexpected argument `{other}` to bench (criterion arguments go after `--`)"
+            )),
+        },
+        other => Err(format!("unknown command `{other}`")),
+    }
+}
+
+fn parse_ci_args(args: &[String]) -> Result<Task, String> {
+    let mut only = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--list" => return Ok(Task::ListGates),
+            "--only" => {
+                let name = args.next().ok_or("`--only` needs a gate name")?;
+                only.push(ci::gate_named(name)?);
+            }
+            other => return Err(format!("unexpected argument `{other}` to ci")),
+        }
+    }
+    Ok(Task::Ci(ci::Selection::new(only)))
+}
+
+/// The workspace root: this crate lives in `<root>/xtask`, and `cargo xtask`
+/// always builds it from the tree it checks.
+fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<Task, String> {
+        let args: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+        parse_args(&args)
+    }
+
+    #[test]
+    fn ci_without_options_selects_every_gate() {
+        let Ok(Task::Ci(selection)) = parse("ci") else {
+            panic!("`ci` did not parse as the ci task");
+        };
+        let names: Vec<&str> = selection.gates().map(|gate| gate.name).collect();
+        assert_eq!(names, ci::GATES.iter().map(|g| g.name).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn only_keeps_the_table_order_whatever_the_argument_order() {
+        let Ok(Task::Ci(selection)) = parse("ci --only licences --only coverage") else {
+            panic!("`ci --only` did not parse as the ci task");
+        };
+        let names: Vec<&str> = selection.gates().map(|gate| gate.name).collect();
+        assert_eq!(names, ["coverage", "licences"]);
+    }
+
+    #[test]
+    fn usage_mistakes_are_errors_that_name_the_culprit() {
+        for (line, culprit) in [
+            ("", "no command"),
+            ("deploy", "`deploy`"),
+            ("ci --only", "`--only`"),
+            ("ci --only nonsense", "`nonsense`"),
+            ("ci --fast", "`--fast`"),
+            ("bench --quick", "`--quick`"),
+        ] {
+            let error = parse(line).expect_err(line);
+            assert!(error.contains(culprit), "{line:?} gave {error:?}");
+        }
+    }
+
+    #[test]
+    fn help_and_bench_arguments_parse() {
+        for line in ["help", "--help", "-h"] {
+            assert_eq!(parse(line), Ok(Task::Help));
+        }
+        assert_eq!(parse("ci --list"), Ok(Task::ListGates));
+        assert_eq!(
+            parse("bench -- --quick closed"),
+            Ok(Task::Bench(vec!["--quick".to_owned(), "closed".to_owned()]))
+        );
+    }
+
+    #[test]
+    fn workspace_root_holds_the_workspace_manifest() {
+        let manifest = std::fs::read_to_string(workspace_root().join("Cargo.toml")).unwrap();
+        assert!(manifest.contains("[workspace]"));
+    }
+}

@@ -1,0 +1,460 @@
+//! `cargo xtask ci`: the quality gates, in the order they run.
+//!
+//! A gate is a name and a function; adding one is adding a row to [`GATES`].
+//! The run stops at the first failing gate and names it. Installing the tools
+//! the gates need is `.ci/run`'s job; a gate whose tool is missing fails with
+//! the command that installs it.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::{licences, process};
+
+/// One quality gate.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    pub(crate) name: &'static str,
+    /// One line for `cargo xtask ci --list`.
+    summary: &'static str,
+    run: fn(&Path) -> Result<()>,
+}
+
+/// Every gate, in the order `cargo xtask ci` runs them.
+pub(crate) const GATES: &[Gate] = &[
+    Gate {
+        name: "fmt",
+        summary: "cargo fmt --all --check",
+        run: fmt,
+    },
+    Gate {
+        name: "clippy",
+        summary: "cargo clippy --workspace --all-targets -- -D warnings",
+        run: clippy,
+    },
+    Gate {
+        name: "promtool",
+        summary: "promtool is on PATH when telemetry-http has a promtool test",
+        run: promtool,
+    },
+    Gate {
+        name: "tests",
+        summary: "cargo nextest run --workspace (cargo test without nextest)",
+        run: tests,
+    },
+    Gate {
+        name: "doctests",
+        summary: "cargo test --doc --workspace",
+        run: doctests,
+    },
+    Gate {
+        name: "docs",
+        summary: "RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --workspace",
+        run: docs,
+    },
+    Gate {
+        name: "coverage",
+        summary: "line coverage of breaker-core/src by its own tests >= 90%",
+        run: coverage,
+    },
+    Gate {
+        name: "licences",
+        summary: "no GPL-family code in library crates' default dependencies",
+        run: licences,
+    },
+];
+
+/// Minimum line coverage, in percent, of `breaker-core`'s source files.
+const COVERAGE_MIN_LINES: f64 = 90.0;
+
+/// Set for the test gate: tests that need `promtool` fail instead of skipping.
+const REQUIRE_PROMTOOL: &str = "TASKMAN_REQUIRE_PROMTOOL";
+
+/// The test that pipes `/metrics` through `promtool check metrics`.
+const PROMTOOL_TEST: &str = "telemetry-http/tests/promtool.rs";
+
+/// Which gates to run; always in table order.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Selection {
+    /// Empty means every gate.
+    only: Vec<&'static str>,
+}
+
+impl Selection {
+    pub(crate) fn new(only: Vec<&'static str>) -> Self {
+        Self { only }
+    }
+
+    pub(crate) fn gates(&self) -> impl Iterator<Item = &'static Gate> + '_ {
+        GATES
+            .iter()
+            .filter(|gate| self.only.is_empty() || self.only.contains(&gate.name))
+    }
+}
+
+/// The canonical name of the gate called `name`, or a usage error listing them.
+pub(crate) fn gate_named(name: &str) -> Result<&'static str, String> {
+    GATES
+        .iter()
+        .find(|gate| gate.name == name)
+        .map(|gate| gate.name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = GATES.iter().map(|gate| gate.name).collect();
+            format!("unknown gate `{name}` (gates: {})", names.join(", "))
+        })
+}
+
+pub(crate) fn list_gates() {
+    for gate in GATES {
+        println!("{:<10} {}", gate.name, gate.summary);
+    }
+}
+
+/// Runs the selected gates in order and stops at the first failure.
+pub(crate) fn run(root: &Path, selection: &Selection) -> Result<()> {
+    run_gates(root, selection.gates())
+}
+
+fn run_gates<'g>(root: &Path, gates: impl Iterator<Item = &'g Gate>) -> Result<()> {
+    let started = Instant::now();
+    let mut passed = 0;
+    for gate in gates {
+        println!("==> gate: {}", gate.name);
+        let gate_started = Instant::now();
+        if let Err(error) = (gate.run)(root) {
+            println!(
+                "==> FAILED gate: {} after {:.0?}",
+                gate.name,
+                gate_started.elapsed()
+            );
+            return Err(error.context(format!("gate `{}` failed", gate.name)));
+        }
+        println!(
+            "==> passed gate: {} in {:.0?}",
+            gate.name,
+            gate_started.elapsed()
+        );
+        passed += 1;
+    }
+    println!(
+        "==> ci: all {passed} gates passed in {:.0?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+fn fmt(root: &Path) -> Result<()> {
+    process::run(process::cargo(root).args(["fmt", "--all", "--check"]))
+}
+
+fn clippy(root: &Path) -> Result<()> {
+    process::run(process::cargo(root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
+
+fn promtool(root: &Path) -> Result<()> {
+    require_promtool(root, "promtool")
+}
+
+/// Fails unless `program` answers `--version`, when the promtool test exists.
+fn require_promtool(root: &Path, program: &str) -> Result<()> {
+    if !root.join(PROMTOOL_TEST).is_file() {
+        println!("no {PROMTOOL_TEST}: nothing needs promtool");
+        return Ok(());
+    }
+    let version = std::process::Command::new(program)
+        .arg("--version")
+        .output();
+    match version {
+        Ok(output) if output.status.success() => {
+            let text = String::from_utf8_lossy(&output.stdout);
+            println!("{}", text.lines().next().unwrap_or(program));
+            Ok(())
+        }
+        _ => bail!(
+            "promtool not found: install Debian's `prometheus` package (apt-get install -y prometheus)"
+        ),
+    }
+}
+
+fn tests(root: &Path) -> Result<()> {
+    let nextest = process::succeeds(process::cargo(root).args(["nextest", "--version"]));
+    let mut command = process::cargo(root);
+    if nextest {
+        command.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+    } else {
+        println!("cargo-nextest is not installed: using cargo test");
+        command.args(["test", "--workspace", "--no-fail-fast"]);
+    }
+    process::run(command.env(REQUIRE_PROMTOOL, "1"))
+}
+
+fn doctests(root: &Path) -> Result<()> {
+    process::run(process::cargo(root).args(["test", "--doc", "--workspace"]))
+}
+
+fn docs(root: &Path) -> Result<()> {
+    process::run(
+        process::cargo(root)
+            .args(["doc", "--no-deps", "--workspace"])
+            .env("RUSTDOCFLAGS", "-Dwarnings"),
+    )
+}
+
+fn coverage(root: &Path) -> Result<()> {
+    if !process::succeeds(process::cargo(root).args(["llvm-cov", "--version"])) {
+        bail!(
+            "cargo-llvm-cov is not installed: run \
+             `rustup component add llvm-tools-preview && cargo install cargo-llvm-cov --locked`"
+        );
+    }
+    let report = std::env::temp_dir().join(format!("xtask-coverage-{}.json", std::process::id()));
+    let measured = process::run(
+        process::cargo(root)
+            .args([
+                "llvm-cov",
+                "--package",
+                "breaker-core",
+                "--json",
+                "--summary-only",
+                "--output-path",
+            ])
+            .arg(&report),
+    )
+    .and_then(|()| {
+        let text = std::fs::read_to_string(&report)
+            .with_context(|| format!("reading {}", report.display()))?;
+        source_line_coverage(&text, &root.join("breaker-core").join("src"))
+    });
+    let _ = std::fs::remove_file(&report);
+    let coverage = measured?;
+    for file in &coverage.files {
+        println!("{:>6.2}%  {}", file.percent(), file.name);
+    }
+    judge_coverage(&coverage.total())
+}
+
+/// Passes when `total` meets [`COVERAGE_MIN_LINES`]; measuring nothing fails.
+fn judge_coverage(total: &LineCount) -> Result<()> {
+    println!(
+        "breaker-core/src: {} of {} lines covered ({:.2}%, minimum {COVERAGE_MIN_LINES}%)",
+        total.covered,
+        total.count,
+        total.percent()
+    );
+    if total.count == 0 {
+        bail!("no line of breaker-core/src was instrumented: the coverage run measured nothing");
+    }
+    if total.percent() < COVERAGE_MIN_LINES {
+        bail!(
+            "breaker-core/src line coverage is {:.2}%, below the {COVERAGE_MIN_LINES}% minimum",
+            total.percent()
+        );
+    }
+    Ok(())
+}
+
+/// Covered and instrumented line counts of one file, or of a sum of files.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct LineCount {
+    name: String,
+    count: u64,
+    covered: u64,
+}
+
+impl LineCount {
+    fn percent(&self) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        100.0 * self.covered as f64 / self.count as f64
+    }
+}
+
+#[derive(Debug)]
+struct Coverage {
+    files: Vec<LineCount>,
+}
+
+impl Coverage {
+    fn total(&self) -> LineCount {
+        self.files
+            .iter()
+            .fold(LineCount::default(), |sum, file| LineCount {
+                name: String::new(),
+                count: sum.count + file.count,
+                covered: sum.covered + file.covered,
+            })
+    }
+}
+
+/// Picks the files under `source_dir` out of an `llvm-cov export` JSON report:
+/// the test files, other crates and dependencies must not dilute the number.
+fn source_line_coverage(report: &str, source_dir: &Path) -> Result<Coverage> {
+    let report: Value = serde_json::from_str(report).context("the coverage report is not JSON")?;
+    let files = report["data"]
+        .as_array()
+        .context("the coverage report has no `data` array")?
+        .iter()
+        .filter_map(|data| data["files"].as_array())
+        .flatten();
+    let mut selected = Vec::new();
+    for file in files {
+        let name = file["filename"]
+            .as_str()
+            .context("a coverage entry has no `filename`")?;
+        let Ok(relative) = Path::new(name).strip_prefix(source_dir) else {
+            continue;
+        };
+        let lines = &file["summary"]["lines"];
+        let (Some(count), Some(covered)) = (lines["count"].as_u64(), lines["covered"].as_u64())
+        else {
+            bail!("the coverage entry for {name} has no line counts");
+        };
+        selected.push(LineCount {
+            name: format!("breaker-core/src/{}", relative.display()),
+            count,
+            covered,
+        });
+    }
+    selected.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Coverage { files: selected })
+}
+
+fn licences(root: &Path) -> Result<()> {
+    licences::check_libraries(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gate_names_are_unique_and_in_the_documented_order() {
+        let names: Vec<&str> = GATES.iter().map(|gate| gate.name).collect();
+        assert_eq!(
+            names,
+            [
+                "fmt", "clippy", "promtool", "tests", "doctests", "docs", "coverage", "licences"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unknown_gate_name_lists_the_real_ones() {
+        assert_eq!(gate_named("coverage"), Ok("coverage"));
+        let error = gate_named("speed").unwrap_err();
+        assert!(
+            error.contains("`speed`") && error.contains("fmt, clippy"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn coverage_counts_only_files_under_the_source_dir() {
+        let report = r#"{"data": [{"files": [
+            {"filename": "/ws/breaker-core/src/lib.rs", "summary": {"lines": {"count": 100, "covered": 95}}},
+            {"filename": "/ws/breaker-core/src/state.rs", "summary": {"lines": {"count": 100, "covered": 80}}},
+            {"filename": "/ws/breaker-core/tests/model.rs", "summary": {"lines": {"count": 500, "covered": 500}}},
+            {"filename": "/ws/breaker-core/srcx/other.rs", "summary": {"lines": {"count": 9, "covered": 9}}}
+        ]}]}"#;
+        let coverage = source_line_coverage(report, Path::new("/ws/breaker-core/src")).unwrap();
+        let names: Vec<&str> = coverage.files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["breaker-core/src/lib.rs", "breaker-core/src/state.rs"]
+        );
+        let total = coverage.total();
+        assert_eq!((total.covered, total.count), (175, 200));
+        assert!((total.percent() - 87.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn coverage_below_the_minimum_or_of_nothing_fails() {
+        let lines = |covered, count| LineCount {
+            name: String::new(),
+            count,
+            covered,
+        };
+        assert!(judge_coverage(&lines(90, 100)).is_ok());
+        let low = judge_coverage(&lines(899, 1000)).unwrap_err().to_string();
+        assert_eq!(
+            low,
+            "breaker-core/src line coverage is 89.90%, below the 90% minimum"
+        );
+        let none = judge_coverage(&lines(0, 0)).unwrap_err().to_string();
+        assert!(none.contains("measured nothing"), "{none}");
+    }
+
+    #[test]
+    fn promtool_is_required_only_once_the_promtool_test_exists() {
+        let root = std::env::temp_dir().join(format!("xtask-promtool-{}", std::process::id()));
+        let missing = "xtask-no-such-promtool";
+        std::fs::create_dir_all(root.join("telemetry-http/tests")).unwrap();
+        let before = require_promtool(&root, missing);
+        std::fs::write(root.join(PROMTOOL_TEST), "").unwrap();
+        let after = require_promtool(&root, missing);
+        let present = require_promtool(&root, "true");
+        let _ = std::fs::remove_dir_all(&root);
+        assert!(before.is_ok());
+        assert_eq!(
+            after.unwrap_err().to_string(),
+            "promtool not found: install Debian's `prometheus` package (apt-get install -y prometheus)"
+        );
+        assert!(present.is_ok());
+    }
+
+    #[test]
+    fn a_coverage_report_without_line_counts_is_an_error() {
+        let report = r#"{"data": [{"files": [{"filename": "/ws/breaker-core/src/lib.rs", "summary": {}}]}]}"#;
+        let error = source_line_coverage(report, Path::new("/ws/breaker-core/src")).unwrap_err();
+        assert!(error.to_string().contains("no line counts"), "{error}");
+    }
+
+    fn pass(_: &Path) -> Result<()> {
+        Ok(())
+    }
+
+    fn fail(_: &Path) -> Result<()> {
+        bail!("the widget is crooked")
+    }
+
+    fn must_not_run(_: &Path) -> Result<()> {
+        panic!("a gate ran after a failed one");
+    }
+
+    #[test]
+    fn the_first_failing_gate_stops_the_run_and_is_named() {
+        let table = [
+            Gate {
+                name: "first",
+                summary: "",
+                run: pass,
+            },
+            Gate {
+                name: "second",
+                summary: "",
+                run: fail,
+            },
+            Gate {
+                name: "third",
+                summary: "",
+                run: must_not_run,
+            },
+        ];
+        let error = run_gates(Path::new("."), table.iter()).unwrap_err();
+        assert_eq!(
+            format!("{error:#}"),
+            "gate `second` failed: the widget is crooked"
+        );
+        assert!(run_gates(Path::new("."), table[..1].iter()).is_ok());
+    }
+}
