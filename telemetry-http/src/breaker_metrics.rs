@@ -1,0 +1,133 @@
+//! The breaker's contract metrics, read from its handle at scrape time.
+//!
+//! A custom collector rather than counters incremented by the exporter:
+//! the handle already counts monotonically, so reading it keeps one source
+//! of truth, and every label set exists from the first scrape because the
+//! snapshot lists every reachable transition, zero counts included.
+
+use std::collections::HashMap;
+
+use breaker_otel::{BreakerHandle, BreakerSnapshot};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+
+const CIRCUIT_STATE: &str = "circuit_state";
+const CIRCUIT_STATE_HELP: &str =
+    "State of the span exporter's circuit breaker: 0 closed, 1 half-open, 2 open.";
+const SPANS_PROCESSED: &str = "spans_processed_total";
+const SPANS_PROCESSED_HELP: &str = "Spans handed to the circuit-breaking exporter, by outcome: \
+     exported, dropped (circuit open) or failed (backend error, timeout or panic).";
+const TRANSITIONS: &str = "circuit_transitions_total";
+const TRANSITIONS_HELP: &str =
+    "Changes of the circuit breaker's state, by state left and state entered.";
+
+#[derive(Debug)]
+pub(crate) struct BreakerCollector {
+    handle: BreakerHandle,
+    descs: [Desc; 3],
+}
+
+impl BreakerCollector {
+    pub(crate) fn new(handle: BreakerHandle) -> Result<Self, prometheus::Error> {
+        let desc = |name: &str, help: &str, labels: &[&str]| {
+            Desc::new(
+                name.to_owned(),
+                help.to_owned(),
+                labels.iter().map(|l| (*l).to_owned()).collect(),
+                HashMap::new(),
+            )
+        };
+        Ok(Self {
+            handle,
+            descs: [
+                desc(CIRCUIT_STATE, CIRCUIT_STATE_HELP, &[])?,
+                desc(SPANS_PROCESSED, SPANS_PROCESSED_HELP, &["outcome"])?,
+                desc(TRANSITIONS, TRANSITIONS_HELP, &["from", "to"])?,
+            ],
+        })
+    }
+}
+
+impl Collector for BreakerCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        families(&self.handle.snapshot())
+    }
+}
+
+fn families(snapshot: &BreakerSnapshot) -> Vec<MetricFamily> {
+    let state = {
+        let mut gauge = Gauge::default();
+        // Gauge values are 0, 1 and 2: exact as f64.
+        gauge.set_value(snapshot.state.gauge_value() as f64);
+        Metric::from_gauge(gauge)
+    };
+
+    let spans = [
+        ("exported", snapshot.spans.exported),
+        ("dropped", snapshot.spans.dropped),
+        ("failed", snapshot.spans.failed),
+    ]
+    .into_iter()
+    .map(|(outcome, count)| counter(&[("outcome", outcome)], count))
+    .collect();
+
+    let transitions = snapshot
+        .transitions
+        .iter()
+        .map(|(from, to, count)| counter(&[("from", from.as_str()), ("to", to.as_str())], count))
+        .collect();
+
+    vec![
+        family(
+            CIRCUIT_STATE,
+            CIRCUIT_STATE_HELP,
+            MetricType::GAUGE,
+            vec![state],
+        ),
+        family(
+            SPANS_PROCESSED,
+            SPANS_PROCESSED_HELP,
+            MetricType::COUNTER,
+            spans,
+        ),
+        family(
+            TRANSITIONS,
+            TRANSITIONS_HELP,
+            MetricType::COUNTER,
+            transitions,
+        ),
+    ]
+}
+
+fn counter(labels: &[(&str, &str)], count: u64) -> Metric {
+    let mut value = Counter::default();
+    // Exact up to 2^53 spans; Prometheus stores samples as f64 anyway.
+    value.set_value(count as f64);
+    let mut metric = Metric::default();
+    metric.set_label(
+        labels
+            .iter()
+            .map(|(name, value)| {
+                let mut pair = LabelPair::default();
+                pair.set_name((*name).to_owned());
+                pair.set_value((*value).to_owned());
+                pair
+            })
+            .collect(),
+    );
+    metric.set_counter(value);
+    metric
+}
+
+fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    let mut family = MetricFamily::default();
+    family.set_name(name.to_owned());
+    family.set_help(help.to_owned());
+    family.set_field_type(kind);
+    family.set_metric(metrics);
+    family
+}

@@ -1,0 +1,90 @@
+//! Snapshots of what operators and scrapers see: the health JSON (times
+//! redacted) and the full `/metrics` text of a fresh instance. CI runs with
+//! `INSTA_UPDATE=no`; review changes with `cargo insta review`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use actix_web::{App, test};
+use breaker_otel::BreakerHandle;
+use telemetry_http::{ManualClock, TelemetryHttp, TelemetryHttpConfig};
+
+use support::{Breaker, get_from, send};
+
+fn telemetry(handle: BreakerHandle) -> TelemetryHttp {
+    TelemetryHttp::with_manual_clock(handle, TelemetryHttpConfig::default(), ManualClock::new())
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn health_telemetry_json_while_closed() {
+    let breaker = Breaker::new();
+    breaker.export(3).await.unwrap();
+    let telemetry = telemetry(breaker.handle());
+    let app = test::init_service(App::new().configure(|cfg| telemetry.configure(cfg))).await;
+    let reply = send(
+        &app,
+        get_from("/health/telemetry", "192.0.2.1").to_request(),
+    )
+    .await;
+    insta::assert_json_snapshot!(reply.json(), {
+        ".timestamp" => "[timestamp]",
+        ".since" => "[since]",
+        ".checks.*[].time" => "[timestamp]",
+    });
+}
+
+#[actix_web::test]
+async fn health_telemetry_json_while_open() {
+    let breaker = Breaker::new();
+    breaker.export(4).await.unwrap();
+    breaker.open().await;
+    // The first attempt after opening probes and fails; the next is dropped.
+    assert!(breaker.export(1).await.is_err());
+    assert!(breaker.export(5).await.is_err());
+    let telemetry = telemetry(breaker.handle());
+    let app = test::init_service(App::new().configure(|cfg| telemetry.configure(cfg))).await;
+    let reply = send(
+        &app,
+        get_from("/health/telemetry", "192.0.2.1").to_request(),
+    )
+    .await;
+    // `output` repeats `since`, so that part is redacted too.
+    let mut body = reply.json();
+    let since = body["since"].as_str().unwrap().to_owned();
+    let output = body["output"].as_str().unwrap().replace(&since, "[since]");
+    body["output"] = output.into();
+    insta::assert_json_snapshot!(body, {
+        ".timestamp" => "[timestamp]",
+        ".since" => "[since]",
+        ".checks.*[].time" => "[timestamp]",
+    });
+}
+
+#[actix_web::test]
+async fn liveness_json() {
+    let telemetry = telemetry(BreakerHandle::disabled());
+    let app = test::init_service(App::new().configure(|cfg| telemetry.configure(cfg))).await;
+    let reply = send(&app, get_from("/health", "192.0.2.1").to_request()).await;
+    insta::assert_snapshot!(reply.body, @r#"{"status":"pass"}"#);
+}
+
+/// The whole exposition of a fresh instance whose host registered its task
+/// routes and the telemetry routes, before any request but this scrape.
+#[actix_web::test]
+async fn metrics_text_of_a_fresh_registry() {
+    let telemetry = telemetry(BreakerHandle::disabled());
+    let http_metrics = telemetry.http_metrics();
+    http_metrics.register_route("GET", "/tasks/{id}");
+    for route in TelemetryHttp::ROUTES {
+        http_metrics.register_route("GET", route);
+    }
+    let app = test::init_service(
+        App::new()
+            .wrap(http_metrics.clone())
+            .configure(|cfg| telemetry.configure(cfg)),
+    )
+    .await;
+    let reply = send(&app, get_from("/metrics", "192.0.2.1").to_request()).await;
+    insta::assert_snapshot!(reply.body);
+}
