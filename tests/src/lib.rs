@@ -1,2 +1,12 @@
 //! End-to-end test support: a real OTLP/gRPC receiver and a harness that
 //! runs the real `taskman-server` binary.
+//!
+//! [`receiver::Receiver`] is an in-process OTLP/gRPC trace collector whose
+//! behaviour (accept, error codes, hang, refuse connections) can be switched at
+//! run time; [`server::TaskmanServer`] starts the built server as a separate
+//! process on a free port. Neither knows how the server works inside: tests
+//! observe it only through its HTTP API, its signals and what reaches the
+//! receiver. The crate is never published.
+
+pub mod receiver;
+pub mod server;

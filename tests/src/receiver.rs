@@ -1,0 +1,1036 @@
+//! A real OTLP/gRPC trace receiver for tests, built on `opentelemetry-proto`'s
+//! tonic server and run in-process on loopback.
+//!
+//! It counts the spans it accepts (by `service.name` and by span name), keeps a
+//! record of every export request (when it arrived, how many spans it carried,
+//! how it was answered, how many requests were in flight), and can be switched
+//! at run time into the failure modes a telemetry backend shows in production:
+//! see [`Mode`]. It deliberately knows nothing about `taskman-server` or the
+//! breaker: it only sees what arrives on the wire.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+/// The key under which spans without a `service.name` resource attribute are counted.
+pub const NO_SERVICE_NAME: &str = "<no service.name>";
+
+/// How long [`Receiver::set_mode`] and [`Receiver::stop`] wait for open
+/// connections to close after the listener is gone.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a restart keeps trying to re-bind the remembered port.
+const REBIND_WITHIN: Duration = Duration::from_secs(5);
+
+/// How the receiver answers export requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Accept every request and count its spans.
+    Accept,
+    /// Answer gRPC `UNAVAILABLE` (the OTLP exporter retries this).
+    Unavailable,
+    /// Answer gRPC `RESOURCE_EXHAUSTED` without retry information (the OTLP
+    /// exporter does not retry this).
+    ResourceExhausted,
+    /// Take the request and never answer, until the mode changes or the
+    /// receiver stops; then answer `UNAVAILABLE`. A client that gives up
+    /// first cancels the request.
+    Hang,
+    /// No listener and no connections: connecting is refused.
+    Stopped,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Accept => "accept",
+            Self::Unavailable => "unavailable",
+            Self::ResourceExhausted => "resource_exhausted",
+            Self::Hang => "hang",
+            Self::Stopped => "stopped",
+        })
+    }
+}
+
+/// What the receiver decided for one export request when it arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Outcome {
+    /// Answered OK; its spans are counted as received.
+    Accepted,
+    /// Answered `UNAVAILABLE` (including requests that reach a stopping receiver).
+    Unavailable,
+    /// Answered `RESOURCE_EXHAUSTED`.
+    ResourceExhausted,
+    /// Held without an answer (see [`Mode::Hang`]).
+    Hung,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Accepted => "accepted",
+            Self::Unavailable => "unavailable",
+            Self::ResourceExhausted => "resource_exhausted",
+            Self::Hung => "hung",
+        })
+    }
+}
+
+/// One export request as the receiver saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportRequest {
+    /// When the request reached the trace service.
+    pub received_at: Instant,
+    /// When the request left the trace service (answered or cancelled);
+    /// `None` while it is in flight.
+    pub finished_at: Option<Instant>,
+    /// Spans in the request, whatever the outcome.
+    pub spans: usize,
+    /// How the receiver decided to answer it.
+    pub outcome: Outcome,
+    /// Requests in flight when this one arrived, itself included.
+    pub concurrent: usize,
+    /// Whether the receiver produced an answer; `false` for a request the
+    /// client cancelled (or still in flight).
+    pub answered: bool,
+}
+
+impl ExportRequest {
+    /// Whether the client gave up on the request before the receiver answered it.
+    #[must_use]
+    pub fn cancelled(&self) -> bool {
+        self.finished_at.is_some() && !self.answered
+    }
+
+    /// How long the request was held, if it has finished.
+    #[must_use]
+    pub fn held_for(&self) -> Option<Duration> {
+        self.finished_at
+            .map(|end| end.saturating_duration_since(self.received_at))
+    }
+}
+
+/// Requests and spans that got one [`Outcome`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutcomeCount {
+    /// Export requests with this outcome.
+    pub requests: u64,
+    /// Spans carried by those requests.
+    pub spans: u64,
+}
+
+/// A consistent copy of everything the receiver has counted so far.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The mode at the time of the snapshot.
+    pub mode: Mode,
+    /// Spans accepted (received and answered OK).
+    pub spans: u64,
+    /// Accepted spans per `service.name` ([`NO_SERVICE_NAME`] when missing).
+    pub spans_by_service: BTreeMap<String, u64>,
+    /// Accepted spans per span name.
+    pub spans_by_name: BTreeMap<String, u64>,
+    /// Requests and spans per outcome; outcomes never seen are absent.
+    pub outcomes: BTreeMap<Outcome, OutcomeCount>,
+    /// Every export request, in arrival order.
+    pub requests: Vec<ExportRequest>,
+    /// Requests in flight now.
+    pub in_flight: usize,
+    /// The most requests ever in flight at once.
+    pub max_in_flight: usize,
+}
+
+impl Snapshot {
+    /// Accepted spans from one service.
+    #[must_use]
+    pub fn spans_from(&self, service: &str) -> u64 {
+        self.spans_by_service.get(service).copied().unwrap_or(0)
+    }
+
+    /// Accepted spans with one name.
+    #[must_use]
+    pub fn spans_named(&self, name: &str) -> u64 {
+        self.spans_by_name.get(name).copied().unwrap_or(0)
+    }
+
+    /// Requests and spans with one outcome (zero when never seen).
+    #[must_use]
+    pub fn outcome(&self, outcome: Outcome) -> OutcomeCount {
+        self.outcomes.get(&outcome).copied().unwrap_or_default()
+    }
+
+    /// Requests that arrived in `[from, to)`.
+    pub fn requests_between(
+        &self,
+        from: Instant,
+        to: Instant,
+    ) -> impl Iterator<Item = &ExportRequest> + '_ {
+        self.requests
+            .iter()
+            .filter(move |r| r.received_at >= from && r.received_at < to)
+    }
+
+    /// The most requests in flight at once, as seen by requests that arrived in
+    /// `[from, to)` (0 when none arrived).
+    #[must_use]
+    pub fn max_concurrent_between(&self, from: Instant, to: Instant) -> usize {
+        self.requests_between(from, to)
+            .map(|r| r.concurrent)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+impl fmt::Display for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "mode {}, {} spans accepted {:?} {:?}, {} requests",
+            self.mode,
+            self.spans,
+            self.spans_by_service,
+            self.spans_by_name,
+            self.requests.len()
+        )?;
+        for (outcome, count) in &self.outcomes {
+            write!(
+                f,
+                ", {outcome}: {} requests/{} spans",
+                count.requests, count.spans
+            )?;
+        }
+        write!(
+            f,
+            ", {} in flight (max {})",
+            self.in_flight, self.max_in_flight
+        )
+    }
+}
+
+/// What can go wrong while starting, restarting or stopping the receiver.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiverError {
+    /// The listening socket could not be bound.
+    #[error("cannot bind the OTLP receiver to {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why binding failed.
+        source: io::Error,
+    },
+    /// The tonic server ended with an error.
+    #[error("the OTLP receiver on {addr} failed: {source}")]
+    Serve {
+        /// The receiver's address.
+        addr: SocketAddr,
+        /// The server's error.
+        source: tonic::transport::Error,
+    },
+    /// The server task panicked or was cancelled.
+    #[error("the OTLP receiver task on {addr} ended abnormally: {source}")]
+    Task {
+        /// The receiver's address.
+        addr: SocketAddr,
+        /// How the task ended.
+        source: tokio::task::JoinError,
+    },
+    /// Connections were still open after the grace period.
+    #[error(
+        "the OTLP receiver on {addr} still had open connections {grace:?} after it was told to stop"
+    )]
+    ShutdownTimedOut {
+        /// The receiver's address.
+        addr: SocketAddr,
+        /// How long it waited.
+        grace: Duration,
+    },
+}
+
+/// A running (or stopped) OTLP/gRPC trace receiver on loopback.
+///
+/// Its port is chosen once, at [`Receiver::start`], and kept across
+/// [`Mode::Stopped`] and back, so a service configured with
+/// [`Receiver::endpoint`] finds it again. Dropping it stops it.
+#[derive(Debug)]
+pub struct Receiver {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    mode: watch::Sender<Mode>,
+    // An async lock because mode changes await the server's shutdown and re-bind.
+    server: tokio::sync::Mutex<Option<Running>>,
+}
+
+impl Receiver {
+    /// Starts a receiver on `127.0.0.1` with a port the OS picks, in [`Mode::Accept`].
+    ///
+    /// # Errors
+    /// When the socket cannot be bound.
+    pub async fn start() -> Result<Self, ReceiverError> {
+        Self::start_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await
+    }
+
+    /// Starts a receiver on `addr` (port 0 lets the OS pick), in [`Mode::Accept`].
+    ///
+    /// Must be called inside a Tokio runtime, which then runs the server.
+    ///
+    /// # Errors
+    /// When the socket cannot be bound.
+    pub async fn start_on(addr: SocketAddr) -> Result<Self, ReceiverError> {
+        let listener = bind(addr).map_err(|source| ReceiverError::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ReceiverError::Bind { addr, source })?;
+        let shared = Arc::new(Shared::default());
+        let (mode, _) = watch::channel(Mode::Accept);
+        let running = Running::spawn(listener, &shared, &mode);
+        Ok(Self {
+            addr,
+            shared,
+            mode,
+            server: tokio::sync::Mutex::new(Some(running)),
+        })
+    }
+
+    /// The address the receiver listens on (kept while stopped).
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The gRPC endpoint for an OTLP exporter: `http://127.0.0.1:PORT`.
+    #[must_use]
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The current mode.
+    #[must_use]
+    pub fn mode(&self) -> Mode {
+        *self.mode.borrow()
+    }
+
+    /// Switches the mode.
+    ///
+    /// Hung requests are released (answered `UNAVAILABLE`) by any change.
+    /// [`Mode::Stopped`] closes the listener and every connection and returns
+    /// once they are closed; leaving it re-binds the same port first.
+    ///
+    /// # Errors
+    /// When the port cannot be bound again (on leaving `Stopped`), or
+    /// connections do not close within a few seconds (on entering it).
+    pub async fn set_mode(&self, mode: Mode) -> Result<(), ReceiverError> {
+        let mut server = self.server.lock().await;
+        // Changing the mode first releases hung requests, which a graceful
+        // shutdown would otherwise wait for.
+        self.mode.send_replace(mode);
+        match (mode, server.take()) {
+            (Mode::Stopped, Some(running)) => running.stop(self.addr).await,
+            (Mode::Stopped, None) => Ok(()),
+            (_, Some(running)) => {
+                *server = Some(running);
+                Ok(())
+            }
+            (_, None) => match rebind(self.addr).await {
+                Ok(listener) => {
+                    *server = Some(Running::spawn(listener, &self.shared, &self.mode));
+                    Ok(())
+                }
+                Err(err) => {
+                    self.mode.send_replace(Mode::Stopped);
+                    Err(err)
+                }
+            },
+        }
+    }
+
+    /// Stops the receiver: releases hung requests, closes the listener and
+    /// waits for connections to close.
+    ///
+    /// # Errors
+    /// When connections do not close within a few seconds or the server failed.
+    pub async fn stop(self) -> Result<(), ReceiverError> {
+        self.set_mode(Mode::Stopped).await
+    }
+
+    /// A copy of everything counted so far.
+    #[must_use]
+    pub fn snapshot(&self) -> Snapshot {
+        let stats = self.shared.stats();
+        Snapshot {
+            mode: self.mode(),
+            spans: stats.spans,
+            spans_by_service: stats.spans_by_service.clone(),
+            spans_by_name: stats.spans_by_name.clone(),
+            outcomes: stats.outcomes.clone(),
+            requests: stats.requests.clone(),
+            in_flight: self.shared.in_flight.load(Ordering::SeqCst),
+            max_in_flight: self.shared.max_in_flight.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Waits until `done` holds for a snapshot, re-checking whenever a request
+    /// arrives or finishes, for at most `within`.
+    ///
+    /// # Errors
+    /// After `within`, a message naming `what` and what the receiver saw.
+    pub async fn wait_until<F>(
+        &self,
+        within: Duration,
+        what: &str,
+        mut done: F,
+    ) -> Result<Snapshot, String>
+    where
+        F: FnMut(&Snapshot) -> bool,
+    {
+        let deadline = tokio::time::Instant::now() + within;
+        // Subscribing before the first check means no change can slip between
+        // a check and the wait that follows it.
+        let mut changes = self.shared.changes.subscribe();
+        loop {
+            let snapshot = self.snapshot();
+            if done(&snapshot) {
+                return Ok(snapshot);
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => {
+                    return Err(format!(
+                        "waited {within:?} for {what}; the receiver saw: {snapshot}"
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Waits until at least `min` spans have been accepted.
+    ///
+    /// # Errors
+    /// After `within`, a message with what the receiver saw.
+    pub async fn wait_for_spans(&self, min: u64, within: Duration) -> Result<(), String> {
+        self.wait_until(within, &format!("at least {min} accepted spans"), |s| {
+            s.spans >= min
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Waits until at least `min` export requests have arrived, whatever their outcome.
+    ///
+    /// # Errors
+    /// After `within`, a message with what the receiver saw.
+    pub async fn wait_for_requests(&self, min: usize, within: Duration) -> Result<(), String> {
+        self.wait_until(within, &format!("at least {min} export requests"), |s| {
+            s.requests.len() >= min
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Waits until exactly `count` requests are in flight.
+    ///
+    /// # Errors
+    /// After `within`, a message with what the receiver saw.
+    pub async fn wait_for_in_flight(&self, count: usize, within: Duration) -> Result<(), String> {
+        self.wait_until(
+            within,
+            &format!("exactly {count} requests in flight"),
+            |s| s.in_flight == count,
+        )
+        .await
+        .map(drop)
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        // Releases hung requests; dropping the shutdown sender inside `Running`
+        // closes the listener, then every connection, in the background.
+        self.mode.send_replace(Mode::Stopped);
+        drop(self.server.get_mut().take());
+    }
+}
+
+/// The tonic server task and the means to stop it.
+#[derive(Debug)]
+struct Running {
+    // Sending, or dropping, this stops the server.
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Running {
+    fn spawn(listener: TcpListener, shared: &Arc<Shared>, mode: &watch::Sender<Mode>) -> Self {
+        let service = TraceSink {
+            shared: Arc::clone(shared),
+            mode: mode.subscribe(),
+        };
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let server = tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(service))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                // An error means the sender was dropped: stop then too.
+                let _ = stopped.await;
+            });
+        Self {
+            shutdown,
+            task: tokio::spawn(server),
+        }
+    }
+
+    /// Closes the listener at once (tonic drops it on the signal), then waits
+    /// for the connections to close after their GOAWAY.
+    async fn stop(self, addr: SocketAddr) -> Result<(), ReceiverError> {
+        let _ = self.shutdown.send(());
+        match tokio::time::timeout(SHUTDOWN_GRACE, self.task).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(source))) => Err(ReceiverError::Serve { addr, source }),
+            Ok(Err(source)) => Err(ReceiverError::Task { addr, source }),
+            Err(_) => Err(ReceiverError::ShutdownTimedOut {
+                addr,
+                grace: SHUTDOWN_GRACE,
+            }),
+        }
+    }
+}
+
+/// Binds with `SO_REUSEADDR` so the port can be taken again while old
+/// connections linger in `TIME_WAIT`.
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Binds the remembered port again, retrying briefly while the kernel still
+/// holds it.
+async fn rebind(addr: SocketAddr) -> Result<TcpListener, ReceiverError> {
+    let deadline = Instant::now() + REBIND_WITHIN;
+    loop {
+        match bind(addr) {
+            Ok(listener) => return Ok(listener),
+            Err(err) if err.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(source) => return Err(ReceiverError::Bind { addr, source }),
+        }
+    }
+}
+
+/// State shared by the receiver handle and the request handlers.
+#[derive(Debug, Default)]
+struct Shared {
+    stats: Mutex<Stats>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    // Bumped on every change to `stats`, so waiters need not poll.
+    changes: watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    spans: u64,
+    spans_by_service: BTreeMap<String, u64>,
+    spans_by_name: BTreeMap<String, u64>,
+    outcomes: BTreeMap<Outcome, OutcomeCount>,
+    requests: Vec<ExportRequest>,
+}
+
+impl Shared {
+    fn stats(&self) -> MutexGuard<'_, Stats> {
+        // A panic elsewhere must not hide the counts from the test that asks.
+        self.stats.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Records a request on arrival and returns the guard that records its end.
+    fn begin(self: &Arc<Self>, request: &ExportTraceServiceRequest, outcome: Outcome) -> InFlight {
+        let concurrent = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(concurrent, Ordering::SeqCst);
+        let index = {
+            let mut stats = self.stats();
+            let mut spans = 0;
+            for resource_spans in &request.resource_spans {
+                let service = service_name(resource_spans.resource.as_ref());
+                for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
+                    spans += 1;
+                    if outcome == Outcome::Accepted {
+                        stats.spans += 1;
+                        *stats.spans_by_service.entry(service.clone()).or_default() += 1;
+                        *stats.spans_by_name.entry(span.name.clone()).or_default() += 1;
+                    }
+                }
+            }
+            let count = stats.outcomes.entry(outcome).or_default();
+            count.requests += 1;
+            count.spans += spans as u64;
+            stats.requests.push(ExportRequest {
+                received_at: Instant::now(),
+                finished_at: None,
+                spans,
+                outcome,
+                concurrent,
+                answered: false,
+            });
+            stats.requests.len() - 1
+        };
+        self.changed();
+        InFlight {
+            shared: Arc::clone(self),
+            index,
+            answered: false,
+        }
+    }
+}
+
+fn service_name(resource: Option<&Resource>) -> String {
+    resource
+        .into_iter()
+        .flat_map(|r| &r.attributes)
+        .find(|kv| kv.key == "service.name")
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+        .and_then(|value| match value {
+            any_value::Value::StringValue(name) => Some(name.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| NO_SERVICE_NAME.to_owned())
+}
+
+/// One request in flight; dropping it (answered, or cancelled by the client
+/// dropping the handler) records the end.
+#[derive(Debug)]
+struct InFlight {
+    shared: Arc<Shared>,
+    index: usize,
+    answered: bool,
+}
+
+impl InFlight {
+    fn answer<T>(mut self, answer: T) -> T {
+        self.answered = true;
+        answer
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        {
+            let mut stats = self.shared.stats();
+            if let Some(request) = stats.requests.get_mut(self.index) {
+                request.finished_at = Some(Instant::now());
+                request.answered = self.answered;
+            }
+        }
+        self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.shared.changed();
+    }
+}
+
+/// The gRPC trace service: answers according to the current mode.
+#[derive(Debug)]
+struct TraceSink {
+    shared: Arc<Shared>,
+    mode: watch::Receiver<Mode>,
+}
+
+#[tonic::async_trait]
+impl TraceService for TraceSink {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let mut mode_changes = self.mode.clone();
+        let mode = *mode_changes.borrow_and_update();
+        let outcome = match mode {
+            Mode::Accept => Outcome::Accepted,
+            // A request on a connection that outlives the listener for a moment.
+            Mode::Unavailable | Mode::Stopped => Outcome::Unavailable,
+            Mode::ResourceExhausted => Outcome::ResourceExhausted,
+            Mode::Hang => Outcome::Hung,
+        };
+        let in_flight = self.shared.begin(request.get_ref(), outcome);
+        match outcome {
+            Outcome::Accepted => in_flight.answer(Ok(Response::new(ExportTraceServiceResponse {
+                partial_success: None,
+            }))),
+            Outcome::Unavailable => {
+                in_flight.answer(Err(Status::unavailable("test receiver: unavailable")))
+            }
+            Outcome::ResourceExhausted => in_flight.answer(Err(Status::resource_exhausted(
+                "test receiver: resource exhausted",
+            ))),
+            Outcome::Hung => {
+                // Released by any mode change other than to `Hang`, or when the
+                // receiver (the sender) is gone.
+                while mode_changes.changed().await.is_ok() {
+                    if *mode_changes.borrow_and_update() != Mode::Hang {
+                        break;
+                    }
+                }
+                in_flight.answer(Err(Status::unavailable(
+                    "test receiver: released a hung request",
+                )))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each mode, driven by the real `opentelemetry-otlp` tonic exporter.
+
+    use std::borrow::Cow;
+    use std::time::SystemTime;
+
+    use opentelemetry::InstrumentationScope;
+    use opentelemetry::trace::{
+        SpanContext, SpanId, SpanKind, Status as SpanStatus, TraceFlags, TraceId, TraceState,
+    };
+    use opentelemetry_otlp::WithExportConfig;
+    use opentelemetry_sdk::error::OTelSdkResult;
+    use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
+
+    use super::*;
+
+    /// Generous: only reached when something is broken.
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn exporter(receiver: &Receiver, timeout: Duration) -> opentelemetry_otlp::SpanExporter {
+        opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(receiver.endpoint())
+            .with_timeout(timeout)
+            .build()
+            .unwrap()
+    }
+
+    fn span(name: &'static str, n: u64) -> SpanData {
+        let now = SystemTime::now();
+        SpanData {
+            span_context: SpanContext::new(
+                TraceId::from(u128::from(n) + 1),
+                SpanId::from(n + 1),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            ),
+            parent_span_id: SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Server,
+            name: Cow::Borrowed(name),
+            start_time: now,
+            end_time: now,
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: SpanStatus::Unset,
+            instrumentation_scope: InstrumentationScope::builder("receiver-tests").build(),
+        }
+    }
+
+    async fn export(
+        exporter: &mut opentelemetry_otlp::SpanExporter,
+        service: &'static str,
+        names: &[&'static str],
+    ) -> OTelSdkResult {
+        exporter.set_resource(
+            &opentelemetry_sdk::Resource::builder_empty()
+                .with_service_name(service)
+                .build(),
+        );
+        let batch = names
+            .iter()
+            .zip(0..)
+            .map(|(name, n)| span(name, n))
+            .collect();
+        exporter.export(batch).await
+    }
+
+    fn error_text(result: OTelSdkResult) -> String {
+        format!("{:?}", result.expect_err("the export should have failed"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn accept_counts_spans_by_service_and_by_name() {
+        let receiver = Receiver::start().await.unwrap();
+        assert_eq!(receiver.endpoint(), format!("http://{}", receiver.addr()));
+        let mut exporter = exporter(&receiver, WAIT);
+
+        export(
+            &mut exporter,
+            "alpha",
+            &["GET /tasks", "GET /tasks", "storage.list"],
+        )
+        .await
+        .unwrap();
+        export(&mut exporter, "beta", &["GET /tasks", "POST /tasks"])
+            .await
+            .unwrap();
+        receiver.wait_for_spans(5, WAIT).await.unwrap();
+
+        let seen = receiver.snapshot();
+        assert_eq!(seen.spans, 5);
+        assert_eq!(seen.spans_from("alpha"), 3);
+        assert_eq!(seen.spans_from("beta"), 2);
+        assert_eq!(seen.spans_named("GET /tasks"), 3);
+        assert_eq!(seen.spans_named("storage.list"), 1);
+        assert_eq!(seen.spans_named("POST /tasks"), 1);
+        assert_eq!(
+            seen.outcome(Outcome::Accepted),
+            OutcomeCount {
+                requests: 2,
+                spans: 5
+            }
+        );
+        assert_eq!(seen.requests.len(), 2);
+        assert!(seen.requests.iter().all(|r| r.answered && !r.cancelled()));
+        assert_eq!(seen.in_flight, 0);
+        assert_eq!(seen.max_in_flight, 1);
+
+        // Waiting for more than arrives fails after the deadline and says what was seen.
+        let err = receiver
+            .wait_for_spans(6, Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert!(err.contains("at least 6 accepted spans"), "{err}");
+        assert!(err.contains("5 spans accepted"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unavailable_is_answered_with_its_code_and_the_exporter_retries_it_three_times() {
+        let receiver = Receiver::start().await.unwrap();
+        let mut exporter = exporter(&receiver, WAIT);
+        receiver.set_mode(Mode::Unavailable).await.unwrap();
+
+        let err = error_text(export(&mut exporter, "alpha", &["GET /tasks"]).await);
+        assert!(err.contains("gRPC code: Unavailable"), "{err}");
+
+        // The OTLP exporter's default retry policy: one attempt plus 3 retries.
+        let seen = receiver.snapshot();
+        assert_eq!(
+            seen.outcome(Outcome::Unavailable),
+            OutcomeCount {
+                requests: 4,
+                spans: 4
+            }
+        );
+        assert_eq!(seen.spans, 0);
+
+        receiver.set_mode(Mode::Accept).await.unwrap();
+        export(&mut exporter, "alpha", &["GET /tasks"])
+            .await
+            .unwrap();
+        assert_eq!(receiver.snapshot().spans_from("alpha"), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn resource_exhausted_is_answered_with_its_code_and_not_retried() {
+        let receiver = Receiver::start().await.unwrap();
+        let mut exporter = exporter(&receiver, WAIT);
+        receiver.set_mode(Mode::ResourceExhausted).await.unwrap();
+
+        let err = error_text(export(&mut exporter, "alpha", &["GET /tasks", "x"]).await);
+        assert!(err.contains("gRPC code: ResourceExhausted"), "{err}");
+
+        // Without RetryInfo the exporter treats it as final (OTLP specification).
+        let seen = receiver.snapshot();
+        assert_eq!(
+            seen.outcome(Outcome::ResourceExhausted),
+            OutcomeCount {
+                requests: 1,
+                spans: 2
+            }
+        );
+        assert_eq!(seen.spans, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hung_request_is_bounded_by_the_exporter_timeout_and_then_cancelled() {
+        let receiver = Receiver::start().await.unwrap();
+        let timeout = Duration::from_millis(300);
+        let mut exporter = exporter(&receiver, timeout);
+        receiver.set_mode(Mode::Hang).await.unwrap();
+
+        let started = Instant::now();
+        let err = error_text(export(&mut exporter, "alpha", &["GET /tasks"]).await);
+        let took = started.elapsed();
+        assert!(took >= timeout, "returned after {took:?}: {err}");
+        assert!(took < WAIT, "returned after {took:?}: {err}");
+
+        // The client's give-up reaches the receiver as a cancelled request.
+        let seen = receiver
+            .wait_until(WAIT, "the hung request to end", |s| {
+                s.in_flight == 0 && s.requests.iter().all(|r| r.finished_at.is_some())
+            })
+            .await
+            .unwrap();
+        // The whole timeout budget went on one attempt, so the exporter did not retry.
+        assert_eq!(
+            seen.outcome(Outcome::Hung),
+            OutcomeCount {
+                requests: 1,
+                spans: 1
+            }
+        );
+        assert!(seen.requests[0].cancelled(), "{:?}", seen.requests[0]);
+        assert_eq!(seen.spans, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hung_request_never_completes_until_the_mode_changes() {
+        let receiver = Receiver::start().await.unwrap();
+        let mut exporter = exporter(&receiver, WAIT);
+        receiver.set_mode(Mode::Hang).await.unwrap();
+
+        let mut pending =
+            tokio::spawn(async move { export(&mut exporter, "alpha", &["GET /tasks"]).await });
+        receiver.wait_for_in_flight(1, WAIT).await.unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut pending)
+                .await
+                .is_err(),
+            "a hung export completed while the receiver was still hanging"
+        );
+
+        // Released with UNAVAILABLE, the exporter retries into the accepting receiver.
+        receiver.set_mode(Mode::Accept).await.unwrap();
+        pending.await.unwrap().unwrap();
+
+        let seen = receiver.snapshot();
+        assert_eq!(seen.outcome(Outcome::Hung).requests, 1);
+        assert!(seen.requests[0].answered, "{:?}", seen.requests[0]);
+        // The released attempt is not counted as received: only the retry is.
+        assert_eq!(seen.spans, 1);
+        assert_eq!(
+            seen.outcome(Outcome::Accepted),
+            OutcomeCount {
+                requests: 1,
+                spans: 1
+            }
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_flight_counts_concurrent_requests() {
+        let receiver = Receiver::start().await.unwrap();
+        receiver.set_mode(Mode::Hang).await.unwrap();
+        let window_start = Instant::now();
+
+        let mut first = exporter(&receiver, WAIT);
+        let mut second = exporter(&receiver, WAIT);
+        let first = tokio::spawn(async move { export(&mut first, "alpha", &["a"]).await });
+        let second = tokio::spawn(async move { export(&mut second, "beta", &["b"]).await });
+        receiver.wait_for_in_flight(2, WAIT).await.unwrap();
+
+        receiver.set_mode(Mode::Accept).await.unwrap();
+        first.await.unwrap().unwrap();
+        second.await.unwrap().unwrap();
+        receiver.wait_for_in_flight(0, WAIT).await.unwrap();
+
+        let seen = receiver.snapshot();
+        assert_eq!(seen.max_in_flight, 2);
+        assert_eq!(seen.max_concurrent_between(window_start, Instant::now()), 2);
+        let accepted: Vec<_> = seen
+            .requests
+            .iter()
+            .filter(|r| r.outcome == Outcome::Accepted)
+            .collect();
+        assert_eq!(accepted.len(), 2);
+        assert_eq!(seen.spans_from("alpha") + seen.spans_from("beta"), 2);
+        // Before the first hung request arrived, nothing was in flight.
+        assert_eq!(
+            seen.max_concurrent_between(window_start - WAIT, window_start),
+            0
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stopped_refuses_connections_and_comes_back_on_the_same_port() {
+        let receiver = Receiver::start().await.unwrap();
+        let addr = receiver.addr();
+        let mut exporter = exporter(&receiver, WAIT);
+        // An open connection that the stop has to close as well.
+        export(&mut exporter, "alpha", &["before"]).await.unwrap();
+
+        receiver.set_mode(Mode::Stopped).await.unwrap();
+        let refused = tokio::net::TcpStream::connect(addr).await.unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+        let err = error_text(export(&mut exporter, "alpha", &["during"]).await);
+        assert!(err.contains("gRPC code: Unavailable"), "{err}");
+        assert!(err.to_lowercase().contains("connection refused"), "{err}");
+        assert_eq!(receiver.snapshot().requests.len(), 1, "nothing reached it");
+
+        receiver.set_mode(Mode::Accept).await.unwrap();
+        assert_eq!(receiver.addr(), addr);
+        // The same exporter, configured once, finds the receiver again.
+        export(&mut exporter, "alpha", &["after"]).await.unwrap();
+        let seen = receiver.snapshot();
+        assert_eq!(seen.spans_named("before"), 1);
+        assert_eq!(seen.spans_named("during"), 0);
+        assert_eq!(seen.spans_named("after"), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stop_releases_hung_requests_and_closes_the_port() {
+        let receiver = Receiver::start().await.unwrap();
+        let addr = receiver.addr();
+        let mut exporter = exporter(&receiver, WAIT);
+        receiver.set_mode(Mode::Hang).await.unwrap();
+        let pending =
+            tokio::spawn(async move { export(&mut exporter, "alpha", &["GET /tasks"]).await });
+        receiver.wait_for_in_flight(1, WAIT).await.unwrap();
+
+        tokio::time::timeout(WAIT, receiver.stop())
+            .await
+            .expect("stop waited for the hung request")
+            .unwrap();
+        let err = error_text(tokio::time::timeout(WAIT, pending).await.unwrap().unwrap());
+        assert!(err.contains("gRPC code: Unavailable"), "{err}");
+        let refused = tokio::net::TcpStream::connect(addr).await.unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_the_receiver_closes_the_port() {
+        let receiver = Receiver::start().await.unwrap();
+        let addr = receiver.addr();
+        drop(receiver);
+
+        // The listener closes in the background, soon after the drop.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match tokio::net::TcpStream::connect(addr).await {
+                Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => break,
+                other => assert!(Instant::now() < deadline, "still accepting: {other:?}"),
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}
