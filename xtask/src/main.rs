@@ -30,6 +30,8 @@ commands:
   ci --only GATE      run only the named gate (repeatable)
   ci --list           list the gates in the order they run
   bench [-- ARGS]     run breaker-core's criterion benchmarks (ARGS go to criterion)
+  receiver [-- ARGS]  run the test OTLP/gRPC receiver standalone for demos
+                      (default --port 4317; type `help` at its prompt)
   help, --help, -h    print this text
 ";
 
@@ -39,6 +41,7 @@ enum Task {
     Ci(ci::Selection),
     ListGates,
     Bench(Vec<String>),
+    Receiver(Vec<String>),
     Help,
 }
 
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         }
         Task::Ci(selection) => ci::run(&root, &selection),
         Task::Bench(args) => bench::run(&root, &args),
+        Task::Receiver(args) => receiver(&root, &args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -90,8 +94,28 @@ fn parse_args(args: &[String]) -> Result<Task, String> {
                 "unexpected argument `{other}` to bench (criterion arguments go after `--`)"
             )),
         },
+        "receiver" => match rest.split_first() {
+            None => Ok(Task::Receiver(Vec::new())),
+            Some((dashes, receiver_args)) if dashes == "--" => {
+                Ok(Task::Receiver(receiver_args.to_vec()))
+            }
+            Some((other, _)) => Err(format!(
+                "unexpected argument `{other}` to receiver (its arguments go after `--`)"
+            )),
+        },
         other => Err(format!("unknown command `{other}`")),
     }
+}
+
+/// Runs the `tests` crate's OTLP receiver in the foreground.
+fn receiver(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    let mut command = process::cargo(root);
+    command.args(["run", "--package", "tests", "--bin", "otlp-receiver", "--"]);
+    if args.is_empty() {
+        command.args(["--port", "4317"]);
+    }
+    command.args(args);
+    process::run(&mut command)
 }
 
 fn parse_ci_args(args: &[String]) -> Result<Task, String> {
@@ -169,6 +193,11 @@ mod tests {
             parse("bench -- --quick closed"),
             Ok(Task::Bench(vec!["--quick".to_owned(), "closed".to_owned()]))
         );
+        assert_eq!(
+            parse("receiver -- --port 4000"),
+            Ok(Task::Receiver(vec!["--port".to_owned(), "4000".to_owned()]))
+        );
+        assert!(parse("receiver --port").is_err());
     }
 
     #[test]
