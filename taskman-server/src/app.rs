@@ -1,0 +1,178 @@
+//! Assembles the application and serves it until SIGTERM or SIGINT.
+//!
+//! This is the one place where the parts meet, and so the one place telemetry joins them:
+//!
+//! - [`run`] opens storage, serves, and returns once the server has stopped. The OTLP tracer
+//!   provider and breaker handle are built before [`serve`] and shut down after it returns.
+//! - [`app`] builds one worker's actix `App` from [`AppState`]. The `telemetry-http` routes
+//!   and HTTP metrics middleware are added there, and request tracing wraps the task scope
+//!   only, so `/health*` and `/metrics` stay untraced.
+//!
+//! Shutdown: actix's own signal handling is off (it treats SIGINT as a forced stop). Both
+//! SIGTERM and SIGINT stop accepting connections and give requests in flight up to
+//! `server.shutdown_timeout` to finish.
+
+use std::time::Duration;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServerHandle, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::{App, HttpServer, web};
+use anyhow::Context as _;
+
+use crate::api::{error, tasks};
+use crate::config::{Settings, StorageSettings};
+use crate::storage::Store;
+
+/// What every worker's application is built from. Cheap to clone: one per worker.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The task store, shared by all workers.
+    pub store: Store,
+    /// Largest JSON request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// One worker's application: the task routes, JSON errors for unknown routes.
+pub fn app(
+    state: AppState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(web::Data::new(state.store))
+        .service(tasks::scope(state.max_body_bytes))
+        .default_service(web::to(error::no_route))
+}
+
+/// Opens storage and serves until a stop signal; returns once the server has stopped.
+/// Errors name the setting at fault, for instance `storage.path = ...: cannot open ...`.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let store = open_store(&settings.storage).await?;
+    let state = AppState {
+        store,
+        max_body_bytes: settings.server.max_body_bytes.get(),
+    };
+    serve(&settings, state).await
+}
+
+async fn open_store(storage: &StorageSettings) -> anyhow::Result<Store> {
+    let path = storage.path.clone();
+    tokio::task::spawn_blocking(move || Store::open(&path))
+        .await
+        .context("opening the task database was interrupted")?
+        .with_context(|| format!("storage.path = {}", storage.path.display()))
+}
+
+/// Binds `server.bind`, logs `listening on http://ADDRESS` once bound (port 0 is resolved),
+/// and serves `state` until SIGTERM or SIGINT, then drains requests in flight.
+pub async fn serve(settings: &Settings, state: AppState) -> anyhow::Result<()> {
+    let server = &settings.server;
+    let mut http = HttpServer::new(move || app(state.clone()))
+        .disable_signals()
+        .shutdown_timeout(whole_seconds(server.shutdown_timeout));
+    if let Some(workers) = server.workers {
+        http = http.workers(workers.get());
+    }
+    let http = http
+        .bind(server.bind.as_str())
+        .with_context(|| format!("server.bind = {}: cannot listen", server.bind))?;
+    let urls: Vec<String> = http.addrs().iter().map(|a| format!("http://{a}")).collect();
+    // Installed before the address is announced: whoever waits for that line may signal us
+    // at once, and an uncaught SIGTERM would kill the process instead of stopping it.
+    let signals = StopSignals::install().context("cannot handle SIGTERM/SIGINT")?;
+    let running = http.run();
+    tracing::info!(
+        storage.path = %settings.storage.path.display(),
+        "listening on {}",
+        urls.join(", ")
+    );
+    tokio::spawn(stop_on_signal(
+        signals,
+        running.handle(),
+        server.shutdown_timeout,
+    ));
+    running.await.context("the HTTP server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// actix counts the drain timeout in whole seconds; round up so "250ms" still drains.
+fn whole_seconds(duration: Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+}
+
+async fn stop_on_signal(mut signals: StopSignals, server: ServerHandle, timeout: Duration) {
+    let signal = signals.next().await;
+    tracing::info!(
+        signal,
+        "stopping: no new connections; requests in flight have {} to finish",
+        humantime::format_duration(timeout)
+    );
+    let mut stopped = std::pin::pin!(server.stop(true));
+    loop {
+        tokio::select! {
+            () = &mut stopped => break,
+            signal = signals.next() => tracing::info!(signal, "already stopping"),
+        }
+    }
+}
+
+/// SIGTERM and SIGINT as a stream of names.
+#[derive(Debug)]
+struct StopSignals {
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    #[cfg(unix)]
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    #[cfg(unix)]
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn install() -> std::io::Result<Self> {
+        Ok(Self {})
+    }
+
+    #[cfg(not(unix))]
+    async fn next(&mut self) -> &'static str {
+        // Without a handler there is nothing to wait for; never report a signal.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        "Ctrl-C"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_timeout_rounds_up_to_whole_seconds() {
+        assert_eq!(whole_seconds(Duration::from_secs(10)), 10);
+        assert_eq!(whole_seconds(Duration::from_millis(250)), 1);
+        assert_eq!(whole_seconds(Duration::from_millis(1500)), 2);
+    }
+}

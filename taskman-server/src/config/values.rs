@@ -1,0 +1,324 @@
+//! Value types and field (de)serializers for [`Settings`](super::Settings).
+//!
+//! Each deserializer states its rule in its error message ("must be at least 1"), so the
+//! loader can print `key = value: rule` without knowing which field failed.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::str::FromStr;
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Durations written the human way: `"30s"`, `"250ms"`, `"1m 30s"`. Zero is rejected: every
+/// duration in the configuration is a timeout or an interval, and zero would mean "never wait".
+pub(super) mod duration {
+    use std::time::Duration;
+
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*value))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        let value = humantime::parse_duration(text.trim()).map_err(|err| {
+            D::Error::custom(format!(
+                "expected a duration such as \"30s\" or \"250ms\" ({err})"
+            ))
+        })?;
+        if value.is_zero() {
+            return Err(D::Error::custom("must be longer than 0s"));
+        }
+        Ok(value)
+    }
+}
+
+/// A whole number in `1..=max`, written as an integer or a string of digits. Booleans and
+/// fractions are refused even though `config` would convert them (`true` to 1, 2.5 to 3).
+struct Positive {
+    max: u64,
+}
+
+impl Positive {
+    fn check<E: serde::de::Error>(&self, n: i128) -> Result<u64, E> {
+        if n < 1 {
+            return Err(E::custom("must be at least 1"));
+        }
+        match u64::try_from(n) {
+            Ok(n) if n <= self.max => Ok(n),
+            _ => Err(E::custom(format!("must be at most {}", self.max))),
+        }
+    }
+}
+
+impl serde::de::Visitor<'_> for Positive {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a whole number from 1 to {}", self.max)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
+        self.check(i128::from(v))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+        self.check(i128::from(v))
+    }
+
+    fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<u64, E> {
+        self.check(v)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<u64, E> {
+        match v.trim().parse::<i128>() {
+            Ok(n) => self.check(n),
+            Err(_) => Err(E::custom("expected a whole number")),
+        }
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<u64, E> {
+        Err(E::custom("expected a whole number"))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<u64, E> {
+        Err(E::custom("expected a whole number"))
+    }
+}
+
+fn positive<'de, D: Deserializer<'de>>(d: D, max: u64) -> Result<u64, D::Error> {
+    d.deserialize_any(Positive { max })
+}
+
+pub(super) fn non_zero_u32<'de, D: Deserializer<'de>>(d: D) -> Result<NonZeroU32, D::Error> {
+    let n = positive(d, u64::from(u32::MAX))?;
+    u32::try_from(n)
+        .ok()
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| D::Error::custom("must be at least 1"))
+}
+
+pub(super) fn non_zero_usize<'de, D: Deserializer<'de>>(d: D) -> Result<NonZeroUsize, D::Error> {
+    let max = u64::try_from(usize::MAX).unwrap_or(u64::MAX);
+    let n = positive(d, max)?;
+    usize::try_from(n)
+        .ok()
+        .and_then(NonZeroUsize::new)
+        .ok_or_else(|| D::Error::custom("must be at least 1"))
+}
+
+pub(super) fn optional_non_zero_usize<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<NonZeroUsize>, D::Error> {
+    non_zero_usize(d).map(Some)
+}
+
+/// `host:port`, where host is an IP address or a name. Names are resolved when binding, so
+/// this only checks the shape: a typo like `127.0.0.1` (no port) fails here, not at bind time.
+pub(super) fn bind_address<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.parse::<SocketAddr>().is_ok() {
+        return Ok(text);
+    }
+    let well_formed = text.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && !host.contains(|c: char| c.is_whitespace() || c == '[' || c == ']' || c == '/')
+            && port.parse::<u16>().is_ok()
+    });
+    if well_formed {
+        Ok(text)
+    } else {
+        Err(D::Error::custom(
+            "expected host:port such as \"127.0.0.1:8080\" or \"[::1]:8080\"",
+        ))
+    }
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl<'de> Deserialize<'de> for LogFormat {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.to_ascii_lowercase().as_str() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(D::Error::custom("expected \"text\" or \"json\"")),
+        }
+    }
+}
+
+/// An IP address or CIDR network whose `X-Forwarded-For` header is believed, such as
+/// `10.0.0.0/8`, `192.0.2.7` or `fd00::/8`. A bare address is a network of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustedProxy {
+    network: IpAddr,
+    prefix_len: u8,
+}
+
+impl TrustedProxy {
+    /// The first address of the network (host bits are always zero).
+    pub fn network(&self) -> IpAddr {
+        self.network
+    }
+
+    /// The number of leading bits that identify the network: 32 or 128 for one address.
+    pub fn prefix_len(&self) -> u8 {
+        self.prefix_len
+    }
+}
+
+/// Why a trusted proxy entry was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrustedProxyError {
+    /// Neither an IP address nor `address/prefix`.
+    #[error("not an IP address or CIDR network (such as 10.0.0.0/8)")]
+    Syntax,
+    /// The prefix length is larger than the address.
+    #[error("prefix length must be at most {max}")]
+    PrefixTooLong {
+        /// 32 for IPv4, 128 for IPv6.
+        max: u8,
+    },
+    /// Bits after the prefix are set, which usually means a typo.
+    #[error("host bits are set; did you mean {suggestion}?")]
+    HostBitsSet {
+        /// The same entry with the host bits cleared.
+        suggestion: String,
+    },
+}
+
+impl FromStr for TrustedProxy {
+    type Err = TrustedProxyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let (addr, prefix) = match s.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (s, None),
+        };
+        let network: IpAddr = addr.parse().map_err(|_| TrustedProxyError::Syntax)?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix_len = match prefix {
+            None => max,
+            Some(p) => p.parse::<u8>().map_err(|_| TrustedProxyError::Syntax)?,
+        };
+        if prefix_len > max {
+            return Err(TrustedProxyError::PrefixTooLong { max });
+        }
+        let masked = mask(network, prefix_len);
+        if masked != network {
+            return Err(TrustedProxyError::HostBitsSet {
+                suggestion: format!("{masked}/{prefix_len}"),
+            });
+        }
+        Ok(Self {
+            network,
+            prefix_len,
+        })
+    }
+}
+
+fn mask(addr: IpAddr, prefix_len: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(v4) => {
+            let bits = u32::from(v4);
+            let keep = u32::MAX
+                .checked_shl(32 - u32::from(prefix_len))
+                .unwrap_or(0);
+            IpAddr::V4((bits & keep).into())
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let keep = u128::MAX
+                .checked_shl(128 - u32::from(prefix_len))
+                .unwrap_or(0);
+            IpAddr::V6((bits & keep).into())
+        }
+    }
+}
+
+impl fmt::Display for TrustedProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let full = if self.network.is_ipv4() { 32 } else { 128 };
+        if self.prefix_len == full {
+            write!(f, "{}", self.network)
+        } else {
+            write!(f, "{}/{}", self.network, self.prefix_len)
+        }
+    }
+}
+
+impl Serialize for TrustedProxy {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TrustedProxy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse()
+            .map_err(|err| D::Error::custom(format!("invalid trusted proxy entry: {err}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusted_proxy_entries() {
+        let cases: &[(&str, Result<&str, TrustedProxyError>)] = &[
+            ("10.0.0.0/8", Ok("10.0.0.0/8")),
+            (" 192.0.2.7 ", Ok("192.0.2.7")),
+            ("192.0.2.7/32", Ok("192.0.2.7")),
+            ("0.0.0.0/0", Ok("0.0.0.0/0")),
+            ("::1", Ok("::1")),
+            ("fd00::/8", Ok("fd00::/8")),
+            (
+                "10.0.0.1/8",
+                Err(TrustedProxyError::HostBitsSet {
+                    suggestion: "10.0.0.0/8".into(),
+                }),
+            ),
+            (
+                "10.0.0.0/33",
+                Err(TrustedProxyError::PrefixTooLong { max: 32 }),
+            ),
+            (
+                "fd00::/129",
+                Err(TrustedProxyError::PrefixTooLong { max: 128 }),
+            ),
+            ("10.0.0.300", Err(TrustedProxyError::Syntax)),
+            ("10.0.0.0/x", Err(TrustedProxyError::Syntax)),
+            ("proxy.internal", Err(TrustedProxyError::Syntax)),
+            ("", Err(TrustedProxyError::Syntax)),
+        ];
+        for (input, expected) in cases {
+            let got = input.parse::<TrustedProxy>().map(|p| p.to_string());
+            let expected = expected.clone().map(str::to_owned);
+            assert_eq!(got, expected, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn trusted_proxy_accessors() {
+        let p: TrustedProxy = "172.16.0.0/12".parse().unwrap();
+        assert_eq!(p.network(), "172.16.0.0".parse::<IpAddr>().unwrap());
+        assert_eq!(p.prefix_len(), 12);
+    }
+}

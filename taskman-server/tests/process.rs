@@ -1,0 +1,617 @@
+//! The real `taskman-server` binary, started as an operator would: bad configuration exits
+//! before serving with one line; tasks persist across restarts and `kill -9`; SIGTERM and
+//! SIGINT drain and exit 0 promptly. Every server binds 127.0.0.1:0 and announces its port
+//! on stderr; every wait polls against a deadline.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_taskman-server");
+/// Generous: a debug build on a loaded 2-core CI machine.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A command with a clean environment, so the developer's `RUST_LOG` or `OTEL_*` cannot
+/// change what the test sees.
+fn command(env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("RUST_LOG", "info")
+        .env("TASKMAN__SERVER__WORKERS", "2")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs the binary to completion (it must exit on its own) and returns status and output.
+fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
+    let mut child = command(env)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_exit(&mut child, DEADLINE).expect("the process did not exit on its own");
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status, stdout, stderr)
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// A running server; killed when dropped so a failing test leaves nothing behind.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Server {
+    fn start(db: &Path, env: &[(&str, &str)]) -> Self {
+        let db = db.to_str().unwrap();
+        let mut all = vec![
+            ("TASKMAN__SERVER__BIND", "127.0.0.1:0"),
+            ("TASKMAN__STORAGE__PATH", db),
+        ];
+        all.extend_from_slice(env);
+        Self::spawn(command(&all))
+    }
+
+    fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = Self {
+            child,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            lines,
+            seen: Vec::new(),
+        };
+        let line = server
+            .wait_for_line("listening on http://")
+            .unwrap_or_else(|| panic!("no address announced; stderr: {:#?}", server.seen));
+        let start = line.find("http://").unwrap() + "http://".len();
+        let addr: String = line[start..]
+            .chars()
+            .take_while(|c| !c.is_whitespace() && !matches!(c, ',' | '"'))
+            .collect();
+        server.addr = addr
+            .parse()
+            .unwrap_or_else(|_| panic!("bad address in {line:?}"));
+        server
+    }
+
+    /// The first stderr line containing `needle`, waiting up to the deadline.
+    fn wait_for_line(&mut self, needle: &str) -> Option<String> {
+        if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
+            return Some(line.clone());
+        }
+        let deadline = Instant::now() + DEADLINE;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let line = self.lines.recv_timeout(left).ok()?;
+            self.seen.push(line.clone());
+            if line.contains(needle) {
+                return Some(line);
+            }
+        }
+        None
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Sends `signal` and returns the exit status and how long the exit took.
+    fn stop_with(mut self, signal: &str, timeout: Duration) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        self.signal(signal);
+        let status = wait_exit(&mut self.child, timeout)
+            .unwrap_or_else(|| panic!("no exit within {timeout:?} of {signal}"));
+        (status, started.elapsed())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build(),
+    )
+}
+
+/// Status and JSON body (or `Null`).
+fn request(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    body: Option<&Value>,
+) -> Result<(u16, Value), ureq::Error> {
+    let mut resp = match (method, body) {
+        ("GET", _) => agent.get(url).call()?,
+        ("DELETE", _) => agent.delete(url).call()?,
+        ("POST", Some(body)) => agent
+            .post(url)
+            .header("content-type", "application/json")
+            .send(body.to_string())?,
+        ("PATCH", Some(body)) => agent
+            .patch(url)
+            .header("content-type", "application/json")
+            .send(body.to_string())?,
+        _ => unreachable!("unsupported request {method}"),
+    };
+    let text = resp.body_mut().read_to_string()?;
+    Ok((
+        resp.status().as_u16(),
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    ))
+}
+
+fn all_tasks(agent: &ureq::Agent, server: &Server) -> BTreeMap<i64, Value> {
+    let mut tasks = BTreeMap::new();
+    loop {
+        let url = server.url(&format!("/tasks?limit=100&offset={}", tasks.len()));
+        let (status, page) = request(agent, "GET", &url, None).unwrap();
+        assert_eq!(status, 200);
+        let items = page["items"].as_array().unwrap();
+        if items.is_empty() {
+            return tasks;
+        }
+        for task in items {
+            tasks.insert(task["id"].as_i64().unwrap(), task.clone());
+        }
+    }
+}
+
+fn one_line(stderr: &str) -> &str {
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected exactly one line on stderr, got {lines:#?}"
+    );
+    lines[0]
+}
+
+/// What is wrong, arguments, environment, exit code, fragments the one line must contain.
+type BadStart<'a> = (
+    &'a str,
+    &'a [&'a str],
+    &'a [(&'a str, &'a str)],
+    i32,
+    &'a [&'a str],
+);
+
+#[test]
+fn bad_configuration_exits_before_serving_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tasks.db");
+    let db = db.to_str().unwrap();
+    let file = dir.path().join("taskman.toml");
+    std::fs::write(&file, "[server]\nbnd = \"127.0.0.1:0\"\n").unwrap();
+    let file = file.to_str().unwrap();
+
+    #[rustfmt::skip]
+    let cases: &[BadStart<'_>] = &[
+        ("unknown key", &[], &[("TASKMAN__SERVER__BND", "127.0.0.1:0")], 2, &["config error: unknown key server.bnd", "TASKMAN__SERVER__BND"]),
+        ("unknown key in file", &["--config", file], &[], 2, &["config error: unknown key server.bnd", file]),
+        ("unknown key in TASKMAN_CONFIG file", &[], &[("TASKMAN_CONFIG", file)], 2, &["unknown key server.bnd", file]),
+        ("missing config file", &["--config", "/nonexistent/taskman.toml"], &[], 2, &["cannot read config file /nonexistent/taskman.toml"]),
+        ("wrong type", &[], &[("TASKMAN__BREAKER__PROBE_EVERY", "ten")], 2, &["breaker.probe_every = \"ten\"", "expected a whole number"]),
+        ("zero threshold", &[], &[("TASKMAN__BREAKER__FAILURE_THRESHOLD", "0")], 2, &["breaker.failure_threshold = 0", "must be at least 1"]),
+        ("unparsable duration", &[], &[("TASKMAN__SERVER__SHUTDOWN_TIMEOUT", "soon")], 2, &["server.shutdown_timeout = \"soon\"", "duration"]),
+        ("invalid trusted proxy", &[], &[("TASKMAN__METRICS__TRUSTED_PROXIES", "10.0.0.0/8,bogus")], 2, &["metrics.trusted_proxies[1] = \"bogus\"", "invalid trusted proxy entry"]),
+        ("unparsable endpoint", &[], &[("OTEL_EXPORTER_OTLP_ENDPOINT", "not a url")], 2, &["OTEL_EXPORTER_OTLP_ENDPOINT = \"not a url\"", "http://"]),
+        ("unknown protocol", &[], &[("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon")], 2, &["OTEL_EXPORTER_OTLP_PROTOCOL = \"carrier-pigeon\""]),
+        ("bad RUST_LOG", &[], &[("RUST_LOG", "taskman=loud")], 2, &["RUST_LOG = \"taskman=loud\""]),
+        ("bad log format", &[], &[("TASKMAN__LOG__FORMAT", "xml")], 2, &["log.format = \"xml\""]),
+        ("unopenable database", &[], &[("TASKMAN__STORAGE__PATH", "/nonexistent/dir/tasks.db")], 1, &["storage.path = /nonexistent/dir/tasks.db", "cannot open the task database"]),
+    ];
+    for (what, args, env, code, fragments) in cases {
+        let mut all = vec![
+            ("TASKMAN__SERVER__BIND", "127.0.0.1:0"),
+            ("TASKMAN__STORAGE__PATH", db),
+        ];
+        all.extend_from_slice(env);
+        let (status, stdout, stderr) = run_to_exit(args, &all);
+        assert_eq!(status.code(), Some(*code), "{what}: stderr {stderr:?}");
+        let line = one_line(&stderr);
+        assert!(line.starts_with("taskman-server: "), "{what}: {line}");
+        for fragment in *fragments {
+            assert!(
+                line.contains(fragment),
+                "{what}: {line:?} should contain {fragment:?}"
+            );
+        }
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+        assert!(
+            stdout.is_empty(),
+            "{what}: nothing on stdout, got {stdout:?}"
+        );
+    }
+}
+
+#[test]
+fn address_in_use_is_one_line_naming_server_bind() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Server::start(&dir.path().join("a.db"), &[]);
+    let taken = first.addr.to_string();
+    let db = dir.path().join("b.db");
+    let (status, _, stderr) = run_to_exit(
+        &[],
+        &[
+            ("TASKMAN__SERVER__BIND", &taken),
+            ("TASKMAN__STORAGE__PATH", db.to_str().unwrap()),
+        ],
+    );
+    assert!(!status.success());
+    let line = one_line(&stderr);
+    assert!(
+        line.starts_with(&format!(
+            "taskman-server: server.bind = {taken}: cannot listen"
+        )),
+        "{line}"
+    );
+    assert!(!stderr.contains("panicked"));
+}
+
+#[test]
+fn tasks_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tasks.db");
+    let agent = agent();
+
+    let server = Server::start(&db, &[]);
+    for title in ["one", "two", "three"] {
+        let (status, _) = request(
+            &agent,
+            "POST",
+            &server.url("/tasks"),
+            Some(&json!({ "title": title })),
+        )
+        .unwrap();
+        assert_eq!(status, 201);
+    }
+    let (status, _) = request(
+        &agent,
+        "PATCH",
+        &server.url("/tasks/2"),
+        Some(&json!({ "status": "done" })),
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    let (status, _) = request(&agent, "DELETE", &server.url("/tasks/3"), None).unwrap();
+    assert_eq!(status, 204);
+    let before = all_tasks(&agent, &server);
+    let (exit, _) = server.stop_with("TERM", DEADLINE);
+    assert!(exit.success(), "{exit:?}");
+
+    let server = Server::start(&db, &[]);
+    let after = all_tasks(&agent, &server);
+    assert_eq!(after, before);
+    assert_eq!(after.len(), 2);
+    assert_eq!(after[&2]["status"], "done");
+    // A deleted id stays unused after the restart.
+    let (_, created) = request(
+        &agent,
+        "POST",
+        &server.url("/tasks"),
+        Some(&json!({ "title": "four" })),
+    )
+    .unwrap();
+    assert_eq!(created["id"], 4);
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    const WRITERS: usize = 3;
+    const BEFORE_KILL: usize = 60;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tasks.db");
+    let mut server = Server::start(&db, &[]);
+
+    let acknowledged: Arc<Mutex<Vec<(i64, String)>>> = Arc::default();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let url = server.url("/tasks");
+            let acknowledged = Arc::clone(&acknowledged);
+            thread::spawn(move || {
+                let agent = agent();
+                for n in 0.. {
+                    let title = format!("writer {w} task {n}");
+                    match request(&agent, "POST", &url, Some(&json!({ "title": title }))) {
+                        Ok((201, task)) => acknowledged
+                            .lock()
+                            .unwrap()
+                            .push((task["id"].as_i64().unwrap(), title)),
+                        // The server is gone: the write was never acknowledged.
+                        Ok(_) | Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let deadline = Instant::now() + DEADLINE;
+    while acknowledged.lock().unwrap().len() < BEFORE_KILL {
+        assert!(Instant::now() < deadline, "writers too slow");
+        thread::sleep(Duration::from_millis(5));
+    }
+    server.child.kill().unwrap(); // SIGKILL, mid-write-loop
+    server.child.wait().unwrap();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    drop(server);
+
+    let server = Server::start(&db, &[]);
+    let stored = all_tasks(&agent(), &server);
+    for (id, title) in &acknowledged {
+        let task = stored
+            .get(id)
+            .unwrap_or_else(|| panic!("acknowledged task {id} lost"));
+        assert_eq!(task["title"], title.as_str());
+    }
+    assert!(stored.len() >= acknowledged.len());
+}
+
+/// A POST whose body is not yet sent when the signal arrives still completes, and the process
+/// then exits 0.
+#[test]
+fn sigterm_and_sigint_drain_requests_in_flight_and_exit_0() {
+    for signal in ["TERM", "INT"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Server::start(
+            &dir.path().join("tasks.db"),
+            &[("TASKMAN__SERVER__SHUTDOWN_TIMEOUT", "5s")],
+        );
+
+        // `Expect: 100-continue` makes the server say when the request has reached the
+        // application: only then is it in flight. (A request still in the listen backlog, or
+        // not yet parsed, is not drained: the connection is closed.)
+        let body = json!({ "title": format!("sent across SIG{signal}") }).to_string();
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        write!(
+            stream,
+            "POST /tasks HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        assert!(read_response(&mut stream).starts_with("HTTP/1.1 100 Continue"));
+
+        server.signal(signal);
+        server
+            .wait_for_line("stopping")
+            .unwrap_or_else(|| panic!("SIG{signal} not acted on: {:#?}", server.seen));
+        // New connections are refused once stopping began...
+        let refused = wait_until(|| TcpStream::connect(server.addr).is_err());
+        assert!(refused, "SIG{signal}: still accepting connections");
+        // ...while the request in flight is finished.
+        stream.write_all(body.as_bytes()).unwrap();
+        let response = read_response(&mut stream);
+        assert!(
+            response.starts_with("HTTP/1.1 201"),
+            "SIG{signal}: {response}"
+        );
+        assert!(response.contains("sent across"), "SIG{signal}: {response}");
+
+        let status = wait_exit(&mut server.child, DEADLINE).expect("no exit after draining");
+        assert_eq!(status.code(), Some(0), "SIG{signal}");
+        assert!(server.wait_for_line("stopped").is_some());
+    }
+}
+
+/// One HTTP/1.1 response with a `Content-Length` body, as text.
+fn read_response(stream: &mut TcpStream) -> String {
+    let mut reader = BufReader::new(stream);
+    let mut head = String::new();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap();
+        }
+        head.push_str(&line);
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    head + &String::from_utf8(body).unwrap()
+}
+
+/// A request that never finishes (its body never comes) holds the stop for
+/// `server.shutdown_timeout`, no longer, and the exit is still 0.
+#[test]
+fn a_stuck_request_delays_exit_by_the_shutdown_timeout_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("tasks.db"),
+        &[("TASKMAN__SERVER__SHUTDOWN_TIMEOUT", "2s")],
+    );
+    let mut stuck = TcpStream::connect(server.addr).unwrap();
+    stuck.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(
+        stuck,
+        "POST /tasks HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n"
+    )
+    .unwrap();
+    assert!(read_response(&mut stuck).starts_with("HTTP/1.1 100 Continue"));
+
+    let (status, took) = server.stop_with("TERM", DEADLINE);
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        took >= Duration::from_secs(2),
+        "did not wait for the request: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(6),
+        "waited past the timeout: {took:?}"
+    );
+}
+
+fn wait_until(mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + DEADLINE;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+#[test]
+fn defaults_need_no_configuration() {
+    // Only the port is overridden (8080 may be taken on this machine): the database lands in
+    // the working directory as taskman.db and text logs go to stderr.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = command(&[("TASKMAN__SERVER__BIND", "127.0.0.1:0")]);
+    cmd.current_dir(dir.path());
+    let server = Server::spawn(cmd);
+    let (status, _) = request(
+        &agent(),
+        "POST",
+        &server.url("/tasks"),
+        Some(&json!({ "title": "hello" })),
+    )
+    .unwrap();
+    assert_eq!(status, 201);
+    assert!(dir.path().join("taskman.db").exists());
+    assert!(
+        !server.seen.iter().any(|l| l.starts_with('{')),
+        "text logs: {:#?}",
+        server.seen
+    );
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(
+        &dir.path().join("tasks.db"),
+        &[("TASKMAN__LOG__FORMAT", "json")],
+    );
+    let line = server.wait_for_line("listening on").unwrap();
+    let event: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+    assert_eq!(event["level"], "INFO");
+    assert!(
+        event["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("listening on http://127.0.0.1:")
+    );
+    for line in &server.seen {
+        assert!(
+            serde_json::from_str::<Value>(line).is_ok(),
+            "not JSON: {line}"
+        );
+    }
+}
+
+#[test]
+fn print_config_shows_effective_values_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file: PathBuf = dir.path().join("taskman.toml");
+    std::fs::write(&file, "[breaker]\nprobe_after = \"45s\"\n").unwrap();
+    let (status, stdout, stderr) = run_to_exit(
+        &["--print-config", "--config", file.to_str().unwrap()],
+        &[
+            ("TASKMAN__SERVER__BIND", "0.0.0.0:9999"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=hunter2"),
+        ],
+    );
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("bind = \"0.0.0.0:9999\""), "{stdout}");
+    assert!(stdout.contains("probe_after = \"45s\""), "{stdout}");
+    assert!(stdout.contains("failure_threshold = 3"), "{stdout}");
+    assert!(
+        stdout.contains("OTEL_EXPORTER_OTLP_HEADERS = \"api-key=***\""),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
+#[test]
+fn help_describes_the_options_and_configuration() {
+    let (status, stdout, _) = run_to_exit(&["--help"], &[]);
+    assert!(status.success());
+    for expected in [
+        "--config <PATH>",
+        "--print-config",
+        "TASKMAN__SECTION__KEY",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "SIGTERM",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "--help should mention {expected}: {stdout}"
+        );
+    }
+}
