@@ -2,26 +2,31 @@
 //!
 //! This is the one place where the parts meet, and so the one place telemetry joins them:
 //!
-//! - [`run`] opens storage, serves, and returns once the server has stopped. The OTLP tracer
-//!   provider and breaker handle are built before [`serve`] and shut down after it returns.
-//! - [`app`] builds one worker's actix `App` from [`AppState`]. The `telemetry-http` routes
-//!   and HTTP metrics middleware are added there, and request tracing wraps the task scope
-//!   only, so `/health*` and `/metrics` stay untraced.
+//! - [`run`] opens storage, serves, and returns once the server has stopped, then shuts the
+//!   tracer provider down with whatever is left of `server.shutdown_timeout`. The provider
+//!   and breaker ([`Telemetry`]) are built before, inside the same runtime.
+//! - [`app`] builds one worker's actix `App` from [`AppState`]: the `telemetry-http` routes,
+//!   the HTTP metrics middleware around everything, and request tracing around the task
+//!   scope only, so `/health*` and `/metrics` stay untraced.
 //!
 //! Shutdown: actix's own signal handling is off (it treats SIGINT as a forced stop). Both
 //! SIGTERM and SIGINT stop accepting connections and give requests in flight up to
 //! `server.shutdown_timeout` to finish.
 
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServerHandle, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
+use opentelemetry_instrumentation_actix_web::RequestTracing;
+use telemetry_http::TelemetryHttp;
 
 use crate::api::{error, tasks};
 use crate::config::{Settings, StorageSettings};
 use crate::storage::Store;
+use crate::telemetry::Telemetry;
 
 /// What every worker's application is built from. Cheap to clone: one per worker.
 #[derive(Debug, Clone)]
@@ -30,9 +35,13 @@ pub struct AppState {
     pub store: Store,
     /// Largest JSON request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Health and metrics routes and the HTTP metrics middleware; one instance shared by
+    /// every worker, so the `/metrics` rate limit is per client, not per worker.
+    pub telemetry: TelemetryHttp,
 }
 
-/// One worker's application: the task routes, JSON errors for unknown routes.
+/// One worker's application: HTTP metrics around everything, the telemetry routes, the
+/// traced task routes, JSON errors for unknown routes.
 pub fn app(
     state: AppState,
 ) -> App<
@@ -44,22 +53,47 @@ pub fn app(
         InitError = (),
     >,
 > {
+    let telemetry = state.telemetry;
     App::new()
+        .wrap(telemetry.http_metrics())
         .app_data(web::Data::new(state.store))
-        .service(tasks::scope(state.max_body_bytes))
+        .configure(|cfg| telemetry.configure(cfg))
+        .service(tasks::scope(state.max_body_bytes).wrap(RequestTracing::new()))
         .default_service(web::to(error::no_route))
 }
 
-/// Opens storage and serves until a stop signal; returns once the server has stopped.
-/// Errors name the setting at fault, for instance `storage.path = ...: cannot open ...`.
-pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let store = open_store(&settings.storage).await?;
+/// Opens storage and serves until a stop signal; returns once the server has stopped and
+/// tracing is shut down, all within `server.shutdown_timeout` of the signal. Errors name the
+/// setting at fault, for instance `storage.path = ...: cannot open ...`.
+pub async fn run(settings: Settings, telemetry: Telemetry) -> anyhow::Result<()> {
+    let store = match open_store(&settings.storage).await {
+        Ok(store) => store,
+        Err(err) => {
+            telemetry.abandon().await;
+            return Err(err);
+        }
+    };
     let state = AppState {
         store,
         max_body_bytes: settings.server.max_body_bytes.get(),
+        telemetry: telemetry.http().clone(),
     };
-    serve(&settings, state).await
+    let stop_requested = Arc::new(OnceLock::new());
+    if let Err(err) = serve(&settings, state, Arc::clone(&stop_requested)).await {
+        telemetry.abandon().await;
+        return Err(err);
+    }
+    let timeout = settings.server.shutdown_timeout;
+    let left = stop_requested
+        .get()
+        .map_or(timeout, |at: &Instant| timeout.saturating_sub(at.elapsed()));
+    // Even a drain that used the whole budget leaves tracing a moment to flush.
+    telemetry.shutdown(left.max(SHUTDOWN_FLOOR)).await;
+    Ok(())
 }
+
+/// The least time tracing gets to flush on shutdown.
+const SHUTDOWN_FLOOR: Duration = Duration::from_millis(200);
 
 async fn open_store(storage: &StorageSettings) -> anyhow::Result<Store> {
     let path = storage.path.clone();
@@ -70,8 +104,13 @@ async fn open_store(storage: &StorageSettings) -> anyhow::Result<Store> {
 }
 
 /// Binds `server.bind`, logs `listening on http://ADDRESS` once bound (port 0 is resolved),
-/// and serves `state` until SIGTERM or SIGINT, then drains requests in flight.
-pub async fn serve(settings: &Settings, state: AppState) -> anyhow::Result<()> {
+/// and serves `state` until SIGTERM or SIGINT, then drains requests in flight. The moment
+/// the stop signal arrived is recorded in `stop_requested`.
+pub async fn serve(
+    settings: &Settings,
+    state: AppState,
+    stop_requested: Arc<OnceLock<Instant>>,
+) -> anyhow::Result<()> {
     let server = &settings.server;
     let mut http = HttpServer::new(move || app(state.clone()))
         .disable_signals()
@@ -96,6 +135,7 @@ pub async fn serve(settings: &Settings, state: AppState) -> anyhow::Result<()> {
         signals,
         running.handle(),
         server.shutdown_timeout,
+        stop_requested,
     ));
     running.await.context("the HTTP server failed")?;
     tracing::info!("stopped");
@@ -107,8 +147,14 @@ fn whole_seconds(duration: Duration) -> u64 {
     duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
 }
 
-async fn stop_on_signal(mut signals: StopSignals, server: ServerHandle, timeout: Duration) {
+async fn stop_on_signal(
+    mut signals: StopSignals,
+    server: ServerHandle,
+    timeout: Duration,
+    stop_requested: Arc<OnceLock<Instant>>,
+) {
     let signal = signals.next().await;
+    let _ = stop_requested.set(Instant::now());
     tracing::info!(
         signal,
         "stopping: no new connections; requests in flight have {} to finish",

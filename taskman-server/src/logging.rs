@@ -1,9 +1,16 @@
 //! Log output: `tracing` events to stderr, human-readable or JSON lines, filtered by
 //! `RUST_LOG` (default `info`). Stdout is left to `--print-config`.
+//!
+//! The same subscriber bridges the storage spans to OpenTelemetry (the child span of each
+//! traced request). Each output has its own filter: `RUST_LOG=warn` quiets the log without
+//! losing storage spans, and no other crate's spans (tonic's, hyper's) ever become
+//! OpenTelemetry spans, which would feed the exporter its own traffic.
 
 use std::io::IsTerminal as _;
 
-use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+use opentelemetry_sdk::trace::Tracer;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::{SubscriberInitExt as _, TryInitError};
 
@@ -23,15 +30,28 @@ pub fn filter(rust_log: Option<&str>) -> Result<EnvFilter, ConfigError> {
         })
 }
 
-/// Installs the global subscriber. Fails only if one is already installed.
-pub fn init(format: LogFormat, filter: EnvFilter) -> Result<(), TryInitError> {
+/// Where the storage spans are recorded (`storage.rs`'s module path).
+const STORAGE_SPANS: &str = "taskman_server::storage";
+
+/// Installs the global subscriber: the log to stderr filtered by `filter`, and the storage
+/// spans to `tracer`. Fails only if one is already installed.
+pub fn init(format: LogFormat, filter: EnvFilter, tracer: Tracer) -> Result<(), TryInitError> {
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(Targets::new().with_target(STORAGE_SPANS, LevelFilter::INFO));
     let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry().with(spans);
     match format {
         LogFormat::Text => registry
-            .with(layer.with_ansi(std::io::stderr().is_terminal()))
+            .with(
+                layer
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_filter(filter),
+            )
             .try_init(),
-        LogFormat::Json => registry.with(layer.json().flatten_event(true)).try_init(),
+        LogFormat::Json => registry
+            .with(layer.json().flatten_event(true).with_filter(filter))
+            .try_init(),
     }
 }
 

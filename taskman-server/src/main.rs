@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use taskman_server::config::{self, Env, Settings};
+use taskman_server::telemetry::Telemetry;
 use taskman_server::{app, logging};
 
 /// Exit status for bad configuration, as for bad command-line usage.
@@ -59,9 +60,6 @@ fn main() -> ExitCode {
         Ok(filter) => filter,
         Err(err) => return config_error(err),
     };
-    if let Err(err) = logging::init(settings.log.format, filter) {
-        return fatal(format_args!("cannot start logging: {err}"));
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -69,9 +67,32 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(err) => return fatal(format_args!("cannot start the Tokio runtime: {err}")),
     };
-    match runtime.block_on(app::run(settings)) {
+    // Inside the runtime: the exporter runs its exports there.
+    let telemetry = match runtime.block_on(async { Telemetry::install(&settings) }) {
+        Ok(telemetry) => telemetry,
+        Err(err) => return startup_error(&err),
+    };
+    if let Err(err) = logging::init(settings.log.format, filter, telemetry.tracer()) {
+        return fatal(format_args!("cannot start logging: {err}"));
+    }
+    let outcome = runtime.block_on(app::run(settings, telemetry));
+    // A span exporter stuck on a dead backend must not hold the exit: shutdown already
+    // waited as long as the configuration allows.
+    runtime.shutdown_background();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => fatal(format_args!("{err:#}")),
+        Err(err) => startup_error(&err),
+    }
+}
+
+/// A configuration error found while starting exits like one found while loading.
+fn startup_error(err: &anyhow::Error) -> ExitCode {
+    match err.downcast_ref::<config::ConfigError>() {
+        Some(config_err) => {
+            report(format_args!("config error: {config_err}"));
+            ExitCode::from(EXIT_CONFIG)
+        }
+        None => fatal(format_args!("{err:#}")),
     }
 }
 

@@ -10,9 +10,11 @@ use actix_web::body::MessageBody;
 use actix_web::dev::ServiceResponse;
 use actix_web::http::{StatusCode, header};
 use actix_web::test::{self, TestRequest};
+use breaker_otel::BreakerHandle;
 use serde_json::{Value, json};
 use taskman_server::app::{AppState, app};
 use taskman_server::storage::{IN_MEMORY, Store};
+use telemetry_http::{TelemetryHttp, TelemetryHttpConfig};
 
 /// Small enough that "huge" bodies are cheap to build.
 const MAX_BODY: usize = 2048;
@@ -21,6 +23,8 @@ fn state() -> AppState {
     AppState {
         store: Store::open(Path::new(IN_MEMORY)).unwrap(),
         max_body_bytes: MAX_BODY,
+        telemetry: TelemetryHttp::new(BreakerHandle::disabled(), TelemetryHttpConfig::default())
+            .unwrap(),
     }
 }
 

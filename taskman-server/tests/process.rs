@@ -615,3 +615,60 @@ fn help_describes_the_options_and_configuration() {
         );
     }
 }
+
+/// An OTLP endpoint that accepts connections and never answers; counts connections.
+fn black_hole() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&accepted);
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { break };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    (addr, accepted)
+}
+
+#[test]
+fn sigterm_exits_0_within_the_shutdown_timeout_while_the_backend_hangs() {
+    let (otlp, accepted) = black_hole();
+    let endpoint = format!("http://{otlp}");
+    let dir = tempfile::tempdir().unwrap();
+    // The export timeout is longer than the shutdown timeout: the worst case, where an
+    // export is still stuck on the backend when the stop signal comes.
+    let server = Server::start(
+        &dir.path().join("tasks.db"),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+            ("TASKMAN__BREAKER__EXPORT_TIMEOUT", "60s"),
+            ("TASKMAN__SERVER__SHUTDOWN_TIMEOUT", "3s"),
+        ],
+    );
+    let agent = agent();
+    for i in 0..5 {
+        let (status, _) = request(
+            &agent,
+            "POST",
+            &server.url("/tasks"),
+            Some(&json!({ "title": format!("task {i}") })),
+        )
+        .unwrap();
+        assert_eq!(
+            status, 201,
+            "requests are unaffected by the hanging backend"
+        );
+    }
+    assert!(
+        wait_until(|| accepted.load(std::sync::atomic::Ordering::SeqCst) > 0),
+        "the exporter never reached the backend"
+    );
+    let (status, took) = server.stop_with("TERM", DEADLINE);
+    assert_eq!(status.code(), Some(0));
+    // 3 s of budget; the rest is process start-up slack on a loaded machine.
+    assert!(took < Duration::from_secs(5), "exit took {took:?}");
+}
