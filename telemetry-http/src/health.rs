@@ -46,6 +46,10 @@ pub(crate) struct TelemetryHealth {
 
 #[derive(Debug, Serialize)]
 struct SpanCounts {
+    /// Spans that ended in a pipeline built by `breaker-otel` (0 for a bare
+    /// exporter). After a clean shutdown, `ended - exported - dropped - failed`
+    /// spans were lost in the SDK's queue before reaching the exporter.
+    ended: u64,
     exported: u64,
     dropped: u64,
     failed: u64,
@@ -157,6 +161,7 @@ impl TelemetryHealth {
             since,
             consecutive_failures: snapshot.consecutive_failures,
             spans: SpanCounts {
+                ended: snapshot.spans_ended,
                 exported: spans.exported,
                 dropped: spans.dropped,
                 failed: spans.failed,
