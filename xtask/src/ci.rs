@@ -36,7 +36,7 @@ pub(crate) const GATES: &[Gate] = &[
     },
     Gate {
         name: "promtool",
-        summary: "promtool is on PATH when telemetry-http has a promtool test",
+        summary: "promtool and prometheus are on PATH (tests lint metrics and scrape the server)",
         run: promtool,
     },
     Gate {
@@ -160,8 +160,11 @@ fn clippy(root: &Path) -> Result<()> {
     ]))
 }
 
+/// `promtool` lints `/metrics` and unit-tests the alert rules; the end-to-end suite scrapes
+/// the server with a real `prometheus`. Both come from Debian's `prometheus` package.
 fn promtool(root: &Path) -> Result<()> {
-    require_promtool(root, "promtool")
+    require_promtool(root, "promtool")?;
+    require_promtool(root, "prometheus")
 }
 
 /// Fails unless `program` answers `--version`, when the promtool test exists.
@@ -180,7 +183,7 @@ fn require_promtool(root: &Path, program: &str) -> Result<()> {
             Ok(())
         }
         _ => bail!(
-            "promtool not found: install Debian's `prometheus` package (apt-get install -y prometheus)"
+            "{program} not found: install Debian's `prometheus` package (apt-get install -y prometheus)"
         ),
     }
 }
