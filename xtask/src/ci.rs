@@ -410,7 +410,7 @@ mod tests {
         assert!(before.is_ok());
         assert_eq!(
             after.unwrap_err().to_string(),
-            "promtool not found: install Debian's `prometheus` package (apt-get install -y prometheus)"
+            "xtask-no-such-promtool not found: install Debian's `prometheus` package (apt-get install -y prometheus)"
         );
         assert!(present.is_ok());
     }
