@@ -1,9 +1,11 @@
 //! A real OTLP/gRPC trace receiver for tests, built on `opentelemetry-proto`'s
 //! tonic server and run in-process on loopback.
 //!
-//! It counts the spans it accepts (by `service.name` and by span name), keeps a
-//! record of every export request (when it arrived, how many spans it carried,
-//! how it was answered, how many requests were in flight), and can be switched
+//! It counts the spans it accepts (by `service.name` and by span name), keeps
+//! the identity of each accepted span (trace, span and parent ids, kind,
+//! attributes) so tests can check trace structure, keeps a record of every
+//! export request (when it arrived, how many spans it carried, how it was
+//! answered, how many requests were in flight), and can be switched
 //! at run time into the failure modes a telemetry backend shows in production:
 //! see [`Mode`]. It deliberately knows nothing about `taskman-server` or the
 //! breaker: it only sees what arrives on the wire.
@@ -22,8 +24,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::Span;
+pub use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -137,6 +141,73 @@ pub struct OutcomeCount {
     pub spans: u64,
 }
 
+/// One accepted span, as it arrived on the wire.
+///
+/// Ids are lowercase hex, as in a W3C `traceparent` header.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedSpan {
+    /// The `service.name` of its resource ([`NO_SERVICE_NAME`] when missing).
+    pub service: String,
+    /// The span name.
+    pub name: String,
+    /// The span kind.
+    pub kind: SpanKind,
+    /// 32 hex digits.
+    pub trace_id: String,
+    /// 16 hex digits.
+    pub span_id: String,
+    /// 16 hex digits; `None` for a root span.
+    pub parent_span_id: Option<String>,
+    /// Attributes with scalar values, written as text (`201`, `true`, `GET`);
+    /// array, map and byte values are left out.
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl ReceivedSpan {
+    fn new(service: &str, span: &Span) -> Self {
+        let parent = hex(&span.parent_span_id);
+        Self {
+            service: service.to_owned(),
+            name: span.name.clone(),
+            kind: SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified),
+            trace_id: hex(&span.trace_id),
+            span_id: hex(&span.span_id),
+            // An absent parent is sent as no bytes, or by some SDKs as zeros.
+            parent_span_id: (!parent.is_empty() && parent.bytes().any(|b| b != b'0'))
+                .then_some(parent),
+            attributes: span
+                .attributes
+                .iter()
+                .filter_map(|kv| Some((kv.key.clone(), scalar_text(kv.value.as_ref()?)?)))
+                .collect(),
+        }
+    }
+
+    /// The attribute's value as text, if the span has it.
+    #[must_use]
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes.get(key).map(String::as_str)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut text, byte| {
+        let _ = write!(text, "{byte:02x}");
+        text
+    })
+}
+
+fn scalar_text(value: &AnyValue) -> Option<String> {
+    match value.value.as_ref()? {
+        any_value::Value::StringValue(text) => Some(text.clone()),
+        any_value::Value::BoolValue(b) => Some(b.to_string()),
+        any_value::Value::IntValue(n) => Some(n.to_string()),
+        any_value::Value::DoubleValue(x) => Some(x.to_string()),
+        _ => None,
+    }
+}
+
 /// A consistent copy of everything the receiver has counted so far.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -148,6 +219,8 @@ pub struct Snapshot {
     pub spans_by_service: BTreeMap<String, u64>,
     /// Accepted spans per span name.
     pub spans_by_name: BTreeMap<String, u64>,
+    /// Every accepted span, in arrival order.
+    pub received: Vec<ReceivedSpan>,
     /// Requests and spans per outcome; outcomes never seen are absent.
     pub outcomes: BTreeMap<Outcome, OutcomeCount>,
     /// Every export request, in arrival order.
@@ -175,6 +248,24 @@ impl Snapshot {
     #[must_use]
     pub fn outcome(&self, outcome: Outcome) -> OutcomeCount {
         self.outcomes.get(&outcome).copied().unwrap_or_default()
+    }
+
+    /// Accepted spans of one trace (`trace_id` in lowercase hex).
+    pub fn spans_in_trace<'a>(
+        &'a self,
+        trace_id: &'a str,
+    ) -> impl Iterator<Item = &'a ReceivedSpan> + 'a {
+        self.received.iter().filter(move |s| s.trace_id == trace_id)
+    }
+
+    /// The accepted spans whose parent is `parent`.
+    pub fn children_of<'a>(
+        &'a self,
+        parent: &'a ReceivedSpan,
+    ) -> impl Iterator<Item = &'a ReceivedSpan> + 'a {
+        self.received.iter().filter(move |s| {
+            s.trace_id == parent.trace_id && s.parent_span_id.as_deref() == Some(&parent.span_id)
+        })
     }
 
     /// Requests that arrived in `[from, to)`.
@@ -380,6 +471,7 @@ impl Receiver {
             spans: stats.spans,
             spans_by_service: stats.spans_by_service.clone(),
             spans_by_name: stats.spans_by_name.clone(),
+            received: stats.received.clone(),
             outcomes: stats.outcomes.clone(),
             requests: stats.requests.clone(),
             in_flight: self.shared.in_flight.load(Ordering::SeqCst),
@@ -555,6 +647,7 @@ struct Stats {
     spans: u64,
     spans_by_service: BTreeMap<String, u64>,
     spans_by_name: BTreeMap<String, u64>,
+    received: Vec<ReceivedSpan>,
     outcomes: BTreeMap<Outcome, OutcomeCount>,
     requests: Vec<ExportRequest>,
 }
@@ -584,6 +677,7 @@ impl Shared {
                         stats.spans += 1;
                         *stats.spans_by_service.entry(service.clone()).or_default() += 1;
                         *stats.spans_by_name.entry(span.name.clone()).or_default() += 1;
+                        stats.received.push(ReceivedSpan::new(&service, span));
                     }
                 }
             }
@@ -821,6 +915,54 @@ mod tests {
             .unwrap_err();
         assert!(err.contains("at least 6 accepted spans"), "{err}");
         assert!(err.contains("5 spans accepted"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn accepted_spans_keep_their_ids_kind_and_attributes() {
+        let receiver = Receiver::start().await.unwrap();
+        let mut exporter = exporter(&receiver, WAIT);
+        exporter.set_resource(
+            &opentelemetry_sdk::Resource::builder_empty()
+                .with_service_name("alpha")
+                .build(),
+        );
+        let root = span("GET /tasks", 0x0a);
+        let mut child = span("SELECT tasks", 0x0b);
+        child.span_context = SpanContext::new(
+            root.span_context.trace_id(),
+            SpanId::from(0x0c),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        );
+        child.parent_span_id = root.span_context.span_id();
+        child.span_kind = SpanKind::Client;
+        child.attributes = vec![
+            opentelemetry::KeyValue::new("db.operation.name", "SELECT"),
+            opentelemetry::KeyValue::new("http.response.status_code", 200_i64),
+            opentelemetry::KeyValue::new("flag", true),
+        ];
+        exporter.export(vec![root, child]).await.unwrap();
+
+        let seen = receiver.snapshot();
+        let [root, child] = seen.received.as_slice() else {
+            panic!("expected two spans: {:?}", seen.received);
+        };
+        assert_eq!(root.service, "alpha");
+        assert_eq!(root.kind, super::SpanKind::Server);
+        assert_eq!(root.trace_id, "0000000000000000000000000000000b");
+        assert_eq!(root.span_id, "000000000000000b");
+        assert_eq!(root.parent_span_id, None);
+        assert_eq!(child.kind, super::SpanKind::Client);
+        assert_eq!(child.trace_id, root.trace_id);
+        assert_eq!(child.span_id, "000000000000000c");
+        assert_eq!(child.parent_span_id.as_deref(), Some("000000000000000b"));
+        assert_eq!(child.attribute("db.operation.name"), Some("SELECT"));
+        assert_eq!(child.attribute("http.response.status_code"), Some("200"));
+        assert_eq!(child.attribute("flag"), Some("true"));
+        assert_eq!(seen.children_of(root).count(), 1);
+        assert_eq!(seen.spans_in_trace(&root.trace_id).count(), 2);
+        assert_eq!(seen.children_of(child).count(), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
