@@ -288,9 +288,12 @@ impl CircuitBreaker {
         match permit.kind {
             PermitKind::Call => {
                 self.count(outcome);
-                let current =
-                    self.state == CircuitState::Closed && permit.generation == self.generation;
-                if current {
+                if self.state != CircuitState::Closed {
+                    // A call from before the circuit opened moves nothing,
+                    // but it is a chance to notice a lost probe, as
+                    // `handle_timeout` promises.
+                    self.expire_probes(now);
+                } else if permit.generation == self.generation {
                     self.record_closed(outcome, now);
                 }
             }
