@@ -50,7 +50,8 @@ impl BreakerConfig {
     }
 
     /// While open, the next attempt is a probe once this much time has passed
-    /// since the last probe (or since opening), whatever its number.
+    /// since the last probe started (or the circuit opened) and since the last
+    /// probe failed, whatever its number.
     #[must_use]
     pub fn probe_after(&self) -> Duration {
         self.probe_after

@@ -10,7 +10,7 @@
 //! The semantics, in short: closed permits everything and opens after
 //! `failure_threshold` consecutive failures; open numbers its attempts from 0
 //! and lets attempt `k` through as a probe when `k % probe_every == 0` or
-//! `probe_after` has passed since the last probe; half-open has a probe in
+//! `probe_after` has passed since the last probe (started or failed); half-open has a probe in
 //! flight and rejects the rest; a probe's success closes the circuit, its
 //! failure or timeout reopens it. See [`CircuitBreaker`] for the calling
 //! protocol and [`CircuitState`] for the diagram.

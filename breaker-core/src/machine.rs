@@ -72,7 +72,8 @@ pub struct CircuitBreaker {
     generation: u64,
     /// Number of the next attempt while not closed.
     next_attempt: u64,
-    last_probe_at: Instant,
+    /// When the next attempt probes whatever its number (`None`: never).
+    probe_due_at: Option<Instant>,
     next_probe_id: u64,
     probes: Vec<InFlightProbe>,
     transitions: VecDeque<Transition>,
@@ -202,7 +203,7 @@ impl CircuitBreaker {
             consecutive_failures: 0,
             generation: 0,
             next_attempt: 0,
-            last_probe_at: now,
+            probe_due_at: now.checked_add(config.probe_after()),
             next_probe_id: 0,
             probes: Vec::with_capacity(config.max_probes_in_flight().get() as usize),
             transitions: VecDeque::with_capacity(4),
@@ -245,9 +246,10 @@ impl CircuitBreaker {
     /// In closed state every call is permitted. Otherwise the call is attempt
     /// number `k` (from 0 when the circuit opened, continuing across failed
     /// probes); it is a probe when `k % probe_every == 0` or when
-    /// `probe_after` has passed since the last probe, and fewer than
-    /// `max_probes_in_flight` probes are outstanding. Everything else is
-    /// rejected.
+    /// `probe_after` has passed since the last probe started and since a
+    /// probe last failed, and fewer than `max_probes_in_flight` probes are
+    /// outstanding. Everything else is rejected.
+    #[inline]
     pub fn try_acquire(&mut self, now: Instant) -> Result<Permit, Rejected> {
         if self.state == CircuitState::Closed {
             self.stats.permitted += 1;
@@ -256,14 +258,20 @@ impl CircuitBreaker {
                 generation: self.generation,
             });
         }
-        self.expire_probes(now);
+        self.try_acquire_not_closed(now)
+    }
+
+    fn try_acquire_not_closed(&mut self, now: Instant) -> Result<Permit, Rejected> {
+        if !self.probes.is_empty() {
+            self.expire_probes(now);
+        }
         if self.mode == Mode::ForcedOpen {
             return Err(self.reject());
         }
         let attempt = self.next_attempt;
         self.next_attempt += 1;
         let due = attempt.is_multiple_of(u64::from(self.config.probe_every().get()))
-            || now.saturating_duration_since(self.last_probe_at) >= self.config.probe_after();
+            || self.probe_due_at.is_some_and(|due| now >= due);
         let room = self.probes.len() < self.config.max_probes_in_flight().get() as usize;
         if !(due && room) {
             return Err(self.reject());
@@ -271,7 +279,7 @@ impl CircuitBreaker {
         let id = self.next_probe_id;
         self.next_probe_id += 1;
         self.probes.push(InFlightProbe { id, started: now });
-        self.last_probe_at = now;
+        self.probe_due_at = now.checked_add(self.config.probe_after());
         self.stats.permitted += 1;
         self.stats.probes += 1;
         if self.state == CircuitState::Open {
@@ -284,7 +292,23 @@ impl CircuitBreaker {
     }
 
     /// Reports the outcome of a permitted call.
+    #[inline]
     pub fn record(&mut self, permit: Permit, outcome: Outcome, now: Instant) {
+        if permit.kind == PermitKind::Call
+            && self.state == CircuitState::Closed
+            && permit.generation == self.generation
+        {
+            self.count(outcome);
+            match outcome {
+                Outcome::Success => self.consecutive_failures = 0,
+                Outcome::Failure => self.record_closed(outcome, now),
+            }
+            return;
+        }
+        self.record_other(permit, outcome, now);
+    }
+
+    fn record_other(&mut self, permit: Permit, outcome: Outcome, now: Instant) {
         match permit.kind {
             PermitKind::Call => {
                 self.count(outcome);
@@ -307,6 +331,9 @@ impl CircuitBreaker {
                 };
                 self.probes.swap_remove(index);
                 self.count(outcome);
+                if outcome == Outcome::Failure {
+                    self.probe_failed_at(now);
+                }
                 match outcome {
                     Outcome::Success => self.close(TransitionReason::ProbeSucceeded, now),
                     Outcome::Failure if self.state == CircuitState::HalfOpen => {
@@ -337,6 +364,7 @@ impl CircuitBreaker {
 
     /// The next unreported transition, oldest first.
     #[must_use = "transitions are meant to be acted on (logged, counted)"]
+    #[inline]
     pub fn poll_transition(&mut self) -> Option<Transition> {
         self.transitions.pop_front()
     }
@@ -396,7 +424,7 @@ impl CircuitBreaker {
                     && self.consecutive_failures >= self.config.failure_threshold().get()
                 {
                     self.next_attempt = 0;
-                    self.last_probe_at = now;
+                    self.probe_due_at = now.checked_add(self.config.probe_after());
                     self.transition(CircuitState::Open, TransitionReason::FailureThreshold, now);
                 }
             }
@@ -423,9 +451,17 @@ impl CircuitBreaker {
         }
         self.stats.failures += expired;
         self.stats.probe_timeouts += expired;
+        self.probe_failed_at(now);
         if self.state == CircuitState::HalfOpen {
             self.transition(CircuitState::Open, TransitionReason::ProbeTimedOut, now);
         }
+    }
+
+    /// `probe_after` counts from the end of the last probe, not its start:
+    /// a probe that hung for longer than `probe_after` must not make every
+    /// following attempt a probe.
+    fn probe_failed_at(&mut self, now: Instant) {
+        self.probe_due_at = now.checked_add(self.config.probe_after());
     }
 
     fn reject(&mut self) -> Rejected {

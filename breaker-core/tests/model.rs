@@ -213,6 +213,10 @@ impl Model {
         }
         self.totals.failures += timed_out;
         self.totals.probe_timeouts += timed_out;
+        if timed_out > 0 {
+            // `probe_after` counts from the end of the last probe.
+            self.last_probe_ms = now;
+        }
         if timed_out > 0 && self.state == HalfOpen {
             self.enter(Open, TransitionReason::ProbeTimedOut);
         }
@@ -280,6 +284,9 @@ impl Model {
             Held::Probe { counts: false, .. } => self.totals.late_reports += 1,
             Held::Probe { counts: true, .. } => {
                 self.count(outcome);
+                if outcome == Outcome::Failure {
+                    self.last_probe_ms = self.now_ms;
+                }
                 match outcome {
                     Outcome::Success => self.close(TransitionReason::ProbeSucceeded),
                     Outcome::Failure if self.state == HalfOpen => {

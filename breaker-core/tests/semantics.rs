@@ -337,3 +337,41 @@ fn rejected_says_which_state_rejected() {
     assert_eq!(err.state, Open);
     assert_eq!(err.to_string(), "circuit open: call rejected");
 }
+
+#[test]
+fn probe_after_counts_from_the_end_of_a_slow_failed_probe() {
+    // A probe that takes longer than probe_after (a hanging backend) must not
+    // make every following attempt a probe.
+    let config = BreakerConfig::builder()
+        .probe_after(Duration::from_secs(1))
+        .probe_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let mut sim = Sim::new(config);
+    run(&mut sim, "FFF");
+    let slow = sim.breaker.try_acquire(sim.now()).unwrap();
+    sim.advance(Duration::from_secs(10));
+    let now = sim.now();
+    sim.breaker.record(slow, Failure, now);
+    assert_eq!(run(&mut sim, "FFFF").0, "----", "just failed: not due yet");
+    sim.advance(Duration::from_secs(1));
+    assert!(sim.call(Failure), "probe_after after the failure: probes");
+}
+
+#[test]
+fn probe_after_counts_from_a_probe_timeout_too() {
+    let config = BreakerConfig::builder()
+        .probe_after(Duration::from_secs(1))
+        .probe_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut sim = Sim::new(config);
+    run(&mut sim, "FFF");
+    let _lost = sim.breaker.try_acquire(sim.now()).unwrap();
+    sim.advance(Duration::from_secs(5));
+    sim.breaker.handle_timeout(sim.now());
+    assert_eq!(sim.breaker.state(), Open);
+    assert!(!sim.call(Failure), "timed out just now: not due yet");
+    sim.advance(Duration::from_secs(1));
+    assert!(sim.call(Failure));
+}
