@@ -1,5 +1,6 @@
 //! The standard OTLP pipeline with the breaker in it: OTLP exporter →
-//! circuit-breaking exporter → batch span processor → tracer provider.
+//! circuit-breaking exporter → batch span processor → tracer provider; or,
+//! for comparisons, the same pipeline without the breaker.
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,8 +11,9 @@ use opentelemetry_otlp::{RetryPolicy, WithExportConfig, WithHttpConfig, WithToni
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{
-    BatchSpanProcessor, Sampler, SdkTracerProvider, Span, SpanData, SpanProcessor,
+    BatchSpanProcessor, Sampler, SdkTracerProvider, Span, SpanData, SpanExporter, SpanProcessor,
 };
+use tokio::runtime::Handle;
 
 use crate::exporter::{AdapterError, BreakerControl, BreakerSettings, CircuitBreakerSpanExporter};
 use crate::handle::{BreakerHandle, Published};
@@ -97,6 +99,9 @@ pub enum PipelineError {
 /// the resilience mechanism, and retrying inside one export would turn each
 /// failing batch into four requests against a backend that is struggling.
 ///
+/// [`breaker_enabled(false)`](Self::breaker_enabled) builds the stock
+/// pipeline instead, for measuring what the breaker changes.
+///
 /// Must be built inside a Tokio runtime (exports run there).
 ///
 /// ```no_run
@@ -117,10 +122,12 @@ pub enum PipelineError {
 #[must_use]
 pub struct OtlpPipeline {
     breaker: BreakerSettings,
+    breaker_enabled: bool,
     default_service_name: String,
     protocol: Option<Protocol>,
     endpoint: Option<String>,
-    otlp_retries: bool,
+    /// `None`: the default for the pipeline's shape (off with the breaker, on without).
+    otlp_retries: Option<bool>,
     env: Env,
 }
 
@@ -156,10 +163,11 @@ impl OtlpPipeline {
     pub fn from_env() -> Self {
         Self {
             breaker: BreakerSettings::default(),
+            breaker_enabled: true,
             default_service_name: "unknown_service".to_owned(),
             protocol: None,
             endpoint: None,
-            otlp_retries: false,
+            otlp_retries: None,
             env: Env::Process,
         }
     }
@@ -203,9 +211,24 @@ impl OtlpPipeline {
         self
     }
 
-    /// Turns the OTLP exporter's own retries (3, from 100 ms) back on.
+    /// Turns the OTLP exporter's own retries (3, from 100 ms) on or off.
+    /// Default: off with the breaker, on without it.
     pub fn otlp_retries(mut self, enabled: bool) -> Self {
-        self.otlp_retries = enabled;
+        self.otlp_retries = Some(enabled);
+        self
+    }
+
+    /// `false` builds the stock pipeline, as a service without this crate
+    /// would have it: the OTLP exporter straight into the batch span
+    /// processor, with its own default retries, no breaker and no export
+    /// deadline other than the exporter's own timeout. The SDK then logs
+    /// every failed batch itself (when its `internal-logs` feature is on).
+    ///
+    /// Meant for comparisons, such as the benchmarks: the built pipeline's
+    /// handle reports a closed circuit whatever happens and counts only the
+    /// spans that end, and it has no [`BreakerControl`]. Default: `true`.
+    pub fn breaker_enabled(mut self, enabled: bool) -> Self {
+        self.breaker_enabled = enabled;
         self
     }
 
@@ -263,12 +286,42 @@ impl OtlpPipeline {
             });
         }
         let protocol = self.resolved_protocol()?;
-        let retry = if self.otlp_retries {
+        // Checked first: the tonic client panics when built outside a runtime.
+        let runtime = Handle::try_current().map_err(|_| AdapterError::NoRuntime)?;
+        let retry = if self.otlp_retries.unwrap_or(!self.breaker_enabled) {
             RetryPolicy::default()
         } else {
             RetryPolicy::disabled()
         };
-        let otlp = match protocol {
+        let otlp = self.otlp_exporter(protocol, retry)?;
+        if !self.breaker_enabled {
+            return Ok(self.stock(otlp, protocol, runtime));
+        }
+        let exporter = CircuitBreakerSpanExporter::new(otlp, self.breaker)?;
+        let handle = exporter.handle();
+        let control = exporter.control();
+        let batch = BatchSpanProcessor::builder(exporter).build();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(EndedSpans {
+                inner: batch,
+                published: handle.published(),
+            })
+            .with_resource(self.resource())
+            .build();
+        Ok(TracingPipeline {
+            provider,
+            handle,
+            control: Some(control),
+            protocol: Some(protocol),
+        })
+    }
+
+    fn otlp_exporter(
+        &self,
+        protocol: Protocol,
+        retry: RetryPolicy,
+    ) -> Result<opentelemetry_otlp::SpanExporter, PipelineError> {
+        Ok(match protocol {
             Protocol::Grpc => {
                 let mut builder = opentelemetry_otlp::SpanExporter::builder()
                     .with_tonic()
@@ -288,11 +341,30 @@ impl OtlpPipeline {
                 }
                 builder.build()?
             }
+        })
+    }
+
+    /// The pipeline without the breaker. Its handle never leaves `closed`;
+    /// it counts the spans that end, so that queue losses stay visible.
+    fn stock(
+        &self,
+        otlp: opentelemetry_otlp::SpanExporter,
+        protocol: Protocol,
+        runtime: Handle,
+    ) -> TracingPipeline {
+        let handle = BreakerHandle::disabled();
+        let batch = match protocol {
+            // The tonic client works from the batch processor's own thread: this
+            // is exactly the stock setup.
+            Protocol::Grpc => BatchSpanProcessor::builder(otlp).build(),
+            // This build's HTTP client is async and needs the Tokio runtime,
+            // which the batch processor's thread is not in.
+            Protocol::HttpProtobuf => BatchSpanProcessor::builder(OnRuntime {
+                inner: Arc::new(otlp),
+                runtime,
+            })
+            .build(),
         };
-        let exporter = CircuitBreakerSpanExporter::new(otlp, self.breaker)?;
-        let handle = exporter.handle();
-        let control = exporter.control();
-        let batch = BatchSpanProcessor::builder(exporter).build();
         let provider = SdkTracerProvider::builder()
             .with_span_processor(EndedSpans {
                 inner: batch,
@@ -300,12 +372,12 @@ impl OtlpPipeline {
             })
             .with_resource(self.resource())
             .build();
-        Ok(TracingPipeline {
+        TracingPipeline {
             provider,
             handle,
-            control: Some(control),
+            control: None,
             protocol: Some(protocol),
-        })
+        }
     }
 
     fn resource(&self) -> Resource {
@@ -384,6 +456,49 @@ impl TracingPipeline {
                 "tracer provider shutdown panicked".into(),
             )),
             Err(_) => Err(OTelSdkError::Timeout(timeout)),
+        }
+    }
+}
+
+/// Runs each export of `inner` as a task on `runtime` and waits for it:
+/// nothing else (no deadline, no breaker). Only the stock pipeline over
+/// HTTP needs it, because its client needs the runtime.
+#[derive(Debug)]
+struct OnRuntime<E> {
+    inner: Arc<E>,
+    runtime: Handle,
+}
+
+impl<E: SpanExporter + 'static> SpanExporter for OnRuntime<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let inner = Arc::clone(&self.inner);
+        match self
+            .runtime
+            .spawn(async move { inner.export(batch).await })
+            .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(OTelSdkError::InternalFailure(
+                "the span export task panicked or was cancelled".into(),
+            )),
+        }
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        // Called while the provider is built, before any export holds a clone.
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.set_resource(resource),
+            None => {
+                tracing::warn!("resource not passed to the inner span exporter: export in flight")
+            }
         }
     }
 }

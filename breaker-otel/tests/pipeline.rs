@@ -3,7 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use breaker_otel::{BreakerSettings, CircuitState, OtlpPipeline, Protocol};
@@ -29,6 +32,53 @@ fn black_hole() -> (SocketAddr, std::thread::JoinHandle<()>) {
         }
     });
     (addr, thread)
+}
+
+/// An HTTP server answering every request `503 Service Unavailable` (which
+/// the OTLP exporter retries), counting the requests.
+fn unavailable_http() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&requests);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { break };
+            let counted = Arc::clone(&counted);
+            std::thread::spawn(move || answer_unavailable(stream, &counted));
+        }
+    });
+    (addr, requests)
+}
+
+fn answer_unavailable(stream: std::net::TcpStream, requests: &AtomicUsize) {
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut content_length = 0;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                content_length = value.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; content_length];
+        reader.read_exact(&mut body).unwrap();
+        requests.fetch_add(1, Ordering::SeqCst);
+        let answer = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n";
+        if writer.write_all(answer).is_err() {
+            return;
+        }
+    }
 }
 
 fn settings(export_timeout: Duration) -> BreakerSettings {
@@ -113,6 +163,72 @@ async fn a_hanging_backend_is_bounded_and_shutdown_returns() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_breaker_each_failed_batch_is_retried_three_times_over_http() {
+    let (addr, requests) = unavailable_http();
+    let pipeline = OtlpPipeline::from_env()
+        .with_vars([("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")])
+        .endpoint(format!("http://{addr}/v1/traces"))
+        .breaker_enabled(false)
+        .build()
+        .unwrap();
+    assert_eq!(pipeline.protocol(), Some(Protocol::HttpProtobuf));
+    assert!(pipeline.control().is_none());
+    flush_batches(&pipeline, 5).await;
+
+    // The stock exporter's default policy: one request and three retries per batch, and
+    // no circuit to stop it: every batch goes to the backend.
+    assert_eq!(requests.load(Ordering::SeqCst), 5 * 4);
+    let snapshot = pipeline.handle().snapshot();
+    assert_eq!(snapshot.state, CircuitState::Closed);
+    assert_eq!(snapshot.spans_ended, 5);
+    assert_eq!(
+        snapshot.spans.total(),
+        0,
+        "nothing is counted without a breaker"
+    );
+    assert_eq!(snapshot.probes, 0);
+    pipeline.shutdown(Duration::from_secs(5)).await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_breaker_a_refused_grpc_backend_is_retried_from_the_sdk_thread() {
+    let pipeline = OtlpPipeline::from_env()
+        .with_vars([("UNRELATED", "1")])
+        .endpoint(format!("http://{}", refused()))
+        .breaker_enabled(false)
+        .build()
+        .unwrap();
+    assert_eq!(pipeline.protocol(), Some(Protocol::Grpc));
+    let started = Instant::now();
+    flush_batches(&pipeline, 2).await;
+    // Each failed batch waits out the retry backoff (100 + 200 + 400 ms at least)
+    // before the batch processor gives up on it.
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(2 * 700), "took {took:?}");
+    let snapshot = pipeline.handle().snapshot();
+    assert_eq!(snapshot.state, CircuitState::Closed);
+    assert_eq!(snapshot.spans_ended, 2);
+    assert_eq!(snapshot.spans.total(), 0);
+    pipeline.shutdown(Duration::from_secs(5)).await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_breaker_the_otlp_retries_stay_off() {
+    let (addr, requests) = unavailable_http();
+    let pipeline = OtlpPipeline::from_env()
+        .with_vars([("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")])
+        .endpoint(format!("http://{addr}/v1/traces"))
+        .breaker(settings(Duration::from_secs(5)))
+        .build()
+        .unwrap();
+    flush_batches(&pipeline, 5).await;
+    // Three failures open the circuit, attempt 0 probes, the last batch is dropped.
+    assert_eq!(requests.load(Ordering::SeqCst), 4);
+    assert_eq!(pipeline.handle().state(), CircuitState::Open);
+    pipeline.shutdown(Duration::from_secs(5)).await.ok();
+}
+
 #[tokio::test]
 async fn sdk_disabled_gives_a_working_no_op_provider() {
     let pipeline = OtlpPipeline::from_env()
@@ -131,11 +247,21 @@ async fn sdk_disabled_gives_a_working_no_op_provider() {
 
 #[test]
 fn building_outside_a_runtime_is_an_error_not_a_panic() {
-    let err = OtlpPipeline::from_env()
-        .with_vars([("UNRELATED", "1")])
-        .protocol(Protocol::HttpProtobuf)
-        .endpoint(format!("http://{}/v1/traces", refused()))
-        .build()
-        .unwrap_err();
-    assert!(err.to_string().contains("Tokio runtime"), "{err}");
+    for (protocol, breaker) in [
+        (Protocol::HttpProtobuf, true),
+        (Protocol::Grpc, true),
+        (Protocol::Grpc, false),
+    ] {
+        let err = OtlpPipeline::from_env()
+            .with_vars([("UNRELATED", "1")])
+            .protocol(protocol)
+            .endpoint(format!("http://{}", refused()))
+            .breaker_enabled(breaker)
+            .build()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("Tokio runtime"),
+            "{protocol}, breaker {breaker}: {err}"
+        );
+    }
 }

@@ -98,6 +98,10 @@ const fn nonzero_usize(n: usize) -> NonZeroUsize {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BreakerSettings {
+    /// `false` exports without the breaker, through the stock OpenTelemetry pipeline (the
+    /// OTLP exporter's own retries, no export deadline): for comparisons only.
+    #[serde(deserialize_with = "values::boolean")]
+    pub enabled: bool,
     /// Consecutive export failures that open the circuit.
     #[serde(deserialize_with = "values::non_zero_u32")]
     pub failure_threshold: NonZeroU32,
@@ -121,6 +125,7 @@ pub struct BreakerSettings {
 impl Default for BreakerSettings {
     fn default() -> Self {
         Self {
+            enabled: true,
             failure_threshold: const { nonzero_u32(3) },
             probe_every: const { nonzero_u32(10) },
             probe_after: Duration::from_secs(30),
@@ -471,6 +476,7 @@ mod tests {
         assert_eq!(s.server.shutdown_timeout, Duration::from_secs(10));
         assert_eq!(s.server.workers, None);
         assert_eq!(s.server.max_body_bytes.get(), 65_536);
+        assert!(s.breaker.enabled);
         assert_eq!(s.breaker.failure_threshold.get(), 3);
         assert_eq!(s.breaker.probe_every.get(), 10);
         assert_eq!(s.breaker.probe_after, Duration::from_secs(30));
@@ -598,6 +604,16 @@ mod tests {
                 "breaker.max_probes_in_flight = 4294967296 (from TASKMAN__BREAKER__MAX_PROBES_IN_FLIGHT): must be at most 4294967295",
             ),
             (
+                "TASKMAN__BREAKER__ENABLED",
+                "no",
+                "breaker.enabled = \"no\" (from TASKMAN__BREAKER__ENABLED): expected true or false",
+            ),
+            (
+                "TASKMAN__BREAKER__ENABLED",
+                "1",
+                "breaker.enabled = 1 (from TASKMAN__BREAKER__ENABLED): expected true or false",
+            ),
+            (
                 "TASKMAN__METRICS__REQUESTS_PER_MINUTE",
                 "0",
                 "metrics.requests_per_minute = 0 (from TASKMAN__METRICS__REQUESTS_PER_MINUTE): must be at least 1",
@@ -705,6 +721,10 @@ mod tests {
             (
                 "[breaker]\nprobe_every = 2.5\n",
                 "breaker.probe_every = 2.5 (in ",
+            ),
+            (
+                "[breaker]\nenabled = \"off\"\n",
+                "breaker.enabled = \"off\" (in ",
             ),
             (
                 "[metrics]\ntrusted_proxies = \"10.0.0.0/8\"\n",

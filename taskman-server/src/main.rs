@@ -60,8 +60,11 @@ fn main() -> ExitCode {
         Ok(filter) => filter,
         Err(err) => return config_error(err),
     };
+    // Named apart from the HTTP workers' own runtimes (`top -H`, the benchmarks): besides
+    // start-up and shutdown, its threads run little but the span exports.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_name("taskman-main")
         .build()
     {
         Ok(runtime) => runtime,

@@ -36,6 +36,7 @@ impl Telemetry {
         let pipeline = OtlpPipeline::from_env()
             .default_service_name(SERVICE_NAME)
             .breaker(breaker)
+            .breaker_enabled(settings.breaker.enabled)
             .build()
             .map_err(|err| match err {
                 PipelineError::InvalidVariable {

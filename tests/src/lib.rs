@@ -7,6 +7,13 @@
 //! process on a free port. Neither knows how the server works inside: tests
 //! observe it only through its HTTP API, its signals and what reaches the
 //! receiver. The crate is never published.
+//!
+//! For `cargo xtask bench`, [`load`] is a small HTTP load generator and
+//! [`process_stats`] reads a process's CPU time and memory; the
+//! `outage-bench` binary drives the server through telemetry outages with
+//! them.
 
+pub mod load;
+pub mod process_stats;
 pub mod receiver;
 pub mod server;

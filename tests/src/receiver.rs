@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -316,6 +316,25 @@ impl fmt::Display for Snapshot {
     }
 }
 
+/// What [`Receiver::totals`] returns: the counts of a [`Snapshot`], nothing else.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Spans accepted (received and answered OK).
+    pub spans: u64,
+    /// Export requests, whatever their outcome.
+    pub requests: u64,
+    /// Requests and spans per outcome; outcomes never seen are absent.
+    pub outcomes: BTreeMap<Outcome, OutcomeCount>,
+}
+
+impl Totals {
+    /// Requests and spans with one outcome (zero when never seen).
+    #[must_use]
+    pub fn outcome(&self, outcome: Outcome) -> OutcomeCount {
+        self.outcomes.get(&outcome).copied().unwrap_or_default()
+    }
+}
+
 /// What can go wrong while starting, restarting or stopping the receiver.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -460,6 +479,25 @@ impl Receiver {
     /// When connections do not close within a few seconds or the server failed.
     pub async fn stop(self) -> Result<(), ReceiverError> {
         self.set_mode(Mode::Stopped).await
+    }
+
+    /// From now on, accepted spans are counted but no longer kept one by
+    /// one in [`Snapshot::received`] (what it holds already stays): for long
+    /// runs such as benchmarks, where millions of spans would pile up.
+    pub fn forget_spans(&self) {
+        self.shared.forget_spans.store(true, Ordering::SeqCst);
+    }
+
+    /// The counts alone, without copying every span and request as
+    /// [`Receiver::snapshot`] does: cheap enough to poll during a benchmark.
+    #[must_use]
+    pub fn totals(&self) -> Totals {
+        let stats = self.shared.stats();
+        Totals {
+            spans: stats.spans,
+            requests: stats.requests.len() as u64,
+            outcomes: stats.outcomes.clone(),
+        }
     }
 
     /// A copy of everything counted so far.
@@ -636,6 +674,8 @@ async fn rebind(addr: SocketAddr) -> Result<TcpListener, ReceiverError> {
 #[derive(Debug, Default)]
 struct Shared {
     stats: Mutex<Stats>,
+    /// Set by [`Receiver::forget_spans`].
+    forget_spans: AtomicBool,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     // Bumped on every change to `stats`, so waiters need not poll.
@@ -666,6 +706,7 @@ impl Shared {
     fn begin(self: &Arc<Self>, request: &ExportTraceServiceRequest, outcome: Outcome) -> InFlight {
         let concurrent = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(concurrent, Ordering::SeqCst);
+        let keep = !self.forget_spans.load(Ordering::SeqCst);
         let index = {
             let mut stats = self.stats();
             let mut spans = 0;
@@ -677,7 +718,9 @@ impl Shared {
                         stats.spans += 1;
                         *stats.spans_by_service.entry(service.clone()).or_default() += 1;
                         *stats.spans_by_name.entry(span.name.clone()).or_default() += 1;
-                        stats.received.push(ReceivedSpan::new(&service, span));
+                        if keep {
+                            stats.received.push(ReceivedSpan::new(&service, span));
+                        }
                     }
                 }
             }
@@ -915,6 +958,39 @@ mod tests {
             .unwrap_err();
         assert!(err.contains("at least 6 accepted spans"), "{err}");
         assert!(err.contains("5 spans accepted"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn forgetting_spans_keeps_counting_them() {
+        let receiver = Receiver::start().await.unwrap();
+        let mut exporter = exporter(&receiver, WAIT);
+        export(&mut exporter, "alpha", &["kept"]).await.unwrap();
+        receiver.forget_spans();
+        export(&mut exporter, "alpha", &["counted", "counted"])
+            .await
+            .unwrap();
+        receiver.set_mode(Mode::Unavailable).await.unwrap();
+        let _ = export(&mut exporter, "alpha", &["refused"]).await;
+
+        let totals = receiver.totals();
+        assert_eq!(totals.spans, 3);
+        assert_eq!(
+            totals.requests,
+            2 + 4,
+            "two accepted, one refused and retried 3 times"
+        );
+        assert_eq!(
+            totals.outcome(Outcome::Accepted),
+            OutcomeCount {
+                requests: 2,
+                spans: 3
+            }
+        );
+        assert_eq!(totals.outcome(Outcome::Unavailable).requests, 4);
+        let seen = receiver.snapshot();
+        assert_eq!(seen.spans_named("counted"), 2);
+        let names: Vec<&str> = seen.received.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["kept"]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

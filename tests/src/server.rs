@@ -111,7 +111,19 @@ impl TaskmanServer {
     /// # Errors
     /// As [`TaskmanServer::start`].
     pub fn start_with_args(env: &[(&str, &str)], args: &[&str]) -> Result<Self, HarnessError> {
-        let binary = server_binary()?;
+        Self::start_binary(server_binary()?, env, args)
+    }
+
+    /// Like [`TaskmanServer::start_with_args`], running `binary` rather than
+    /// the one this crate builds (benchmarks compare two builds).
+    ///
+    /// # Errors
+    /// As [`TaskmanServer::start`].
+    pub fn start_binary(
+        binary: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Result<Self, HarnessError> {
         let db_dir = tempfile::tempdir().map_err(HarnessError::TempDir)?;
         let db_path = db_dir.path().join("taskman.db");
 

@@ -2,7 +2,8 @@
 //! `.cargo/config.toml`) runs this binary.
 //!
 //! `cargo xtask ci` runs every quality gate in order and stops at the first
-//! failure; `cargo xtask bench` runs `breaker-core`'s benchmarks. Facts about
+//! failure; `cargo xtask bench` runs every benchmark and rewrites
+//! `docs/benchmarks.md`. Facts about
 //! the tree (no clock in `breaker-core`, no GPL in library crates, ...) are
 //! `#[test]`s (module `tidy`, and [`licences`]), so plain `cargo test` enforces
 //! them too. This crate installs nothing: `.ci/run` does that.
@@ -29,7 +30,8 @@ commands:
   ci                  run every quality gate in order; stop at the first failure
   ci --only GATE      run only the named gate (repeatable)
   ci --list           list the gates in the order they run
-  bench [-- ARGS]     run breaker-core's criterion benchmarks (ARGS go to criterion)
+  bench               run every benchmark (about 15 minutes) and rewrite docs/benchmarks.md
+  bench --quick       short runs to try it out; writes target/bench/benchmarks-quick.md
   receiver [-- ARGS]  run the test OTLP/gRPC receiver standalone for demos
                       (default --port 4317; type `help` at its prompt)
   help, --help, -h    print this text
@@ -40,7 +42,7 @@ commands:
 enum Task {
     Ci(ci::Selection),
     ListGates,
-    Bench(Vec<String>),
+    Bench(bench::Options),
     Receiver(Vec<String>),
     Help,
 }
@@ -65,7 +67,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Task::Ci(selection) => ci::run(&root, &selection),
-        Task::Bench(args) => bench::run(&root, &args),
+        Task::Bench(options) => bench::run(&root, &options),
         Task::Receiver(args) => receiver(&root, &args),
     };
     match outcome {
@@ -85,15 +87,7 @@ fn parse_args(args: &[String]) -> Result<Task, String> {
     match command.as_str() {
         "help" | "--help" | "-h" => Ok(Task::Help),
         "ci" => parse_ci_args(rest),
-        "bench" => match rest.split_first() {
-            None => Ok(Task::Bench(Vec::new())),
-            Some((dashes, criterion_args)) if dashes == "--" => {
-                Ok(Task::Bench(criterion_args.to_vec()))
-            }
-            Some((other, _)) => Err(format!(
-                "unexpected argument `{other}` to bench (criterion arguments go after `--`)"
-            )),
-        },
+        "bench" => parse_bench_args(rest),
         "receiver" => match rest.split_first() {
             None => Ok(Task::Receiver(Vec::new())),
             Some((dashes, receiver_args)) if dashes == "--" => {
@@ -116,6 +110,17 @@ fn receiver(root: &Path, args: &[String]) -> anyhow::Result<()> {
     }
     command.args(args);
     process::run(&mut command)
+}
+
+fn parse_bench_args(args: &[String]) -> Result<Task, String> {
+    let mut options = bench::Options::default();
+    for arg in args {
+        match arg.as_str() {
+            "--quick" => options.quick = true,
+            other => return Err(format!("unexpected argument `{other}` to bench")),
+        }
+    }
+    Ok(Task::Bench(options))
 }
 
 fn parse_ci_args(args: &[String]) -> Result<Task, String> {
@@ -176,7 +181,8 @@ mod tests {
             ("ci --only", "`--only`"),
             ("ci --only nonsense", "`nonsense`"),
             ("ci --fast", "`--fast`"),
-            ("bench --quick", "`--quick`"),
+            ("bench --fast", "`--fast`"),
+            ("bench -- --quick", "`--`"),
         ] {
             let error = parse(line).expect_err(line);
             assert!(error.contains(culprit), "{line:?} gave {error:?}");
@@ -190,8 +196,12 @@ mod tests {
         }
         assert_eq!(parse("ci --list"), Ok(Task::ListGates));
         assert_eq!(
-            parse("bench -- --quick closed"),
-            Ok(Task::Bench(vec!["--quick".to_owned(), "closed".to_owned()]))
+            parse("bench"),
+            Ok(Task::Bench(bench::Options { quick: false }))
+        );
+        assert_eq!(
+            parse("bench --quick"),
+            Ok(Task::Bench(bench::Options { quick: true }))
         );
         assert_eq!(
             parse("receiver -- --port 4000"),

@@ -117,6 +117,47 @@ pub(super) fn optional_non_zero_usize<'de, D: Deserializer<'de>>(
     non_zero_usize(d).map(Some)
 }
 
+/// A boolean: `true` or `false` in the file; in the environment, where every value is text,
+/// `true` or `false` in any case. Numbers and words such as `on` or `yes` are refused, although
+/// `config` would convert them.
+pub(super) fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    struct Strict;
+
+    impl serde::de::Visitor<'_> for Strict {
+        type Value = bool;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("true or false")
+        }
+
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<bool, E> {
+            Ok(v)
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<bool, E> {
+            match v.trim().to_ascii_lowercase().as_str() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(E::custom("expected true or false")),
+            }
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<bool, E> {
+            Err(E::custom("expected true or false"))
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<bool, E> {
+            Err(E::custom("expected true or false"))
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<bool, E> {
+            Err(E::custom("expected true or false"))
+        }
+    }
+
+    d.deserialize_any(Strict)
+}
+
 /// `host:port`, where host is an IP address or a name. Names are resolved when binding, so
 /// this only checks the shape: a typo like `127.0.0.1` (no port) fails here, not at bind time.
 pub(super) fn bind_address<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {

@@ -1,0 +1,153 @@
+//! What the telemetry routes cost per request, measured by criterion
+//! through the actix service stack (`actix_web::test::call_service`), and
+//! what rendering `/metrics` costs alone.
+//!
+//! Rows:
+//! - `routes/baseline`: an empty handler in the same `App`, so that the
+//!   framework's share (building the test request, routing, the response)
+//!   can be told from the handlers' own.
+//! - `routes/health`, `routes/health_telemetry`, `routes/metrics`: one
+//!   request each. The `/metrics` limiter allows every request (its check is
+//!   still made); the registry holds the series the server registers: the
+//!   breaker's and the HTTP metrics of its eight routes.
+//! - `render/metrics_text`: gathering the registry and encoding the text
+//!   exposition, without HTTP.
+//!
+//! The breaker behind the handle has opened and closed again, so the
+//! transition counters are not all zero.
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use actix_web::test::{self, TestRequest};
+use actix_web::{App, HttpResponse, web};
+use breaker_otel::{BreakerSettings, CircuitBreakerSpanExporter};
+use criterion::{Criterion, criterion_group, criterion_main};
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use prometheus::{Encoder, TextEncoder};
+use telemetry_http::{TelemetryHttp, TelemetryHttpConfig};
+
+/// The routes `taskman-server` registers for its HTTP metrics.
+const SERVER_ROUTES: [(&str, &str); 8] = [
+    ("POST", "/tasks"),
+    ("GET", "/tasks"),
+    ("GET", "/tasks/{id}"),
+    ("PATCH", "/tasks/{id}"),
+    ("DELETE", "/tasks/{id}"),
+    ("GET", "/health"),
+    ("GET", "/health/telemetry"),
+    ("GET", "/metrics"),
+];
+
+/// A backend that is up or down as the setup needs.
+#[derive(Debug, Clone, Default)]
+struct Backend {
+    down: Arc<AtomicBool>,
+}
+
+impl SpanExporter for Backend {
+    async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+        if self.down.load(Ordering::SeqCst) {
+            Err(OTelSdkError::InternalFailure("down".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A breaker that exported, failed, opened, rejected and closed again.
+async fn used_breaker() -> CircuitBreakerSpanExporter<Backend> {
+    let backend = Backend::default();
+    let exporter = CircuitBreakerSpanExporter::new(backend.clone(), BreakerSettings::default())
+        .expect("built inside a runtime with a non-zero timeout");
+    let _ = exporter.export(Vec::new()).await;
+    backend.down.store(true, Ordering::SeqCst);
+    for _ in 0..5 {
+        let _ = exporter.export(Vec::new()).await;
+    }
+    backend.down.store(false, Ordering::SeqCst);
+    for _ in 0..10 {
+        let _ = exporter.export(Vec::new()).await;
+    }
+    exporter
+}
+
+fn handlers(c: &mut Criterion) {
+    let system = actix_web::rt::System::new();
+    let exporter = system.block_on(used_breaker());
+    let telemetry = TelemetryHttp::new(
+        exporter.handle(),
+        TelemetryHttpConfig {
+            requests_per_minute: u32::MAX,
+            burst: u32::MAX,
+            trusted_proxies: Vec::new(),
+        },
+    )
+    .expect("a valid configuration");
+    let http_metrics = telemetry.http_metrics();
+    for (method, route) in SERVER_ROUTES {
+        http_metrics.register_route(method, route);
+    }
+    let app = {
+        let telemetry = telemetry.clone();
+        system.block_on(test::init_service(
+            App::new()
+                .configure(|cfg| telemetry.configure(cfg))
+                .route("/baseline", web::get().to(HttpResponse::Ok)),
+        ))
+    };
+    let peer: SocketAddr = ([127, 0, 0, 1], 40_000).into();
+
+    let mut group = c.benchmark_group("routes");
+    for (name, path, status) in [
+        ("baseline", "/baseline", 200),
+        ("health", "/health", 200),
+        ("health_telemetry", "/health/telemetry", 200),
+        ("metrics", "/metrics", 200),
+    ] {
+        let request = || TestRequest::get().uri(path).peer_addr(peer).to_request();
+        let first = system.block_on(test::call_service(&app, request()));
+        assert_eq!(first.status().as_u16(), status, "{path}");
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                system.block_on(async {
+                    let started = Instant::now();
+                    for _ in 0..iters {
+                        let response = test::call_service(&app, request()).await;
+                        black_box(response.into_body());
+                    }
+                    started.elapsed()
+                })
+            });
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("render");
+    let encoder = TextEncoder::new();
+    let mut text = Vec::with_capacity(16 * 1024);
+    group.bench_function("metrics_text", |b| {
+        b.iter(|| {
+            text.clear();
+            encoder
+                .encode(&telemetry.registry().gather(), &mut text)
+                .expect("the registry encodes");
+            black_box(text.len())
+        });
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = telemetry_routes;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(30);
+    targets = handlers
+}
+criterion_main!(telemetry_routes);
