@@ -1,6 +1,7 @@
 //! Settings for the telemetry routes, and their validation into the forms
 //! the rate limiter uses (a governor quota, parsed proxy networks).
 
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::str::FromStr;
@@ -115,6 +116,53 @@ pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
             None => IpAddr::V6(v6),
         },
         IpAddr::V4(_) => ip,
+    }
+}
+
+/// One `trusted_proxies` entry: an IP address or a CIDR block (a network
+/// address with no host bits set, and a prefix length). Parse it with
+/// [`str::parse`]; `Display` writes it back in the same syntax. Hosts that
+/// validate their configuration early (before building [`TelemetryHttp`](crate::TelemetryHttp))
+/// use this type, so the rules are written once.
+///
+/// ```
+/// use telemetry_http::TrustedProxy;
+///
+/// let block: TrustedProxy = "10.0.0.0/8".parse().unwrap();
+/// assert_eq!(block.to_string(), "10.0.0.0/8");
+/// let typo = "10.0.0.1/8".parse::<TrustedProxy>().unwrap_err();
+/// assert_eq!(typo.to_string(), "host bits are set; the network is 10.0.0.0/8");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrustedProxy(IpBlock);
+
+/// Why a `trusted_proxies` entry is not an IP address or CIDR block.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TrustedProxyError(String);
+
+impl FromStr for TrustedProxy {
+    type Err = TrustedProxyError;
+
+    fn from_str(entry: &str) -> Result<Self, Self::Err> {
+        entry.parse().map(Self).map_err(TrustedProxyError)
+    }
+}
+
+impl fmt::Display for TrustedProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            IpBlock::V4 {
+                network,
+                prefix: 32,
+            } => write!(f, "{}", Ipv4Addr::from(network)),
+            IpBlock::V4 { network, prefix } => write!(f, "{}/{prefix}", Ipv4Addr::from(network)),
+            IpBlock::V6 {
+                network,
+                prefix: 128,
+            } => write!(f, "{}", Ipv6Addr::from(network)),
+            IpBlock::V6 { network, prefix } => write!(f, "{}/{prefix}", Ipv6Addr::from(network)),
+        }
     }
 }
 

@@ -71,7 +71,7 @@ mod http_metrics;
 mod rate_limit;
 mod routes;
 
-pub use config::{ConfigError, TelemetryHttpConfig};
+pub use config::{ConfigError, TelemetryHttpConfig, TrustedProxy, TrustedProxyError};
 pub use http_metrics::{
     HttpMetrics, HttpMetricsService, KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE,
 };
