@@ -300,14 +300,7 @@ impl OtlpPipeline {
         let exporter = CircuitBreakerSpanExporter::new(otlp, self.breaker)?;
         let handle = exporter.handle();
         let control = exporter.control();
-        let batch = BatchSpanProcessor::builder(exporter).build();
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(EndedSpans {
-                inner: batch,
-                published: handle.published(),
-            })
-            .with_resource(self.resource())
-            .build();
+        let provider = self.provider(BatchSpanProcessor::builder(exporter).build(), &handle);
         Ok(TracingPipeline {
             provider,
             handle,
@@ -344,6 +337,22 @@ impl OtlpPipeline {
         })
     }
 
+    /// The provider around `batch`, counting every span that ends on `handle`
+    /// before the batch queue can drop it.
+    fn provider(
+        &self,
+        batch: impl SpanProcessor + 'static,
+        handle: &BreakerHandle,
+    ) -> SdkTracerProvider {
+        SdkTracerProvider::builder()
+            .with_span_processor(EndedSpans {
+                inner: batch,
+                published: handle.published(),
+            })
+            .with_resource(self.resource())
+            .build()
+    }
+
     /// The pipeline without the breaker. Its handle never leaves `closed`;
     /// it counts the spans that end, so that queue losses stay visible.
     fn stock(
@@ -365,13 +374,7 @@ impl OtlpPipeline {
             })
             .build(),
         };
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(EndedSpans {
-                inner: batch,
-                published: handle.published(),
-            })
-            .with_resource(self.resource())
-            .build();
+        let provider = self.provider(batch, &handle);
         TracingPipeline {
             provider,
             handle,
