@@ -11,12 +11,7 @@ use actix_web::{App, test};
 use breaker_otel::{BreakerHandle, CircuitState};
 use telemetry_http::{ManualClock, TelemetryHttp, TelemetryHttpConfig};
 
-use support::{Breaker, get_from, sample, send};
-
-fn telemetry(handle: BreakerHandle) -> TelemetryHttp {
-    TelemetryHttp::with_manual_clock(handle, TelemetryHttpConfig::default(), ManualClock::new())
-        .unwrap()
-}
+use support::{Breaker, get_from, sample, send, telemetry};
 
 #[actix_web::test]
 async fn health_telemetry_is_200_pass_while_the_circuit_is_closed() {

@@ -7,14 +7,9 @@ mod support;
 
 use actix_web::{App, test};
 use breaker_otel::BreakerHandle;
-use telemetry_http::{ManualClock, TelemetryHttp, TelemetryHttpConfig};
+use telemetry_http::TelemetryHttp;
 
-use support::{Breaker, get_from, send};
-
-fn telemetry(handle: BreakerHandle) -> TelemetryHttp {
-    TelemetryHttp::with_manual_clock(handle, TelemetryHttpConfig::default(), ManualClock::new())
-        .unwrap()
-}
+use support::{Breaker, get_from, send, telemetry};
 
 #[actix_web::test]
 async fn health_telemetry_json_while_closed() {

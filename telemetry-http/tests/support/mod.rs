@@ -18,7 +18,15 @@ use opentelemetry::InstrumentationScope;
 use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
+use telemetry_http::{ManualClock, TelemetryHttp, TelemetryHttpConfig};
 use tokio::sync::Notify;
+
+/// The routes with the default settings over `handle`, on a clock that only
+/// the test moves.
+pub(crate) fn telemetry(handle: BreakerHandle) -> TelemetryHttp {
+    TelemetryHttp::with_manual_clock(handle, TelemetryHttpConfig::default(), ManualClock::new())
+        .unwrap()
+}
 
 /// A span backend whose answers the test decides: up, down, or holding an
 /// export until released.
