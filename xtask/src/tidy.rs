@@ -102,6 +102,13 @@ fn readme_names_the_ci_command() {
     );
 }
 
+/// The lines `.ci/run` may have besides comments and blank lines.
+const CI_SCRIPT_LINES: [&str; 3] = [
+    "set -euo pipefail",
+    r#"cd "$(dirname "$0")/..""#,
+    "exec cargo xtask ci",
+];
+
 #[test]
 fn ci_script_runs_exactly_cargo_xtask_ci() {
     let path = workspace_root().join(".ci/run");
@@ -114,6 +121,17 @@ fn ci_script_runs_exactly_cargo_xtask_ci() {
     assert!(
         matches!(calls.as_slice(), ["exec cargo xtask ci" | "cargo xtask ci"]),
         ".ci/run must call exactly `cargo xtask ci`, once; it has {calls:?}"
+    );
+    // Installing belongs to the gates, where `cargo xtask ci` run by hand does it too.
+    let other: Vec<&str> = script
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter(|line| !CI_SCRIPT_LINES.contains(line))
+        .collect();
+    assert!(
+        other.is_empty(),
+        ".ci/run must do nothing but call `cargo xtask ci`; it also has {other:?}"
     );
     #[cfg(unix)]
     {
