@@ -1,6 +1,7 @@
-//! End-to-end resilience scenarios (issue 6): the real `taskman-server` binary
-//! against a real OTLP/gRPC receiver that can accept, refuse connections,
-//! answer `UNAVAILABLE` or `RESOURCE_EXHAUSTED`, or hang.
+//! End-to-end resilience scenarios (`docs/contract.md`, sections 3 to 5 and
+//! 7): the real `taskman-server` binary against a real OTLP/gRPC receiver
+//! that can accept, refuse connections, answer `UNAVAILABLE` or
+//! `RESOURCE_EXHAUSTED`, or hang.
 //!
 //! What they prove: a telemetry outage never changes what the task API
 //! answers or how fast; the circuit opens after `failure_threshold` failed
