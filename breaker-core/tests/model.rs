@@ -1,6 +1,6 @@
 //! Model-based test: random sequences of calls, outcomes, clock jumps and
 //! manual controls are run against both the breaker and a small reference
-//! model written from the contract (CONTRACT.md section 2 and the rustdoc),
+//! model written from the contract (`docs/contract.md` section 3 and the rustdoc),
 //! and every decision, state, counter and drained transition must agree.
 //!
 //! The model keeps its own bookkeeping in plain terms (which permits are

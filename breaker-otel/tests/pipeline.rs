@@ -156,8 +156,10 @@ async fn a_hanging_backend_is_bounded_and_shutdown_returns() {
     let shutdown_timeout = Duration::from_secs(2);
     let started = Instant::now();
     let _ = pipeline.shutdown(shutdown_timeout).await;
+    // Unbounded, shutdown would wait on the black hole forever; the slack is
+    // for a loaded machine, not for the pipeline.
     assert!(
-        started.elapsed() < shutdown_timeout + Duration::from_secs(1),
+        started.elapsed() < shutdown_timeout + Duration::from_secs(10),
         "shutdown took {:?}",
         started.elapsed()
     );

@@ -1,6 +1,7 @@
-//! End-to-end resilience scenarios (issue 6): the real `taskman-server` binary
-//! against a real OTLP/gRPC receiver that can accept, refuse connections,
-//! answer `UNAVAILABLE` or `RESOURCE_EXHAUSTED`, or hang.
+//! End-to-end resilience scenarios (`docs/contract.md`, sections 3 to 5 and
+//! 7): the real `taskman-server` binary against a real OTLP/gRPC receiver
+//! that can accept, refuse connections, answer `UNAVAILABLE` or
+//! `RESOURCE_EXHAUSTED`, or hang.
 //!
 //! What they prove: a telemetry outage never changes what the task API
 //! answers or how fast; the circuit opens after `failure_threshold` failed
@@ -285,6 +286,7 @@ fn unavailable_and_resource_exhausted_answers_count_as_failures_and_open_the_cir
 #[test]
 fn a_hanging_backend_is_cut_off_at_export_timeout_and_requests_stay_as_fast() {
     const EXPORT_TIMEOUT: Duration = Duration::from_millis(500);
+    const HOLD_SLACK: Duration = Duration::from_secs(5);
     let rig = Rig::start(&[("TASKMAN__BREAKER__EXPORT_TIMEOUT", "500ms")]);
     let traffic = warm_up(&rig);
     traffic.wait_for_more(40);
@@ -323,9 +325,11 @@ fn a_hanging_backend_is_cut_off_at_export_timeout_and_requests_stay_as_fast() {
         );
     }
     // The receiver sees the request a moment after the exporter's clock starts,
-    // and the cancellation a moment after it stops: a second covers both.
+    // and the cancellation a moment after it stops; on a loaded machine either
+    // moment can stretch. Without export_timeout the OTLP exporter's own 10 s
+    // timeout would cut the request off: the bound stays well below that.
     assert!(
-        longest < EXPORT_TIMEOUT + Duration::from_secs(1),
+        longest < EXPORT_TIMEOUT + HOLD_SLACK,
         "a hung export was held {longest:?} with export_timeout {EXPORT_TIMEOUT:?}"
     );
 
@@ -340,10 +344,13 @@ fn a_hanging_backend_is_cut_off_at_export_timeout_and_requests_stay_as_fast() {
         healthy.len(),
         hanging.len()
     );
+    // A request that waited on the hanging export would take export_timeout
+    // at least. Comparing with the healthy median instead would measure the
+    // machine's load, which changes between the two phases on a shared host.
     assert!(
-        hanging_median < healthy_median * 5 + Duration::from_millis(20),
+        hanging_median < EXPORT_TIMEOUT / 2,
         "requests slowed down while the backend hangs: median {hanging_median:?} against \
-         {healthy_median:?} before"
+         {healthy_median:?} before, export_timeout {EXPORT_TIMEOUT:?}"
     );
 }
 
@@ -408,13 +415,15 @@ fn during_a_long_outage_only_probes_reach_the_backend_one_request_at_a_time() {
 
     // The SDK starts export attempts at least one schedule delay apart, so
     // probes start at least probe_every delays apart. The receiver stamps
-    // each one a variable moment later: one schedule delay of slack per gap,
-    // and once for their sum, which telescopes. probe_after is never reached.
+    // each one a variable moment later, longer on a loaded machine: two
+    // schedule delays of slack per gap (still far more than the one delay
+    // between probes if every batch probed), and one for their sum, which
+    // telescopes. probe_after is never reached.
     let gaps: Vec<Duration> = probe_requests
         .windows(2)
         .map(|pair| pair[1].received_at - pair[0].received_at)
         .collect();
-    let least = SCHEDULE_DELAY * (PROBE_EVERY - 1);
+    let least = SCHEDULE_DELAY * (PROBE_EVERY - 2);
     let most = (SCHEDULE_DELAY * PROBE_EVERY + EXPORT_TIMEOUT) * 4;
     let total: Duration = gaps.iter().sum();
     let least_total =
@@ -565,8 +574,9 @@ fn spans_lost_in_a_full_sdk_queue_are_still_counted_as_ended() {
 #[test]
 fn shutdown_during_a_hang_exits_0_within_the_shutdown_timeout() {
     const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
-    // Process start-up and exit on a loaded machine; the export alone would take 30 s.
-    const SLACK: Duration = Duration::from_millis(1500);
+    // Signal delivery and process exit on a loaded machine; far below the 30 s
+    // the hanging export would take if shutdown waited for it.
+    const SLACK: Duration = Duration::from_secs(10);
     let mut rig = Rig::start(&[
         ("TASKMAN__SERVER__SHUTDOWN_TIMEOUT", "2s"),
         ("TASKMAN__BREAKER__EXPORT_TIMEOUT", "30s"),

@@ -1,4 +1,5 @@
-//! `cargo xtask bench`: runs every benchmark of issue 7 and rewrites
+//! `cargo xtask bench`: runs every benchmark behind the goals of
+//! `docs/contract.md` (section 9, "Benchmark goals") and rewrites
 //! `docs/benchmarks.md` with the machine, the method, the medians, the
 //! ratios and the commands that reproduce them.
 //!
@@ -423,7 +424,7 @@ struct Report {
     quick: bool,
 }
 
-/// One line of the summary: a goal of issue 7 and how it went.
+/// One line of the summary: a goal of `docs/contract.md` section 9 and how it went.
 #[derive(Debug, Clone, PartialEq)]
 struct Goal {
     goal: String,
@@ -456,9 +457,9 @@ impl Report {
         let _ = writeln!(
             out,
             "What the circuit breaker costs and what it saves, measured by `cargo xtask bench` \
-             (issue 7). This file is generated: run the command again rather than editing it. \
-             Benchmarks are measured, never asserted in CI. Sections follow the issue's \
-             numbering.\n"
+             against the goals in [contract.md](contract.md#9-benchmark-goals). This file is \
+             generated: run the command again rather than editing it. Benchmarks are measured, \
+             never asserted in CI. Sections follow the goals' numbering.\n"
         );
         let machine_kind = match &m.hypervisor {
             Some(vendor) => format!("a {}-CPU virtual machine ({vendor})", m.cpus),
@@ -537,7 +538,7 @@ impl Report {
     }
 
     fn goals_table(&self, out: &mut String) {
-        let _ = writeln!(out, "## Goals of issue 7\n");
+        let _ = writeln!(out, "## Goals\n");
         let _ = writeln!(out, "| goal | measured | verdict |");
         let _ = writeln!(out, "|---|---|---|");
         for goal in self.goals() {

@@ -1,9 +1,9 @@
 //! `cargo xtask ci`: the quality gates, in the order they run.
 //!
 //! A gate is a name and a function; adding one is adding a row to [`GATES`].
-//! The run stops at the first failing gate and names it. Installing the tools
-//! the gates need is `.ci/run`'s job; a gate whose tool is missing fails with
-//! the command that installs it.
+//! The run stops at the first failing gate and names it. A gate whose tool is
+//! missing installs it first ([`crate::tools`]), unless `--no-install` says
+//! to fail with the command that installs it instead.
 
 use std::path::Path;
 use std::time::Instant;
@@ -11,6 +11,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
+use crate::tools::{self, Installer};
 use crate::{licences, process};
 
 /// One quality gate.
@@ -19,7 +20,7 @@ pub(crate) struct Gate {
     pub(crate) name: &'static str,
     /// One line for `cargo xtask ci --list`.
     summary: &'static str,
-    run: fn(&Path) -> Result<()>,
+    run: fn(&Path, &mut Installer) -> Result<()>,
 }
 
 /// Every gate, in the order `cargo xtask ci` runs them.
@@ -36,7 +37,8 @@ pub(crate) const GATES: &[Gate] = &[
     },
     Gate {
         name: "promtool",
-        summary: "promtool and prometheus are on PATH (tests lint metrics and scrape the server)",
+        summary: "promtool and prometheus are on PATH (tests lint metrics and scrape the server); \
+                  installs Debian's `prometheus` as root",
         run: promtool,
     },
     Gate {
@@ -56,7 +58,8 @@ pub(crate) const GATES: &[Gate] = &[
     },
     Gate {
         name: "coverage",
-        summary: "line coverage of breaker-core/src by its own tests >= 90%",
+        summary: "line coverage of breaker-core/src by its own tests >= 90%; \
+                  installs llvm-tools-preview and cargo-llvm-cov",
         run: coverage,
     },
     Gate {
@@ -75,16 +78,24 @@ const REQUIRE_PROMTOOL: &str = "TASKMAN_REQUIRE_PROMTOOL";
 /// The test that pipes `/metrics` through `promtool check metrics`.
 const PROMTOOL_TEST: &str = "telemetry-http/tests/promtool.rs";
 
-/// Which gates to run; always in table order.
+/// Which gates to run, always in table order, and whether they may install
+/// the tools they need.
 #[derive(Debug, PartialEq)]
 pub(crate) struct Selection {
     /// Empty means every gate.
     only: Vec<&'static str>,
+    /// False with `--no-install`.
+    install: bool,
 }
 
 impl Selection {
-    pub(crate) fn new(only: Vec<&'static str>) -> Self {
-        Self { only }
+    pub(crate) fn new(only: Vec<&'static str>, install: bool) -> Self {
+        Self { only, install }
+    }
+
+    /// Whether gates may install a missing tool.
+    pub(crate) fn installs(&self) -> bool {
+        self.install
     }
 
     pub(crate) fn gates(&self) -> impl Iterator<Item = &'static Gate> + '_ {
@@ -114,16 +125,21 @@ pub(crate) fn list_gates() {
 
 /// Runs the selected gates in order and stops at the first failure.
 pub(crate) fn run(root: &Path, selection: &Selection) -> Result<()> {
-    run_gates(root, selection.gates())
+    let mut installer = Installer::new(selection.installs());
+    run_gates(root, selection.gates(), &mut installer)
 }
 
-fn run_gates<'g>(root: &Path, gates: impl Iterator<Item = &'g Gate>) -> Result<()> {
+fn run_gates<'g>(
+    root: &Path,
+    gates: impl Iterator<Item = &'g Gate>,
+    installer: &mut Installer,
+) -> Result<()> {
     let started = Instant::now();
     let mut passed = 0;
     for gate in gates {
         println!("==> gate: {}", gate.name);
         let gate_started = Instant::now();
-        if let Err(error) = (gate.run)(root) {
+        if let Err(error) = (gate.run)(root, installer) {
             println!(
                 "==> FAILED gate: {} after {:.0?}",
                 gate.name,
@@ -145,11 +161,11 @@ fn run_gates<'g>(root: &Path, gates: impl Iterator<Item = &'g Gate>) -> Result<(
     Ok(())
 }
 
-fn fmt(root: &Path) -> Result<()> {
+fn fmt(root: &Path, _: &mut Installer) -> Result<()> {
     process::run(process::cargo(root).args(["fmt", "--all", "--check"]))
 }
 
-fn clippy(root: &Path) -> Result<()> {
+fn clippy(root: &Path, _: &mut Installer) -> Result<()> {
     process::run(process::cargo(root).args([
         "clippy",
         "--workspace",
@@ -162,33 +178,24 @@ fn clippy(root: &Path) -> Result<()> {
 
 /// `promtool` lints `/metrics` and unit-tests the alert rules; the end-to-end suite scrapes
 /// the server with a real `prometheus`. Both come from Debian's `prometheus` package.
-fn promtool(root: &Path) -> Result<()> {
-    require_promtool(root, "promtool")?;
-    require_promtool(root, "prometheus")
+fn promtool(root: &Path, installer: &mut Installer) -> Result<()> {
+    require_promtool(root, installer, &["promtool", "prometheus"])
 }
 
-/// Fails unless `program` answers `--version`, when the promtool test exists.
-fn require_promtool(root: &Path, program: &str) -> Result<()> {
+/// Makes sure every one of `programs` answers `--version`, once the promtool test exists.
+fn require_promtool(root: &Path, installer: &mut Installer, programs: &[&str]) -> Result<()> {
     if !root.join(PROMTOOL_TEST).is_file() {
         println!("no {PROMTOOL_TEST}: nothing needs promtool");
         return Ok(());
     }
-    let version = std::process::Command::new(program)
-        .arg("--version")
-        .output();
-    match version {
-        Ok(output) if output.status.success() => {
-            let text = String::from_utf8_lossy(&output.stdout);
-            println!("{}", text.lines().next().unwrap_or(program));
-            Ok(())
-        }
-        _ => bail!(
-            "{program} not found: install Debian's `prometheus` package (apt-get install -y prometheus)"
-        ),
-    }
+    installer.ensure(root, &tools::PROMETHEUS, || {
+        programs
+            .iter()
+            .all(|program| tools::answers_version(program))
+    })
 }
 
-fn tests(root: &Path) -> Result<()> {
+fn tests(root: &Path, _: &mut Installer) -> Result<()> {
     let nextest = process::succeeds(process::cargo(root).args(["nextest", "--version"]));
     let mut command = process::cargo(root);
     if nextest {
@@ -200,11 +207,11 @@ fn tests(root: &Path) -> Result<()> {
     process::run(command.env(REQUIRE_PROMTOOL, "1"))
 }
 
-fn doctests(root: &Path) -> Result<()> {
+fn doctests(root: &Path, _: &mut Installer) -> Result<()> {
     process::run(process::cargo(root).args(["test", "--doc", "--workspace"]))
 }
 
-fn docs(root: &Path) -> Result<()> {
+fn docs(root: &Path, _: &mut Installer) -> Result<()> {
     process::run(
         process::cargo(root)
             .args(["doc", "--no-deps", "--workspace"])
@@ -212,13 +219,11 @@ fn docs(root: &Path) -> Result<()> {
     )
 }
 
-fn coverage(root: &Path) -> Result<()> {
-    if !process::succeeds(process::cargo(root).args(["llvm-cov", "--version"])) {
-        bail!(
-            "cargo-llvm-cov is not installed: run \
-             `rustup component add llvm-tools-preview && cargo install cargo-llvm-cov --locked`"
-        );
-    }
+fn coverage(root: &Path, installer: &mut Installer) -> Result<()> {
+    installer.ensure(root, &tools::LLVM_TOOLS, || tools::has_llvm_tools(root))?;
+    installer.ensure(root, &tools::CARGO_LLVM_COV, || {
+        process::succeeds(process::cargo(root).args(["llvm-cov", "--version"]))
+    })?;
     let report = std::env::temp_dir().join(format!("xtask-coverage-{}.json", std::process::id()));
     let measured = process::run(
         process::cargo(root)
@@ -332,7 +337,7 @@ fn source_line_coverage(report: &str, source_dir: &Path) -> Result<Coverage> {
     Ok(Coverage { files: selected })
 }
 
-fn licences(root: &Path) -> Result<()> {
+fn licences(root: &Path, _: &mut Installer) -> Result<()> {
     licences::check_libraries(root)
 }
 
@@ -400,17 +405,21 @@ mod tests {
     #[test]
     fn promtool_is_required_only_once_the_promtool_test_exists() {
         let root = std::env::temp_dir().join(format!("xtask-promtool-{}", std::process::id()));
-        let missing = "xtask-no-such-promtool";
+        let missing = ["true", "xtask-no-such-promtool"];
+        // `--no-install`: the missing program fails the gate, naming the install.
+        let mut installer = Installer::new(false);
         std::fs::create_dir_all(root.join("telemetry-http/tests")).unwrap();
-        let before = require_promtool(&root, missing);
+        let before = require_promtool(&root, &mut installer, &missing);
         std::fs::write(root.join(PROMTOOL_TEST), "").unwrap();
-        let after = require_promtool(&root, missing);
-        let present = require_promtool(&root, "true");
+        let after = require_promtool(&root, &mut installer, &missing);
+        let present = require_promtool(&root, &mut installer, &["true"]);
         let _ = std::fs::remove_dir_all(&root);
         assert!(before.is_ok());
-        assert_eq!(
-            after.unwrap_err().to_string(),
-            "xtask-no-such-promtool not found: install Debian's `prometheus` package (apt-get install -y prometheus)"
+        let error = after.unwrap_err().to_string();
+        assert!(
+            error.starts_with("promtool and prometheus not found")
+                && error.contains("apt-get install -y -qq --no-install-recommends prometheus`"),
+            "{error}"
         );
         assert!(present.is_ok());
     }
@@ -422,15 +431,15 @@ mod tests {
         assert!(error.to_string().contains("no line counts"), "{error}");
     }
 
-    fn pass(_: &Path) -> Result<()> {
+    fn pass(_: &Path, _: &mut Installer) -> Result<()> {
         Ok(())
     }
 
-    fn fail(_: &Path) -> Result<()> {
+    fn fail(_: &Path, _: &mut Installer) -> Result<()> {
         bail!("the widget is crooked")
     }
 
-    fn must_not_run(_: &Path) -> Result<()> {
+    fn must_not_run(_: &Path, _: &mut Installer) -> Result<()> {
         panic!("a gate ran after a failed one");
     }
 
@@ -453,11 +462,12 @@ mod tests {
                 run: must_not_run,
             },
         ];
-        let error = run_gates(Path::new("."), table.iter()).unwrap_err();
+        let mut installer = Installer::new(false);
+        let error = run_gates(Path::new("."), table.iter(), &mut installer).unwrap_err();
         assert_eq!(
             format!("{error:#}"),
             "gate `second` failed: the widget is crooked"
         );
-        assert!(run_gates(Path::new("."), table[..1].iter()).is_ok());
+        assert!(run_gates(Path::new("."), table[..1].iter(), &mut installer).is_ok());
     }
 }

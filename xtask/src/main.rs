@@ -6,7 +6,9 @@
 //! `docs/benchmarks.md`. Facts about
 //! the tree (no clock in `breaker-core`, no GPL in library crates, ...) are
 //! `#[test]`s (module `tidy`, and [`licences`]), so plain `cargo test` enforces
-//! them too. This crate installs nothing: `.ci/run` does that.
+//! them too. A gate that needs a tool cargo does not bring (promtool,
+//! llvm-tools, cargo-llvm-cov) installs it when missing (module `tools`), so
+//! `cargo xtask ci` works by itself on a fresh machine; `.ci/run` only calls it.
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -19,6 +21,7 @@ mod licences;
 mod process;
 #[cfg(test)]
 mod tidy;
+mod tools;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -30,6 +33,11 @@ commands:
   ci                  run every quality gate in order; stop at the first failure
   ci --only GATE      run only the named gate (repeatable)
   ci --list           list the gates in the order they run
+  ci --no-install     never install a missing tool; fail naming the command that would
+                      (by default: the promtool gate installs Debian's `prometheus` with
+                      apt-get when run as root, the coverage gate runs
+                      `rustup component add llvm-tools-preview` and
+                      `cargo install cargo-llvm-cov --locked`)
   bench               run every benchmark (about 15 minutes) and rewrite docs/benchmarks.md
   bench --quick       short runs to try it out; writes target/bench/benchmarks-quick.md
   receiver [-- ARGS]  run the test OTLP/gRPC receiver standalone for demos
@@ -125,10 +133,12 @@ fn parse_bench_args(args: &[String]) -> Result<Task, String> {
 
 fn parse_ci_args(args: &[String]) -> Result<Task, String> {
     let mut only = Vec::new();
+    let mut install = true;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--list" => return Ok(Task::ListGates),
+            "--no-install" => install = false,
             "--only" => {
                 let name = args.next().ok_or("`--only` needs a gate name")?;
                 only.push(ci::gate_named(name)?);
@@ -136,7 +146,7 @@ fn parse_ci_args(args: &[String]) -> Result<Task, String> {
             other => return Err(format!("unexpected argument `{other}` to ci")),
         }
     }
-    Ok(Task::Ci(ci::Selection::new(only)))
+    Ok(Task::Ci(ci::Selection::new(only, install)))
 }
 
 /// The workspace root: this crate lives in `<root>/xtask`, and `cargo xtask`
@@ -162,6 +172,20 @@ mod tests {
         };
         let names: Vec<&str> = selection.gates().map(|gate| gate.name).collect();
         assert_eq!(names, ci::GATES.iter().map(|g| g.name).collect::<Vec<_>>());
+        assert!(
+            selection.installs(),
+            "gates install missing tools by default"
+        );
+    }
+
+    #[test]
+    fn no_install_keeps_the_gates_and_forbids_installs() {
+        let Ok(Task::Ci(selection)) = parse("ci --no-install --only coverage") else {
+            panic!("`ci --no-install` did not parse as the ci task");
+        };
+        assert!(!selection.installs());
+        let names: Vec<&str> = selection.gates().map(|gate| gate.name).collect();
+        assert_eq!(names, ["coverage"]);
     }
 
     #[test]

@@ -102,6 +102,13 @@ fn readme_names_the_ci_command() {
     );
 }
 
+/// The lines `.ci/run` may have besides comments and blank lines.
+const CI_SCRIPT_LINES: [&str; 3] = [
+    "set -euo pipefail",
+    r#"cd "$(dirname "$0")/..""#,
+    "exec cargo xtask ci",
+];
+
 #[test]
 fn ci_script_runs_exactly_cargo_xtask_ci() {
     let path = workspace_root().join(".ci/run");
@@ -115,12 +122,159 @@ fn ci_script_runs_exactly_cargo_xtask_ci() {
         matches!(calls.as_slice(), ["exec cargo xtask ci" | "cargo xtask ci"]),
         ".ci/run must call exactly `cargo xtask ci`, once; it has {calls:?}"
     );
+    // Installing belongs to the gates, where `cargo xtask ci` run by hand does it too.
+    let other: Vec<&str> = script
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter(|line| !CI_SCRIPT_LINES.contains(line))
+        .collect();
+    assert!(
+        other.is_empty(),
+        ".ci/run must do nothing but call `cargo xtask ci`; it also has {other:?}"
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = fs::metadata(&path).unwrap().permissions().mode();
         assert_ne!(mode & 0o111, 0, ".ci/run must be executable");
     }
+}
+
+/// Extensions of the files whose text must explain itself.
+const SELF_CONTAINED_EXTENSIONS: [&str; 5] = ["rs", "md", "toml", "yml", "yaml"];
+
+#[test]
+fn the_repository_cites_only_files_inside_it() {
+    let root = workspace_root();
+    let mut citations = Vec::new();
+    for file in tracked_files(&root) {
+        let shown = file.display().to_string();
+        if shown.starts_with("target/")
+            || !file
+                .extension()
+                .is_some_and(|ext| SELF_CONTAINED_EXTENSIONS.iter().any(|e| ext == *e))
+        {
+            continue;
+        }
+        let Ok(text) = fs::read_to_string(root.join(&file)) else {
+            continue;
+        };
+        citations.extend(
+            outside_citations(&text)
+                .into_iter()
+                .map(|(line, what)| format!("{shown}:{line}: {what}")),
+        );
+    }
+    assert!(
+        citations.is_empty(),
+        "cite files in this repository (usually docs/contract.md), not requirement \
+         documents or issue numbers kept elsewhere:\n{}",
+        citations.join("\n")
+    );
+}
+
+#[test]
+fn outside_citations_are_found_in_any_case() {
+    // Spelled in pieces so that this file passes the check it tests.
+    let contract = ["CONTRACT", ".md"].concat();
+    let shared = ["../", "shared/"].concat();
+    let (upper, lower) = ("Issue", "issue");
+    let text = format!(
+        "as {contract} section 2 says\nsee {shared}notes\n\
+         ({upper} 7) and {lower} #12 and {lower}s 3\n\
+         docs/contract.md, an issue, tissue 9, issue number, reissue 4\n"
+    );
+    let found: Vec<(usize, String)> = outside_citations(&text);
+    assert_eq!(
+        found,
+        [
+            (1, contract.clone()),
+            (2, shared),
+            (3, ["Issue", " 7"].concat()),
+            (3, ["issue", " #12"].concat()),
+            (3, ["issues", " 3"].concat()),
+        ]
+    );
+}
+
+/// Citations of documents outside the repository in `text`, as (line, what):
+/// the requirement file, the directory it lives in, or an issue by number.
+fn outside_citations(text: &str) -> Vec<(usize, String)> {
+    let outside_files = [["CONTRACT", ".md"].concat(), ["../", "shared/"].concat()];
+    let mut found = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        for file in &outside_files {
+            if line.contains(file.as_str()) {
+                found.push((index + 1, file.clone()));
+            }
+        }
+        found.extend(
+            issue_numbers(line)
+                .into_iter()
+                .map(|cite| (index + 1, cite)),
+        );
+    }
+    found
+}
+
+/// `issue N`, `issues N`, `issue #N` in `line`, in any case, as written.
+fn issue_numbers(line: &str) -> Vec<String> {
+    let lower = line.to_ascii_lowercase();
+    let word = "issue";
+    let mut found = Vec::new();
+    for (at, _) in lower.match_indices(word) {
+        let starts_word = !lower[..at]
+            .chars()
+            .next_back()
+            .is_some_and(char::is_alphanumeric);
+        let mut end = at + word.len();
+        if lower[end..].starts_with('s') {
+            end += 1;
+        }
+        let rest = &lower[end..];
+        let gap = rest.len() - rest.trim_start_matches([' ', '#']).len();
+        let digits = rest[gap..].len()
+            - rest[gap..]
+                .trim_start_matches(|c: char| c.is_ascii_digit())
+                .len();
+        if starts_word && gap > 0 && digits > 0 {
+            found.push(line[at..end + gap + digits].to_owned());
+        }
+    }
+    found
+}
+
+/// The files git tracks under `root`, relative to it; every file under it
+/// (but `target/` and `.git/`) when git cannot say.
+fn tracked_files(root: &Path) -> Vec<PathBuf> {
+    let mut git = std::process::Command::new("git");
+    git.args(["ls-files", "-z"]).current_dir(root);
+    if let Ok(output) = process::output(&mut git) {
+        return output
+            .stdout
+            .split(|byte| *byte == 0)
+            .filter(|name| !name.is_empty())
+            .map(|name| PathBuf::from(String::from_utf8_lossy(name).into_owned()))
+            .collect();
+    }
+    let mut files = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let relative = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
+            if path.is_dir() {
+                if relative != Path::new("target") && relative != Path::new(".git") {
+                    dirs.push(path);
+                }
+            } else {
+                files.push(relative);
+            }
+        }
+    }
+    files.sort();
+    files
 }
 
 #[test]

@@ -38,7 +38,8 @@ impl Phase {
         Self::Hanging,
     ];
     pub(crate) const OUTAGES: [Self; 3] = [Self::Refused, Self::Unavailable, Self::Hanging];
-    /// The phases of the closed-loop runs: the three.
+    /// The phases of the closed-loop runs: the three of goal 2 in
+    /// `docs/contract.md` section 9.
     const MAX_LOAD: [Self; 3] = [Self::Healthy, Self::Refused, Self::Hanging];
 
     fn mode(self) -> Mode {

@@ -14,10 +14,10 @@ use crate::phases::{AttemptSource, Load, Outages, Phase, PhaseResult};
 use crate::recovery::{Rate, Recovery, Sample};
 use crate::rig::{BREAKER_ENV, EXPORT_THREADS, PHASE_ENV, Variant};
 
-/// Issue 7's goals for the outage phases.
+/// Goal 2 of `docs/contract.md` section 9: the outage phases.
 const MIN_THROUGHPUT_RATIO: f64 = 0.97;
 const MAX_P99_RATIO: f64 = 1.10;
-/// Issue 7's goal for tracing on against tracing off.
+/// Goal 4 of `docs/contract.md` section 9: tracing on against tracing off.
 const MIN_OVERHEAD_RATIO: f64 = 0.90;
 
 /// Spans per request: the server span and the storage span.
@@ -143,7 +143,8 @@ fn outage_impact(out: &mut String, plan: &Plan, outages: &Outages) {
     );
     let _ = writeln!(
         out,
-        "Goal (issue 7), with the breaker, in the refused and hanging phases: throughput \
+        "Goal ([contract.md](contract.md#9-benchmark-goals)), with the breaker, in the \
+         refused and hanging phases: throughput \
          ratio ≥ {MIN_THROUGHPUT_RATIO:.2} and p99 ratio ≤ {MAX_P99_RATIO:.2}.\n"
     );
     let _ = writeln!(
@@ -469,7 +470,8 @@ fn overhead(out: &mut String, outages: &Outages) {
         out,
         "The healthy phases of section 2 against the same server with `OTEL_SDK_DISABLED=true` \
          (no span is recorded), run in the same rounds. Ratios are taken within each round. \
-         Goal (issue 7): throughput ratio ≥ {MIN_OVERHEAD_RATIO:.2} with tracing on.\n"
+         Goal ([contract.md](contract.md#9-benchmark-goals)): throughput ratio ≥ \
+         {MIN_OVERHEAD_RATIO:.2} with tracing on.\n"
     );
     let _ = writeln!(
         out,
@@ -665,7 +667,7 @@ fn recovery_time(out: &mut String, recovery: &Recovery) {
     let _ = writeln!(out);
 }
 
-/// Issue 7's goals as measured: (goal, result, met).
+/// The goals of `docs/contract.md` section 9 as measured: (goal, result, met).
 fn goals(plan: &Plan, outages: &Outages) -> Vec<(String, String, bool)> {
     let mut goals = Vec::new();
     for (load, where_) in [
