@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use breaker_otel::{BreakerConfig, BreakerSettings, OtlpPipeline};
+use breaker_otel::{BreakerConfig, BreakerSettings, TracingPipeline};
 use opentelemetry::trace::{Tracer, TracerProvider};
 
 #[tokio::main]
@@ -23,7 +23,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .build()?,
         export_timeout: Duration::from_secs(2),
     };
-    let pipeline = OtlpPipeline::from_env()
+    let pipeline = TracingPipeline::builder()
         .default_service_name("plain-tokio-example")
         .breaker(breaker)
         .build()?;

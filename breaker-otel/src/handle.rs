@@ -208,7 +208,7 @@ pub struct BreakerSnapshot {
     /// Probe exports attempted while the circuit was open.
     pub probes: u64,
     /// Sampled spans that ended in a provider built by
-    /// [`OtlpPipeline`](crate::OtlpPipeline), counted before the batch
+    /// [`TracingPipeline`](crate::TracingPipeline), counted before the batch
     /// queue; 0 for an exporter used on its own. After a clean shutdown,
     /// `spans_ended - spans.total()` were lost in the SDK's queue.
     pub spans_ended: u64,

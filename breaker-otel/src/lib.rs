@@ -5,14 +5,16 @@
 //! is down, batches are dropped at once instead of queued or retried, the
 //! backend is probed sparingly, and the circuit closes again on its own.
 //! [`BreakerHandle`] is the cheap read-only view for health checks and
-//! metrics. The pipeline builder assembles the standard OTLP exporter, the
-//! breaker and a tracer provider from the standard `OTEL_*` variables.
+//! metrics. [`TracingPipeline::builder`] assembles the standard OTLP exporter, the
+//! breaker and a tracer provider from the standard `OTEL_*` variables, which
+//! [`OtlpEnv`] reads and checks (for a service's own start-up checks too).
 //!
 //! This crate knows OpenTelemetry and nothing about HTTP or Prometheus; the
 //! breaker's rules live in `breaker-core`, never here.
 
 mod exporter;
 mod handle;
+mod otel_env;
 mod pipeline;
 
 pub use breaker_core::{BreakerConfig, BreakerConfigBuilder, CircuitState, ConfigError};
@@ -20,4 +22,5 @@ pub use exporter::{
     AdapterError, BreakerControl, BreakerSettings, CircuitBreakerSpanExporter, Clock, TokioClock,
 };
 pub use handle::{BreakerHandle, BreakerSnapshot, FailedBatches, SpanCounts, TransitionCounts};
-pub use pipeline::{OtlpPipeline, PipelineError, Protocol, TracingPipeline};
+pub use otel_env::{EnvVar, OtlpEnv, OtlpEnvError};
+pub use pipeline::{PipelineError, Protocol, TracingPipeline, TracingPipelineBuilder};

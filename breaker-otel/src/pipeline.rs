@@ -1,22 +1,30 @@
 //! The standard OTLP pipeline with the breaker in it: OTLP exporter →
 //! circuit-breaking exporter → batch span processor → tracer provider; or,
-//! for comparisons, the same pipeline without the breaker.
+//! for comparisons only (feature `bench`), the same pipeline without the breaker.
+//! Every `OTEL_*` value comes from [`OtlpEnv`], checked.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::Context;
-use opentelemetry_otlp::{RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
+use opentelemetry_otlp::{
+    Compression, RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig,
+};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+#[cfg(feature = "bench")]
+use opentelemetry_sdk::trace::SpanExporter;
 use opentelemetry_sdk::trace::{
-    BatchSpanProcessor, Sampler, SdkTracerProvider, Span, SpanData, SpanExporter, SpanProcessor,
+    BatchSpanProcessor, Sampler, SdkTracerProvider, Span, SpanData, SpanProcessor,
 };
 use tokio::runtime::Handle;
 
 use crate::exporter::{AdapterError, BreakerControl, BreakerSettings, CircuitBreakerSpanExporter};
 use crate::handle::{BreakerHandle, Published};
+use crate::otel_env::{Endpoint, OtlpEnv, OtlpEnvError, Resolved, mask_endpoint};
 
 /// The OTLP transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -24,28 +32,8 @@ pub enum Protocol {
     /// OTLP over gRPC (tonic), the default; endpoint `http://localhost:4317`.
     #[default]
     Grpc,
-    /// OTLP over HTTP with protobuf bodies; endpoint `http://localhost:4318`.
+    /// OTLP over HTTP with protobuf bodies; endpoint `http://localhost:4318/v1/traces`.
     HttpProtobuf,
-}
-
-impl Protocol {
-    /// Parses the values the OpenTelemetry specification defines for
-    /// `OTEL_EXPORTER_OTLP_PROTOCOL`; `http/json` is not supported here.
-    ///
-    /// # Errors
-    ///
-    /// Anything but `grpc` or `http/protobuf`.
-    pub fn parse(value: &str) -> Result<Self, PipelineError> {
-        match value.trim() {
-            "grpc" => Ok(Self::Grpc),
-            "http/protobuf" => Ok(Self::HttpProtobuf),
-            other => Err(PipelineError::InvalidVariable {
-                name: PROTOCOL_VARS[1],
-                value: other.to_owned(),
-                expected: "grpc or http/protobuf",
-            }),
-        }
-    }
 }
 
 impl fmt::Display for Protocol {
@@ -57,58 +45,52 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// Signal-specific first, as the specification orders them.
-const PROTOCOL_VARS: [&str; 2] = [
-    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-    "OTEL_EXPORTER_OTLP_PROTOCOL",
-];
-
 /// Why the pipeline could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PipelineError {
     /// An `OTEL_*` variable has a value this pipeline cannot use.
-    #[error("{name}={value:?}: expected {expected}")]
-    InvalidVariable {
-        /// The variable.
-        name: &'static str,
-        /// Its value.
-        value: String,
-        /// What would have been accepted.
-        expected: &'static str,
+    #[error(transparent)]
+    Env(#[from] OtlpEnvError),
+    /// The OTLP exporter rejected its configuration (e.g. an `https://` gRPC endpoint in a
+    /// build without TLS). Secrets in the endpoint are masked.
+    #[error("OTLP exporter: {reason}")]
+    Exporter {
+        /// The variable that set the endpoint, or `None` for the default or one set in code.
+        endpoint_variable: Option<&'static str>,
+        /// The endpoint, userinfo masked.
+        endpoint: String,
+        /// The exporter's message, userinfo masked.
+        reason: String,
     },
-    /// The OTLP exporter rejected its configuration (e.g. an unparsable endpoint).
-    #[error("OTLP exporter: {0}")]
-    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
     /// The circuit-breaking adapter could not be built.
     #[error(transparent)]
     Adapter(#[from] AdapterError),
 }
 
-/// Builds the tracing pipeline a service needs, from the standard `OTEL_*`
-/// environment unless set in code.
+/// Builds a [`TracingPipeline`] from the standard `OTEL_*` environment unless set in code;
+/// made by [`TracingPipeline::builder`].
 ///
-/// Read from the environment: `OTEL_SDK_DISABLED` (`true` gives a working
-/// no-op provider, which the SDK itself does not do),
-/// `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`; and, by the SDK and exporter
-/// themselves, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
-/// `OTEL_TRACES_SAMPLER(_ARG)`, `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`,
-/// `..._HEADERS`, `..._TIMEOUT`, `..._COMPRESSION` and `OTEL_BSP_*`.
+/// Every variable is read and checked by [`OtlpEnv`] (the process environment unless
+/// [`env`](Self::env) or [`with_vars`](Self::with_vars) says otherwise) and handed to the
+/// exporter and batch processor explicitly: `OTEL_SDK_DISABLED` (`true` gives a working
+/// no-op provider, which the SDK itself does not do), `OTEL_EXPORTER_OTLP_(TRACES_)*`
+/// (protocol, endpoint, headers, timeout, compression), `OTEL_BSP_*`, and
+/// `OTEL_SERVICE_NAME` or `service.name` in `OTEL_RESOURCE_ATTRIBUTES`. The SDK reads
+/// the rest itself from the process environment (`OTEL_RESOURCE_ATTRIBUTES`,
+/// `OTEL_TRACES_SAMPLER(_ARG)`). The whole list is [`OtlpEnv::VARIABLES`].
 ///
 /// The OTLP exporter's own retries are disabled by default: the breaker is
 /// the resilience mechanism, and retrying inside one export would turn each
 /// failing batch into four requests against a backend that is struggling.
 ///
-/// [`breaker_enabled(false)`](Self::breaker_enabled) builds the stock
-/// pipeline instead, for measuring what the breaker changes.
-///
 /// Must be built inside a Tokio runtime (exports run there).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use breaker_otel::{BreakerSettings, OtlpPipeline};
+/// use breaker_otel::{BreakerSettings, TracingPipeline};
 ///
-/// let pipeline = OtlpPipeline::from_env()
+/// let pipeline = TracingPipeline::builder()
 ///     .default_service_name("my-service")
 ///     .breaker(BreakerSettings::default())
 ///     .build()?;
@@ -120,70 +102,45 @@ pub enum PipelineError {
 /// ```
 #[derive(Debug, Clone)]
 #[must_use]
-pub struct OtlpPipeline {
+pub struct TracingPipelineBuilder {
     breaker: BreakerSettings,
+    #[cfg(feature = "bench")]
     breaker_enabled: bool,
     default_service_name: String,
     protocol: Option<Protocol>,
     endpoint: Option<String>,
     /// `None`: the default for the pipeline's shape (off with the breaker, on without).
     otlp_retries: Option<bool>,
-    env: Env,
+    env: OtlpEnv,
 }
 
-/// Where the pipeline reads its own variables: the process, or a fixed
-/// list (tests).
-#[derive(Clone)]
-enum Env {
-    Process,
-    Fixed(Arc<Vec<(String, String)>>),
-}
-
-impl fmt::Debug for Env {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Process => f.write_str("Process"),
-            Self::Fixed(_) => f.write_str("Fixed"),
-        }
-    }
-}
-
-impl Env {
-    fn get(&self, name: &str) -> Option<String> {
-        match self {
-            Self::Process => std::env::var(name).ok(),
-            Self::Fixed(vars) => vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
-        }
-        .filter(|v| !v.trim().is_empty())
-    }
-}
-
-impl OtlpPipeline {
-    /// Starts from the process environment.
-    pub fn from_env() -> Self {
+impl TracingPipelineBuilder {
+    fn new() -> Self {
         Self {
             breaker: BreakerSettings::default(),
+            #[cfg(feature = "bench")]
             breaker_enabled: true,
             default_service_name: "unknown_service".to_owned(),
             protocol: None,
             endpoint: None,
             otlp_retries: None,
-            env: Env::Process,
+            env: OtlpEnv::from_process(),
         }
     }
 
-    /// Reads the pipeline's own variables (`OTEL_SDK_DISABLED`, the
-    /// protocol) from `vars` instead of the process environment.
+    /// Reads the `OTEL_*` variables from `env` instead of the process environment.
+    pub fn env(mut self, env: OtlpEnv) -> Self {
+        self.env = env;
+        self
+    }
+
+    /// Reads the `OTEL_*` variables from `vars` instead of the process environment
+    /// (shorthand for [`env`](Self::env) with [`OtlpEnv::from_vars`]).
     pub fn with_vars<K: Into<String>, V: Into<String>>(
-        mut self,
+        self,
         vars: impl IntoIterator<Item = (K, V)>,
     ) -> Self {
-        let vars = vars
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect();
-        self.env = Env::Fixed(Arc::new(vars));
-        self
+        self.env(OtlpEnv::from_vars(vars))
     }
 
     /// The breaker settings, typically from the service's configuration.
@@ -199,20 +156,21 @@ impl OtlpPipeline {
         self
     }
 
-    /// The transport, overriding `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    /// The transport, overriding `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`.
     pub fn protocol(mut self, protocol: Protocol) -> Self {
         self.protocol = Some(protocol);
         self
     }
 
-    /// The collector's endpoint, overriding `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    /// The collector's endpoint, used as is, overriding
+    /// `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`.
     pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.endpoint = Some(endpoint.into());
         self
     }
 
     /// Turns the OTLP exporter's own retries (3, from 100 ms) on or off.
-    /// Default: off with the breaker, on without it.
+    /// Default: off with the breaker (on in the benchmarks' pipeline without it).
     pub fn otlp_retries(mut self, enabled: bool) -> Self {
         self.otlp_retries = Some(enabled);
         self
@@ -224,20 +182,29 @@ impl OtlpPipeline {
     /// deadline other than the exporter's own timeout. The SDK then logs
     /// every failed batch itself (when its `internal-logs` feature is on).
     ///
-    /// Meant for comparisons, such as the benchmarks: the built pipeline's
-    /// handle reports a closed circuit whatever happens and counts only the
-    /// spans that end, and it has no [`BreakerControl`]. Default: `true`.
+    /// For comparisons only (feature `bench`): the built pipeline's handle reports a
+    /// closed circuit whatever happens and counts only the spans that end, and it has no
+    /// [`BreakerControl`]. Default: `true`.
+    #[cfg(feature = "bench")]
     pub fn breaker_enabled(mut self, enabled: bool) -> Self {
         self.breaker_enabled = enabled;
         self
     }
 
+    fn with_breaker(&self) -> bool {
+        #[cfg(feature = "bench")]
+        return self.breaker_enabled;
+        #[cfg(not(feature = "bench"))]
+        true
+    }
+
     /// Whether `OTEL_SDK_DISABLED` turns tracing off.
-    #[must_use]
-    pub fn is_disabled(&self) -> bool {
-        self.env
-            .get("OTEL_SDK_DISABLED")
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    ///
+    /// # Errors
+    ///
+    /// A value other than `true` or `false`, named.
+    pub fn is_disabled(&self) -> Result<bool, PipelineError> {
+        Ok(self.env.is_disabled()?)
     }
 
     /// The transport this pipeline will use.
@@ -246,37 +213,24 @@ impl OtlpPipeline {
     ///
     /// An unsupported `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`, named.
     pub fn resolved_protocol(&self) -> Result<Protocol, PipelineError> {
-        if let Some(protocol) = self.protocol {
-            return Ok(protocol);
+        match self.protocol {
+            Some(protocol) => Ok(protocol),
+            None => Ok(self.env.protocol()?),
         }
-        for name in PROTOCOL_VARS {
-            if let Some(value) = self.env.get(name) {
-                return Protocol::parse(&value).map_err(|err| match err {
-                    PipelineError::InvalidVariable {
-                        value, expected, ..
-                    } => PipelineError::InvalidVariable {
-                        name,
-                        value,
-                        expected,
-                    },
-                    other => other,
-                });
-            }
-        }
-        Ok(Protocol::Grpc)
     }
 
     /// Builds the exporter, breaker and provider.
     ///
     /// # Errors
     ///
-    /// An unusable variable, an exporter configuration the OTLP crate
-    /// rejects, or no Tokio runtime.
+    /// An unusable `OTEL_*` variable (every one is checked, even when tracing is off),
+    /// an exporter configuration the OTLP crate rejects, or no Tokio runtime.
     pub fn build(self) -> Result<TracingPipeline, PipelineError> {
-        if self.is_disabled() {
+        let env = self.env.resolve()?;
+        if env.disabled {
             let provider = SdkTracerProvider::builder()
                 .with_sampler(Sampler::AlwaysOff)
-                .with_resource(self.resource())
+                .with_resource(self.resource(&env))
                 .build();
             return Ok(TracingPipeline {
                 provider,
@@ -285,22 +239,29 @@ impl OtlpPipeline {
                 protocol: None,
             });
         }
-        let protocol = self.resolved_protocol()?;
+        let protocol = self.protocol.unwrap_or(env.protocol);
         // Checked first: the tonic client panics when built outside a runtime.
         let runtime = Handle::try_current().map_err(|_| AdapterError::NoRuntime)?;
-        let retry = if self.otlp_retries.unwrap_or(!self.breaker_enabled) {
+        let retry = if self.otlp_retries.unwrap_or(!self.with_breaker()) {
             RetryPolicy::default()
         } else {
             RetryPolicy::disabled()
         };
-        let otlp = self.otlp_exporter(protocol, retry)?;
+        let otlp = self.otlp_exporter(&env, protocol, retry)?;
+        let batch_config = env.batch_config();
+        #[cfg(feature = "bench")]
         if !self.breaker_enabled {
-            return Ok(self.stock(otlp, protocol, runtime));
+            return Ok(self.stock(otlp, &env, protocol, runtime));
         }
+        #[cfg(not(feature = "bench"))]
+        let _ = runtime;
         let exporter = CircuitBreakerSpanExporter::new(otlp, self.breaker)?;
         let handle = exporter.handle();
         let control = exporter.control();
-        let provider = self.provider(BatchSpanProcessor::builder(exporter).build(), &handle);
+        let batch = BatchSpanProcessor::builder(exporter)
+            .with_batch_config(batch_config)
+            .build();
+        let provider = self.provider(batch, &env, &handle);
         Ok(TracingPipeline {
             provider,
             handle,
@@ -311,28 +272,72 @@ impl OtlpPipeline {
 
     fn otlp_exporter(
         &self,
+        env: &Resolved,
         protocol: Protocol,
         retry: RetryPolicy,
     ) -> Result<opentelemetry_otlp::SpanExporter, PipelineError> {
-        Ok(match protocol {
+        let endpoint = match &self.endpoint {
+            Some(url) => Endpoint {
+                url: url.clone(),
+                variable: None,
+            },
+            None => env.endpoint(protocol),
+        };
+        let timeout = env
+            .timeout
+            .unwrap_or(opentelemetry_otlp::OTEL_EXPORTER_OTLP_TIMEOUT_DEFAULT);
+        let compression = env.gzip.then_some(Compression::Gzip);
+        let built = match protocol {
             Protocol::Grpc => {
                 let mut builder = opentelemetry_otlp::SpanExporter::builder()
                     .with_tonic()
+                    .with_endpoint(endpoint.url.clone())
+                    .with_timeout(timeout)
                     .with_retry_policy(retry);
-                if let Some(endpoint) = &self.endpoint {
-                    builder = builder.with_endpoint(endpoint.clone());
+                if let Some(compression) = compression {
+                    builder = builder.with_compression(compression);
                 }
-                builder.build()?
+                // The tonic exporter adds the process environment's headers to these by
+                // itself (appending, not replacing): passing them too would send each twice.
+                if !self.env.is_process() && !env.headers.is_empty() {
+                    let headers = env
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.clone(), h.value.clone()))
+                        .collect();
+                    builder = builder.with_metadata(MetadataMap::from_headers(headers));
+                }
+                builder.build()
             }
             Protocol::HttpProtobuf => {
                 let mut builder = opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
                     .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .with_endpoint(endpoint.url.clone())
+                    .with_timeout(timeout)
                     .with_retry_policy(retry);
-                if let Some(endpoint) = &self.endpoint {
-                    builder = builder.with_endpoint(endpoint.clone());
+                if let Some(compression) = compression {
+                    builder = builder.with_compression(compression);
                 }
-                builder.build()?
+                if !env.headers.is_empty() {
+                    // Raw values: the HTTP exporter percent-decodes them itself.
+                    let headers = env
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.as_str().to_owned(), h.raw.clone()))
+                        .collect::<HashMap<_, _>>();
+                    builder = builder.with_headers(headers);
+                }
+                builder.build()
+            }
+        };
+        built.map_err(|err| {
+            let masked = mask_endpoint(&endpoint.url);
+            PipelineError::Exporter {
+                endpoint_variable: endpoint.variable,
+                // The exporter quotes the endpoint it was given, userinfo and all.
+                reason: err.to_string().replace(&endpoint.url, &masked),
+                endpoint: masked,
             }
         })
     }
@@ -342,6 +347,7 @@ impl OtlpPipeline {
     fn provider(
         &self,
         batch: impl SpanProcessor + 'static,
+        env: &Resolved,
         handle: &BreakerHandle,
     ) -> SdkTracerProvider {
         SdkTracerProvider::builder()
@@ -349,32 +355,38 @@ impl OtlpPipeline {
                 inner: batch,
                 published: handle.published(),
             })
-            .with_resource(self.resource())
+            .with_resource(self.resource(env))
             .build()
     }
 
     /// The pipeline without the breaker. Its handle never leaves `closed`;
     /// it counts the spans that end, so that queue losses stay visible.
+    #[cfg(feature = "bench")]
     fn stock(
         &self,
         otlp: opentelemetry_otlp::SpanExporter,
+        env: &Resolved,
         protocol: Protocol,
         runtime: Handle,
     ) -> TracingPipeline {
         let handle = BreakerHandle::disabled();
+        let config = env.batch_config();
         let batch = match protocol {
             // The tonic client works from the batch processor's own thread: this
             // is exactly the stock setup.
-            Protocol::Grpc => BatchSpanProcessor::builder(otlp).build(),
+            Protocol::Grpc => BatchSpanProcessor::builder(otlp)
+                .with_batch_config(config)
+                .build(),
             // This build's HTTP client is async and needs the Tokio runtime,
             // which the batch processor's thread is not in.
             Protocol::HttpProtobuf => BatchSpanProcessor::builder(OnRuntime {
                 inner: Arc::new(otlp),
                 runtime,
             })
+            .with_batch_config(config)
             .build(),
         };
-        let provider = self.provider(batch, &handle);
+        let provider = self.provider(batch, env, &handle);
         TracingPipeline {
             provider,
             handle,
@@ -383,20 +395,14 @@ impl OtlpPipeline {
         }
     }
 
-    fn resource(&self) -> Resource {
-        let from_env = Resource::builder().build();
-        let named = self.env.get("OTEL_SERVICE_NAME").is_some()
-            || self
-                .env
-                .get("OTEL_RESOURCE_ATTRIBUTES")
-                .is_some_and(|attrs| attrs.contains("service.name="));
-        if named {
-            from_env
-        } else {
-            Resource::builder()
-                .with_service_name(self.default_service_name.clone())
-                .build()
-        }
+    /// The SDK's resource from the process environment, named from the checked variables
+    /// (so that a map given with [`env`](Self::env) names the service too).
+    fn resource(&self, env: &Resolved) -> Resource {
+        let name = env
+            .service_name
+            .clone()
+            .unwrap_or_else(|| self.default_service_name.clone());
+        Resource::builder().with_service_name(name).build()
     }
 }
 
@@ -411,6 +417,11 @@ pub struct TracingPipeline {
 }
 
 impl TracingPipeline {
+    /// Starts building a pipeline from the process environment.
+    pub fn builder() -> TracingPipelineBuilder {
+        TracingPipelineBuilder::new()
+    }
+
     /// The provider to install (e.g. `opentelemetry::global::set_tracer_provider`).
     #[must_use]
     pub fn tracer_provider(&self) -> &SdkTracerProvider {
@@ -466,12 +477,14 @@ impl TracingPipeline {
 /// Runs each export of `inner` as a task on `runtime` and waits for it:
 /// nothing else (no deadline, no breaker). Only the stock pipeline over
 /// HTTP needs it, because its client needs the runtime.
+#[cfg(feature = "bench")]
 #[derive(Debug)]
 struct OnRuntime<E> {
     inner: Arc<E>,
     runtime: Handle,
 }
 
+#[cfg(feature = "bench")]
 impl<E: SpanExporter + 'static> SpanExporter for OnRuntime<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let inner = Arc::clone(&self.inner);
@@ -546,47 +559,53 @@ mod tests {
 
     #[test]
     fn protocol_comes_from_the_signal_variable_first() {
-        let pipeline = OtlpPipeline::from_env().with_vars([
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
-        ]);
-        assert_eq!(
-            pipeline.resolved_protocol().unwrap(),
-            Protocol::HttpProtobuf
-        );
-        let pipeline = OtlpPipeline::from_env().with_vars([("X", "y")]);
-        assert_eq!(pipeline.resolved_protocol().unwrap(), Protocol::Grpc);
+        for (traces, generic, expected) in [
+            ("http/protobuf", "grpc", Protocol::HttpProtobuf),
+            ("grpc", "http/protobuf", Protocol::Grpc),
+        ] {
+            let builder = TracingPipeline::builder().with_vars([
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", generic),
+                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", traces),
+            ]);
+            assert_eq!(builder.resolved_protocol().unwrap(), expected);
+        }
+        let builder = TracingPipeline::builder().with_vars([("X", "y")]);
+        assert_eq!(builder.resolved_protocol().unwrap(), Protocol::Grpc);
     }
 
     #[test]
     fn an_unsupported_protocol_names_the_variable() {
-        let pipeline =
-            OtlpPipeline::from_env().with_vars([("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]);
-        let err = pipeline.resolved_protocol().unwrap_err().to_string();
+        let builder =
+            TracingPipeline::builder().with_vars([("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]);
+        let err = builder.resolved_protocol().unwrap_err().to_string();
         assert_eq!(
             err,
-            "OTEL_EXPORTER_OTLP_PROTOCOL=\"http/json\": expected grpc or http/protobuf"
+            "OTEL_EXPORTER_OTLP_PROTOCOL = \"http/json\": expected \"grpc\" or \"http/protobuf\""
         );
     }
 
     #[test]
     fn code_overrides_the_environment() {
-        let pipeline = OtlpPipeline::from_env()
+        let builder = TracingPipeline::builder()
             .with_vars([("OTEL_EXPORTER_OTLP_PROTOCOL", "nonsense")])
             .protocol(Protocol::Grpc);
-        assert_eq!(pipeline.resolved_protocol().unwrap(), Protocol::Grpc);
+        assert_eq!(builder.resolved_protocol().unwrap(), Protocol::Grpc);
     }
 
     #[test]
-    fn sdk_disabled_is_read_case_insensitively() {
-        for (value, disabled) in [
-            ("true", true),
-            ("TRUE", true),
-            ("false", false),
-            ("", false),
-        ] {
-            let pipeline = OtlpPipeline::from_env().with_vars([("OTEL_SDK_DISABLED", value)]);
-            assert_eq!(pipeline.is_disabled(), disabled, "{value:?}");
-        }
+    fn a_bad_variable_fails_the_build_even_when_tracing_is_off() {
+        let err = TracingPipeline::builder()
+            .with_vars([
+                ("OTEL_SDK_DISABLED", "true"),
+                ("OTEL_BSP_SCHEDULE_DELAY", "0"),
+            ])
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, PipelineError::Env(_)), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with("OTEL_BSP_SCHEDULE_DELAY = \"0\""),
+            "{err}"
+        );
     }
 }

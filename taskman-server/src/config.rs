@@ -6,7 +6,6 @@
 //! key and the value that was wrong, and where it came from. The OTLP exporter is configured by
 //! the standard `OTEL_*` variables: they are checked here but read by the exporter pipeline.
 
-mod otel_env;
 mod values;
 
 use std::collections::BTreeMap;
@@ -328,7 +327,13 @@ impl Settings {
         let raw = merged.collect().unwrap_or_default();
         let settings = serde_path_to_error::deserialize(merged)
             .map_err(|err| describe_error(&err, &raw, file))?;
-        otel_env::validate(env)?;
+        otel_env(env)
+            .validate()
+            .map_err(|err| ConfigError::InvalidEnv {
+                var: err.name().to_owned(),
+                value: err.masked_value().to_owned(),
+                reason: err.reason().to_owned(),
+            })?;
         Ok(settings)
     }
 
@@ -343,9 +348,22 @@ impl Settings {
             "# Effective taskman-server configuration.\n# Sources: {sources}{ENV_PREFIX}{ENV_SEPARATOR}SECTION{ENV_SEPARATOR}KEY environment variables.\n\n"
         );
         out.push_str(&toml::to_string(self)?);
-        out.push_str(&otel_env::describe(env));
+        // Comments: the `OTEL_*` variables are not keys of the configuration file.
+        out.push_str(
+            "\n# OpenTelemetry exporter: standard OTEL_* environment variables (not file keys).\n",
+        );
+        out.push_str(&otel_env(env).describe());
         Ok(out)
     }
+}
+
+/// The `OTEL_*` variables of `env`, read with the exporter pipeline's own rules.
+pub fn otel_env(env: &Env) -> breaker_otel::OtlpEnv {
+    breaker_otel::OtlpEnv::from_vars(
+        env.iter()
+            .filter(|(var, _)| var.starts_with("OTEL_"))
+            .map(|(var, value)| (var.clone(), value.clone())),
+    )
 }
 
 fn describe_error(

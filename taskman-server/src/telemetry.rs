@@ -5,16 +5,23 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use breaker_otel::{BreakerConfig, BreakerSettings, OtlpPipeline, PipelineError, TracingPipeline};
+use breaker_otel::{
+    BreakerConfig, BreakerSettings, PipelineError, TracingPipeline, TracingPipelineBuilder,
+};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use telemetry_http::{TelemetryHttp, TelemetryHttpConfig};
 
 use crate::api::tasks;
+#[cfg(not(feature = "bench"))]
+use crate::config::Origin;
 use crate::config::{self, ConfigError, Settings};
 
 /// The service name when `OTEL_SERVICE_NAME` does not say otherwise.
 pub const SERVICE_NAME: &str = "taskman";
+
+/// The variable named when the exporter rejects the default endpoint.
+const ENDPOINT_VAR: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
 /// The tracing pipeline and the HTTP surface over its breaker.
 #[derive(Debug)]
@@ -33,25 +40,29 @@ impl Telemetry {
     /// A [`ConfigError`] naming the key or variable at fault, or a start-up failure.
     pub fn install(settings: &Settings) -> anyhow::Result<Self> {
         let breaker = breaker_settings(&settings.breaker)?;
-        let pipeline = OtlpPipeline::from_env()
+        // The process environment, which `Settings::load` checked with the same rules: the
+        // OTLP exporter reads some variables (gRPC headers) from there by itself anyway.
+        let builder = TracingPipeline::builder()
             .default_service_name(SERVICE_NAME)
-            .breaker(breaker)
-            .breaker_enabled(settings.breaker.enabled)
+            .breaker(breaker);
+        let pipeline = with_breaker_switch(builder, &settings.breaker)?
             .build()
             .map_err(|err| match err {
-                PipelineError::InvalidVariable {
-                    name,
-                    value,
-                    expected,
-                } => anyhow::Error::new(ConfigError::InvalidEnv {
-                    var: name.to_owned(),
-                    value,
-                    reason: format!("expected {expected}"),
+                PipelineError::Env(err) => anyhow::Error::new(ConfigError::InvalidEnv {
+                    var: err.name().to_owned(),
+                    value: err.masked_value().to_owned(),
+                    reason: err.reason().to_owned(),
                 }),
-                PipelineError::Exporter(err) => anyhow::Error::new(ConfigError::InvalidEnv {
-                    var: "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
-                    value: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_default(),
-                    reason: err.to_string(),
+                // Masked by the pipeline: the endpoint's userinfo never reaches the log.
+                PipelineError::Exporter {
+                    endpoint_variable,
+                    endpoint,
+                    reason,
+                    ..
+                } => anyhow::Error::new(ConfigError::InvalidEnv {
+                    var: endpoint_variable.unwrap_or(ENDPOINT_VAR).to_owned(),
+                    value: endpoint,
+                    reason,
                 }),
                 other => anyhow::Error::new(other).context("cannot start tracing"),
             })?;
@@ -138,4 +149,138 @@ fn breaker_settings(breaker: &config::BreakerSettings) -> anyhow::Result<Breaker
         breaker: core,
         export_timeout: breaker.export_timeout,
     })
+}
+
+/// `breaker.enabled = false` builds the stock pipeline, which exists for the benchmarks
+/// only (feature `bench`).
+#[cfg(feature = "bench")]
+fn with_breaker_switch(
+    builder: TracingPipelineBuilder,
+    breaker: &config::BreakerSettings,
+) -> anyhow::Result<TracingPipelineBuilder> {
+    Ok(builder.breaker_enabled(breaker.enabled))
+}
+
+/// Without the `bench` feature there is no pipeline without the breaker: asking for one
+/// is a configuration error, not a silently ignored key.
+#[cfg(not(feature = "bench"))]
+fn with_breaker_switch(
+    builder: TracingPipelineBuilder,
+    breaker: &config::BreakerSettings,
+) -> anyhow::Result<TracingPipelineBuilder> {
+    if breaker.enabled {
+        return Ok(builder);
+    }
+    Err(anyhow::Error::new(ConfigError::InvalidValue {
+        key: "breaker.enabled".to_owned(),
+        value: "false".to_owned(),
+        origin: Origin::Unknown,
+        reason: "the pipeline without the breaker is for benchmarks only: build the server \
+                 with --features bench"
+            .to_owned(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Env;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    /// The server's start-up check (`Settings::load`, `--print-config`) and the pipeline
+    /// agree on which variable wins, both ways round.
+    #[tokio::test]
+    async fn server_and_pipeline_agree_on_precedence() {
+        for (traces, generic, protocol, endpoint) in [
+            (
+                "http/protobuf",
+                "grpc",
+                breaker_otel::Protocol::HttpProtobuf,
+                "http://traces:4318/v1/traces",
+            ),
+            (
+                "grpc",
+                "http/protobuf",
+                breaker_otel::Protocol::Grpc,
+                "http://traces:4318/v1/traces",
+            ),
+        ] {
+            let pairs = [
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", generic),
+                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", traces),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://generic:4317"),
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint),
+            ];
+            let env = env(&pairs);
+            let settings = Settings::load(None, &env).unwrap();
+            let printed = settings.to_toml(None, &env).unwrap();
+            let expected = format!("# Spans go over {protocol} to {endpoint:?}.");
+            assert!(printed.contains(&expected), "{printed}");
+
+            let pipeline = TracingPipeline::builder()
+                .env(config::otel_env(&env))
+                .build()
+                .unwrap();
+            assert_eq!(pipeline.protocol(), Some(protocol));
+            pipeline.shutdown(Duration::from_secs(1)).await.ok();
+        }
+    }
+
+    #[test]
+    fn secrets_never_reach_an_error_or_the_printed_configuration() {
+        let secret = [
+            ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer hunter2"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://user:hunter2@collector:4317",
+            ),
+        ];
+        let env_ok = env(&secret);
+        let settings = Settings::load(None, &env_ok).unwrap();
+        let printed = settings.to_toml(None, &env_ok).unwrap();
+        assert!(printed.contains("authorization=***"), "{printed}");
+        assert!(printed.contains("http://***@collector:4317"), "{printed}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+
+        for bad in [
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "authorization=Bearer hunter2,oops",
+            ),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=hunter2%0A"),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://user:hunter2@collector:99999",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://user:hunter2@collector x",
+            ),
+        ] {
+            let mut pairs = secret.to_vec();
+            pairs.push(bad);
+            let err = Settings::load(None, &env(&pairs)).unwrap_err().to_string();
+            assert!(err.starts_with(bad.0), "{bad:?}: {err}");
+            assert!(!err.contains("hunter2"), "{bad:?}: {err}");
+        }
+    }
+
+    #[cfg(not(feature = "bench"))]
+    #[test]
+    fn the_stock_pipeline_needs_the_bench_build() {
+        let breaker = config::BreakerSettings {
+            enabled: false,
+            ..config::BreakerSettings::default()
+        };
+        let err = with_breaker_switch(TracingPipeline::builder(), &breaker).unwrap_err();
+        let err = err.downcast::<ConfigError>().unwrap().to_string();
+        assert!(err.starts_with("breaker.enabled = false: "), "{err}");
+        assert!(err.contains("--features bench"), "{err}");
+    }
 }

@@ -266,6 +266,9 @@ fn bad_configuration_exits_before_serving_with_one_line() {
         ("invalid trusted proxy", &[], &[("TASKMAN__METRICS__TRUSTED_PROXIES", "10.0.0.0/8,bogus")], 2, &["metrics.trusted_proxies[1] = \"bogus\"", "invalid trusted proxy entry"]),
         ("unparsable endpoint", &[], &[("OTEL_EXPORTER_OTLP_ENDPOINT", "not a url")], 2, &["OTEL_EXPORTER_OTLP_ENDPOINT = \"not a url\"", "http://"]),
         ("unknown protocol", &[], &[("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon")], 2, &["OTEL_EXPORTER_OTLP_PROTOCOL = \"carrier-pigeon\""]),
+        ("zero batch schedule delay", &[], &[("OTEL_BSP_SCHEDULE_DELAY", "0")], 2, &["config error: OTEL_BSP_SCHEDULE_DELAY = \"0\"", "at least 1"]),
+        ("malformed exporter headers", &[], &[("OTEL_EXPORTER_OTLP_HEADERS", "api-key=hunter2,oops")], 2, &["OTEL_EXPORTER_OTLP_HEADERS = \"api-key=***,***\"", "entry 2"]),
+        ("endpoint port out of range", &[], &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://u:hunter2@collector:99999")], 2, &["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = \"http://***@collector:99999\""]),
         ("bad RUST_LOG", &[], &[("RUST_LOG", "taskman=loud")], 2, &["RUST_LOG = \"taskman=loud\""]),
         ("bad log format", &[], &[("TASKMAN__LOG__FORMAT", "xml")], 2, &["log.format = \"xml\""]),
         ("unopenable database", &[], &[("TASKMAN__STORAGE__PATH", "/nonexistent/dir/tasks.db")], 1, &["storage.path = /nonexistent/dir/tasks.db", "cannot open the task database"]),
@@ -287,6 +290,10 @@ fn bad_configuration_exits_before_serving_with_one_line() {
             );
         }
         assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+        assert!(
+            !stderr.contains("hunter2"),
+            "{what}: a secret leaked: {stderr}"
+        );
         assert!(
             stdout.is_empty(),
             "{what}: nothing on stdout, got {stdout:?}"
@@ -590,6 +597,10 @@ fn print_config_shows_effective_values_with_secrets_masked() {
         &[
             ("TASKMAN__SERVER__BIND", "0.0.0.0:9999"),
             ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=hunter2"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://user:hunter2@collector:4317",
+            ),
         ],
     );
     assert!(status.success(), "{stderr}");
@@ -598,6 +609,10 @@ fn print_config_shows_effective_values_with_secrets_masked() {
     assert!(stdout.contains("failure_threshold = 3"), "{stdout}");
     assert!(
         stdout.contains("OTEL_EXPORTER_OTLP_HEADERS = \"api-key=***\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = \"http://***@collector:4317\""),
         "{stdout}"
     );
     assert!(!stdout.contains("hunter2"), "{stdout}");

@@ -88,7 +88,7 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
                 "--package",
                 "taskman-server",
                 "--features",
-                "stock-sdk-logs",
+                "bench",
                 "--target-dir",
             ])
             .arg(&stock_target),

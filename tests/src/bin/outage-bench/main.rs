@@ -6,7 +6,7 @@
 //!
 //! - **outage impact** and **versus no breaker**: a server with the breaker
 //!   and the stock pipeline (`breaker.enabled = false`, a build with the
-//!   SDK's own logs) each go through a healthy phase and three outages
+//!   `bench` feature: the stock pipeline and the SDK's own logs) each go through a healthy phase and three outages
 //!   (refused, unavailable, hanging), each outage followed by a recovery
 //!   window; rounds alternate the variants so machine drift cancels;
 //! - **telemetry overhead**: the same server with `OTEL_SDK_DISABLED=true`,
@@ -42,8 +42,8 @@ struct Cli {
     /// The server as shipped (release build).
     #[arg(long, value_name = "PATH", required_unless_present = "render_from")]
     server: Option<PathBuf>,
-    /// The server built with `--features stock-sdk-logs` (release); it runs
-    /// with `breaker.enabled = false`.
+    /// The server built with `--features bench` (release: the stock pipeline and
+    /// the SDK's own logs); it runs with `breaker.enabled = false`.
     #[arg(long, value_name = "PATH", required_unless_present = "render_from")]
     stock_server: Option<PathBuf>,
     /// Measure nothing: write the Markdown again from the JSON of an earlier run.

@@ -384,7 +384,7 @@ fn exporter_log_attempts(lines: &[&str]) -> Option<u64> {
         .filter(|line| line.contains("Export.Failed"))
         .collect();
     if failed.is_empty() {
-        // No failure, or a build without the exporter's logs (`stock-sdk-logs`): unknown.
+        // No failure, or a build without the exporter's logs (feature `bench`): unknown.
         return None;
     }
     Some(

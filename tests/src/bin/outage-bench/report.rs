@@ -254,9 +254,9 @@ fn versus(out: &mut String, plan: &Plan, outages: &Outages) {
          client; the HTTP workers have their own runtimes); **per 1000 req**: server CPU per \
          thousand requests served.\n\
          - **log lines**: lines the server wrote to stderr from the outage's start to the end \
-         of the recovery window. The stock server is built with `--features stock-sdk-logs` \
-         (the SDK's and OTLP exporter's own logs, as they are by default in those crates and \
-         off in ours).\n\
+         of the recovery window. The stock server is built with `--features bench` \
+         (the stock pipeline, with the SDK's and OTLP exporter's own logs, as they are by \
+         default in those crates and off in ours).\n\
          - **delivered after recovery**: spans the receiver accepted in the {window} s after it \
          came back, and spans the server ended in that window.\n\
          - **closed after**: from the receiver's return until `/health/telemetry` reported a \

@@ -1,0 +1,1270 @@
+//! The one reader of the standard `OTEL_*` variables the tracing pipeline honours.
+//!
+//! The OpenTelemetry SDK and the OTLP exporter each read these variables on their own and
+//! ignore a malformed value silently, falling back to a default: spans then go somewhere
+//! the operator did not intend, or nowhere, or a core spins. [`OtlpEnv`] reads them once,
+//! from the process or from a given map, with the specification's rules (an empty value is
+//! unset; the signal-specific `..._TRACES_...` variable wins over the generic one), checks
+//! each value for the use the pipeline makes of it, and the pipeline passes the results to
+//! the SDK explicitly. No error and no [`OtlpEnv::describe`] line shows a secret: header
+//! values become `***`, URL userinfo `***@`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry_otlp::{
+    OTEL_EXPORTER_OTLP_COMPRESSION, OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_HEADERS,
+    OTEL_EXPORTER_OTLP_PROTOCOL, OTEL_EXPORTER_OTLP_PROTOCOL_GRPC,
+    OTEL_EXPORTER_OTLP_PROTOCOL_HTTP_PROTOBUF, OTEL_EXPORTER_OTLP_TIMEOUT,
+    OTEL_EXPORTER_OTLP_TRACES_COMPRESSION, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+    OTEL_EXPORTER_OTLP_TRACES_HEADERS, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
+    OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
+};
+use opentelemetry_sdk::trace::{
+    BatchConfig, BatchConfigBuilder, OTEL_BSP_EXPORT_TIMEOUT, OTEL_BSP_MAX_EXPORT_BATCH_SIZE,
+    OTEL_BSP_MAX_EXPORT_BATCH_SIZE_DEFAULT, OTEL_BSP_MAX_QUEUE_SIZE,
+    OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT, OTEL_BSP_SCHEDULE_DELAY, OTEL_BSP_SCHEDULE_DELAY_DEFAULT,
+};
+
+use crate::pipeline::Protocol;
+
+// Names the SDK and exporter crates use but do not export.
+const OTEL_SDK_DISABLED: &str = "OTEL_SDK_DISABLED";
+const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
+const OTEL_RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
+const OTEL_BSP_MAX_CONCURRENT_EXPORTS: &str = "OTEL_BSP_MAX_CONCURRENT_EXPORTS";
+
+/// Where spans go over gRPC when no endpoint variable is set.
+const DEFAULT_GRPC_ENDPOINT: &str = "http://localhost:4317";
+/// Where spans go over HTTP when no endpoint variable is set.
+const DEFAULT_HTTP_ENDPOINT: &str = "http://localhost:4318/v1/traces";
+/// The path the generic endpoint gets over HTTP (the signal-specific one is used as is).
+const HTTP_TRACES_PATH: &str = "/v1/traces";
+
+/// What a variable's value is used for, which decides how it is checked and shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Boolean,
+    Endpoint,
+    Protocol,
+    Headers,
+    /// Milliseconds, at least 1.
+    Millis,
+    /// A whole number of milliseconds or items the pipeline's processor ignores.
+    Ignored,
+    /// A count, at least 1.
+    Count,
+    Compression,
+    /// Free text (service names, resource attributes).
+    Text,
+}
+
+/// One variable the pipeline reads, for generated documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EnvVar {
+    /// The variable's name.
+    pub name: &'static str,
+    /// What it does, on one line.
+    pub doc: &'static str,
+    /// What applies when it is unset or empty.
+    pub default: &'static str,
+    kind: Kind,
+}
+
+const fn var(name: &'static str, kind: Kind, default: &'static str, doc: &'static str) -> EnvVar {
+    EnvVar {
+        name,
+        doc,
+        default,
+        kind,
+    }
+}
+
+/// Empty values count as unset everywhere, as the specification says.
+#[derive(Clone)]
+enum Source {
+    Process,
+    Map(Arc<BTreeMap<String, String>>),
+}
+
+/// The standard `OTEL_*` variables, read from the process environment or from a map, with
+/// one set of rules for precedence, checks and masking.
+///
+/// ```
+/// use breaker_otel::{OtlpEnv, Protocol};
+///
+/// let env = OtlpEnv::from_vars([
+///     ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+///     ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+/// ]);
+/// assert_eq!(env.protocol()?, Protocol::HttpProtobuf); // signal-specific wins
+///
+/// let bad = OtlpEnv::from_vars([("OTEL_BSP_SCHEDULE_DELAY", "0")]);
+/// assert!(bad.validate().unwrap_err().to_string().starts_with("OTEL_BSP_SCHEDULE_DELAY = \"0\""));
+/// # Ok::<(), breaker_otel::OtlpEnvError>(())
+/// ```
+#[derive(Clone)]
+pub struct OtlpEnv {
+    source: Source,
+}
+
+impl fmt::Debug for OtlpEnv {
+    // Never the values: headers hold credentials.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Source::Process => f.write_str("OtlpEnv(process)"),
+            Source::Map(vars) => write!(f, "OtlpEnv({} variables)", vars.len()),
+        }
+    }
+}
+
+/// An `OTEL_*` variable whose value the pipeline cannot use. The one-line message names the
+/// variable, shows the value with secrets masked, and says what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name} = {value:?}: {reason}")]
+pub struct OtlpEnvError {
+    name: &'static str,
+    value: String,
+    reason: String,
+}
+
+impl OtlpEnvError {
+    fn new(var: &EnvVar, raw: &str, reason: impl Into<String>) -> Self {
+        Self {
+            name: var.name,
+            value: mask(var.kind, raw),
+            reason: reason.into(),
+        }
+    }
+
+    /// The variable.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Its value, with header values and URL userinfo masked.
+    #[must_use]
+    pub fn masked_value(&self) -> &str {
+        &self.value
+    }
+
+    /// What was expected instead.
+    #[must_use]
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+/// One `key=value` entry of `OTEL_EXPORTER_OTLP_(TRACES_)HEADERS`, checked.
+#[derive(Clone)]
+pub(crate) struct Header {
+    pub(crate) name: http::HeaderName,
+    /// As written, for the HTTP exporter, which percent-decodes it itself.
+    pub(crate) raw: String,
+    /// Percent-decoded, for gRPC metadata.
+    pub(crate) value: http::HeaderValue,
+}
+
+impl fmt::Debug for Header {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}=***", self.name)
+    }
+}
+
+/// The pipeline's settings from the environment, every value checked.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    pub(crate) disabled: bool,
+    pub(crate) protocol: Protocol,
+    signal_endpoint: Option<String>,
+    generic_endpoint: Option<String>,
+    pub(crate) headers: Vec<Header>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) gzip: bool,
+    schedule_delay: Duration,
+    max_queue_size: usize,
+    max_export_batch_size: usize,
+    pub(crate) service_name: Option<String>,
+}
+
+/// Where spans go, and which variable said so (`None`: the default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Endpoint {
+    pub(crate) url: String,
+    pub(crate) variable: Option<&'static str>,
+}
+
+impl Resolved {
+    /// The batch span processor's settings. Every value is set explicitly, so that the
+    /// SDK's own reading of the process environment never overrides what was read (and
+    /// checked) here.
+    pub(crate) fn batch_config(&self) -> BatchConfig {
+        BatchConfigBuilder::default()
+            .with_scheduled_delay(self.schedule_delay)
+            .with_max_queue_size(self.max_queue_size)
+            .with_max_export_batch_size(self.max_export_batch_size)
+            .build()
+    }
+
+    /// The endpoint for `protocol`: the signal-specific variable as is, else the generic one
+    /// (with `/v1/traces` appended over HTTP, as the specification says), else the default.
+    pub(crate) fn endpoint(&self, protocol: Protocol) -> Endpoint {
+        if let Some(url) = &self.signal_endpoint {
+            return Endpoint {
+                url: url.trim().to_owned(),
+                variable: Some(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT),
+            };
+        }
+        if let Some(url) = &self.generic_endpoint {
+            let url = url.trim();
+            let url = match protocol {
+                Protocol::Grpc => url.to_owned(),
+                Protocol::HttpProtobuf => {
+                    format!("{}{HTTP_TRACES_PATH}", url.trim_end_matches('/'))
+                }
+            };
+            return Endpoint {
+                url,
+                variable: Some(OTEL_EXPORTER_OTLP_ENDPOINT),
+            };
+        }
+        Endpoint {
+            url: match protocol {
+                Protocol::Grpc => DEFAULT_GRPC_ENDPOINT,
+                Protocol::HttpProtobuf => DEFAULT_HTTP_ENDPOINT,
+            }
+            .to_owned(),
+            variable: None,
+        }
+    }
+}
+
+impl OtlpEnv {
+    /// Every variable the pipeline reads, in the order `describe` lists them.
+    pub const VARIABLES: &'static [EnvVar] = &[
+        var(
+            OTEL_SDK_DISABLED,
+            Kind::Boolean,
+            "false",
+            "`true` gives a working no-op tracer provider: nothing is exported (the SDK itself ignores this variable).",
+        ),
+        var(
+            OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
+            Kind::Protocol,
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "The OTLP transport for spans, `grpc` or `http/protobuf`; wins over OTEL_EXPORTER_OTLP_PROTOCOL.",
+        ),
+        var(
+            OTEL_EXPORTER_OTLP_PROTOCOL,
+            Kind::Protocol,
+            OTEL_EXPORTER_OTLP_PROTOCOL_GRPC,
+            "The OTLP transport, `grpc` or `http/protobuf`.",
+        ),
+        var(
+            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+            Kind::Endpoint,
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "The collector's http:// or https:// URL for spans, used as is; wins over OTEL_EXPORTER_OTLP_ENDPOINT.",
+        ),
+        var(
+            OTEL_EXPORTER_OTLP_ENDPOINT,
+            Kind::Endpoint,
+            DEFAULT_GRPC_ENDPOINT,
+            "The collector's http:// or https:// URL; over HTTP, /v1/traces is appended (default http://localhost:4318/v1/traces).",
+        ),
+        var(
+            OTEL_EXPORTER_OTLP_TRACES_HEADERS,
+            Kind::Headers,
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "Request headers for span exports, `key=value,...` with percent-encoded values; wins over OTEL_EXPORTER_OTLP_HEADERS.",
+        ),
+        var(
+            OTEL_EXPORTER_OTLP_HEADERS,
+            Kind::Headers,
+            "none",
+            "Request headers (gRPC metadata), `key=value,...` with percent-encoded values; values are secrets and always masked.",
+        ),
+        var(
+            OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
+            Kind::Millis,
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+            "The OTLP exporter's own timeout per span export, in milliseconds (at least 1); wins over OTEL_EXPORTER_OTLP_TIMEOUT.",
+        ),
+        var(
+            OTEL_EXPORTER_OTLP_TIMEOUT,
+            Kind::Millis,
+            "10000",
+            "The OTLP exporter's own timeout per export, in milliseconds (at least 1).",
+        ),
+        var(
+            OTEL_EXPORTER_OTLP_TRACES_COMPRESSION,
+            Kind::Compression,
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+            "Compression of span exports, `gzip` or `none`; wins over OTEL_EXPORTER_OTLP_COMPRESSION.",
+        ),
+        var(
+            OTEL_EXPORTER_OTLP_COMPRESSION,
+            Kind::Compression,
+            "none",
+            "Compression of exports, `gzip` or `none`.",
+        ),
+        var(
+            OTEL_SERVICE_NAME,
+            Kind::Text,
+            "the service's own name",
+            "The `service.name` resource attribute; wins over `service.name` in OTEL_RESOURCE_ATTRIBUTES.",
+        ),
+        var(
+            OTEL_RESOURCE_ATTRIBUTES,
+            Kind::Text,
+            "none",
+            "Resource attributes, `key=value,...` (read by the SDK from the process environment).",
+        ),
+        var(
+            OTEL_BSP_SCHEDULE_DELAY,
+            Kind::Millis,
+            "5000",
+            "Milliseconds between two exports of the batch span processor (at least 1).",
+        ),
+        var(
+            OTEL_BSP_MAX_QUEUE_SIZE,
+            Kind::Count,
+            "2048",
+            "Spans the batch span processor queues before it drops new ones (at least 1).",
+        ),
+        var(
+            OTEL_BSP_MAX_EXPORT_BATCH_SIZE,
+            Kind::Count,
+            "512",
+            "Most spans per export (at least 1; at most the queue size, which caps it).",
+        ),
+        var(
+            OTEL_BSP_EXPORT_TIMEOUT,
+            Kind::Ignored,
+            "30000",
+            "A whole number of milliseconds; ignored by this pipeline's batch processor: the breaker's export_timeout bounds each export.",
+        ),
+        var(
+            OTEL_BSP_MAX_CONCURRENT_EXPORTS,
+            Kind::Ignored,
+            "1",
+            "A whole number; ignored by this pipeline's batch processor, which exports one batch at a time.",
+        ),
+    ];
+
+    /// Reads the process environment (each time a value is needed).
+    #[must_use]
+    pub fn from_process() -> Self {
+        Self {
+            source: Source::Process,
+        }
+    }
+
+    /// Reads `vars` instead of the process environment: a service's own environment map,
+    /// or a test's.
+    #[must_use]
+    pub fn from_vars<K: Into<String>, V: Into<String>>(
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        let vars = vars
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        Self {
+            source: Source::Map(Arc::new(vars)),
+        }
+    }
+
+    /// Whether the values come from the process environment (which the SDK and exporter
+    /// also read by themselves).
+    pub(crate) fn is_process(&self) -> bool {
+        matches!(self.source, Source::Process)
+    }
+
+    /// The value of `name`, `None` when unset or empty.
+    fn get(&self, name: &str) -> Option<String> {
+        match &self.source {
+            // A value that is not Unicode is as unusable as an absent one here; the server
+            // rejects it before reading.
+            Source::Process => std::env::var(name).ok(),
+            Source::Map(vars) => vars.get(name).cloned(),
+        }
+        .filter(|v| !v.trim().is_empty())
+    }
+
+    /// Checks every variable that is set, shadowed or not: a typo in a variable that does
+    /// not apply today applies as soon as its twin is unset.
+    ///
+    /// # Errors
+    ///
+    /// The first unusable variable, in the order of [`OtlpEnv::VARIABLES`].
+    pub fn validate(&self) -> Result<(), OtlpEnvError> {
+        self.resolve().map(drop)
+    }
+
+    /// Whether `OTEL_SDK_DISABLED` turns tracing off.
+    ///
+    /// # Errors
+    ///
+    /// A value other than `true` or `false` (any case).
+    pub fn is_disabled(&self) -> Result<bool, OtlpEnvError> {
+        let var = &Self::VARIABLES[0];
+        match self.get(var.name) {
+            None => Ok(false),
+            Some(raw) => parse_bool(var, &raw),
+        }
+    }
+
+    /// The transport: `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`,
+    /// else gRPC.
+    ///
+    /// # Errors
+    ///
+    /// An unsupported value in either variable.
+    pub fn protocol(&self) -> Result<Protocol, OtlpEnvError> {
+        let mut found = None;
+        for var in Self::VARIABLES.iter().filter(|v| v.kind == Kind::Protocol) {
+            if let Some(raw) = self.get(var.name) {
+                let protocol = parse_protocol(var, &raw)?;
+                found = found.or(Some(protocol));
+            }
+        }
+        Ok(found.unwrap_or_default())
+    }
+
+    /// Reads and checks everything the pipeline uses.
+    pub(crate) fn resolve(&self) -> Result<Resolved, OtlpEnvError> {
+        let mut resolved = Resolved {
+            disabled: false,
+            protocol: Protocol::default(),
+            signal_endpoint: None,
+            generic_endpoint: None,
+            headers: Vec::new(),
+            timeout: None,
+            gzip: false,
+            schedule_delay: OTEL_BSP_SCHEDULE_DELAY_DEFAULT,
+            max_queue_size: OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT,
+            max_export_batch_size: OTEL_BSP_MAX_EXPORT_BATCH_SIZE_DEFAULT,
+            service_name: None,
+        };
+        let mut protocol = None;
+        let mut headers = None;
+        let mut compression = None;
+        // VARIABLES lists each signal-specific variable before its generic twin, so the
+        // first value found is the one that applies.
+        for var in Self::VARIABLES {
+            let Some(raw) = self.get(var.name) else {
+                continue;
+            };
+            match var.kind {
+                Kind::Boolean => resolved.disabled = parse_bool(var, &raw)?,
+                Kind::Protocol => {
+                    let parsed = parse_protocol(var, &raw)?;
+                    protocol = protocol.or(Some(parsed));
+                }
+                Kind::Endpoint => {
+                    check_endpoint(var, &raw)?;
+                    if var.name == OTEL_EXPORTER_OTLP_TRACES_ENDPOINT {
+                        resolved.signal_endpoint = Some(raw);
+                    } else {
+                        resolved.generic_endpoint = Some(raw);
+                    }
+                }
+                Kind::Headers => {
+                    let parsed = parse_headers(var, &raw)?;
+                    headers = headers.or(Some(parsed));
+                }
+                Kind::Millis => {
+                    let millis = parse_at_least_one::<u64>(var, &raw, "milliseconds")?;
+                    let duration = Duration::from_millis(millis);
+                    if var.name == OTEL_BSP_SCHEDULE_DELAY {
+                        resolved.schedule_delay = duration;
+                    } else {
+                        resolved.timeout = resolved.timeout.or(Some(duration));
+                    }
+                }
+                Kind::Count => {
+                    let count = parse_at_least_one::<usize>(var, &raw, "items")?;
+                    if var.name == OTEL_BSP_MAX_QUEUE_SIZE {
+                        resolved.max_queue_size = count;
+                    } else {
+                        resolved.max_export_batch_size = count;
+                    }
+                }
+                Kind::Ignored => {
+                    raw.trim()
+                        .parse::<u64>()
+                        .map_err(|_| OtlpEnvError::new(var, &raw, "expected a whole number"))?;
+                }
+                Kind::Compression => {
+                    let gzip = parse_compression(var, &raw)?;
+                    compression = compression.or(Some(gzip));
+                }
+                Kind::Text => {
+                    if var.name == OTEL_SERVICE_NAME {
+                        resolved.service_name = Some(raw.trim().to_owned());
+                    } else if resolved.service_name.is_none() {
+                        resolved.service_name = service_name_attribute(&raw);
+                    }
+                }
+            }
+        }
+        resolved.protocol = protocol.unwrap_or_default();
+        resolved.headers = headers.unwrap_or_default();
+        resolved.gzip = compression.unwrap_or(false);
+        Ok(resolved)
+    }
+
+    /// The variables as `# NAME = "value"` lines (TOML comments), secrets masked: every
+    /// variable of [`OtlpEnv::VARIABLES`] that is set, the endpoint and protocol defaults
+    /// when unset, any other `OTEL_*` variable that is set, then where spans go.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for (name, default) in [
+            (OTEL_EXPORTER_OTLP_ENDPOINT, DEFAULT_GRPC_ENDPOINT),
+            (
+                OTEL_EXPORTER_OTLP_PROTOCOL,
+                OTEL_EXPORTER_OTLP_PROTOCOL_GRPC,
+            ),
+        ] {
+            if self.get(name).is_none() {
+                out.push_str(&format!("# {name} = {default:?} (default)\n"));
+            }
+        }
+        for var in Self::VARIABLES {
+            if let Some(raw) = self.get(var.name) {
+                out.push_str(&format!("# {} = {:?}\n", var.name, mask(var.kind, &raw)));
+            }
+        }
+        for (name, raw) in self.others() {
+            out.push_str(&format!("# {name} = {:?}\n", mask_unknown(&name, &raw)));
+        }
+        match self.resolve() {
+            Ok(resolved) if resolved.disabled => {
+                out.push_str("# Tracing is off (OTEL_SDK_DISABLED).\n");
+            }
+            Ok(resolved) => {
+                let endpoint = resolved.endpoint(resolved.protocol);
+                out.push_str(&format!(
+                    "# Spans go over {} to {:?}.\n",
+                    resolved.protocol,
+                    mask_endpoint(&endpoint.url)
+                ));
+            }
+            Err(err) => out.push_str(&format!("# Not usable: {err}\n")),
+        }
+        out
+    }
+
+    /// Set `OTEL_*` variables this pipeline does not read itself (the SDK may: samplers).
+    fn others(&self) -> Vec<(String, String)> {
+        let known = |name: &str| Self::VARIABLES.iter().any(|v| v.name == name);
+        let wanted = |(name, value): &(String, String)| {
+            name.starts_with("OTEL_") && !known(name) && !value.trim().is_empty()
+        };
+        match &self.source {
+            Source::Process => {
+                let mut vars: Vec<_> = std::env::vars().filter(wanted).collect();
+                vars.sort();
+                vars
+            }
+            Source::Map(vars) => vars
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .filter(wanted)
+                .collect(),
+        }
+    }
+}
+
+fn parse_bool(var: &EnvVar, raw: &str) -> Result<bool, OtlpEnvError> {
+    let value = raw.trim();
+    if value.eq_ignore_ascii_case("true") {
+        Ok(true)
+    } else if value.eq_ignore_ascii_case("false") {
+        Ok(false)
+    } else {
+        Err(OtlpEnvError::new(var, raw, "expected true or false"))
+    }
+}
+
+fn parse_protocol(var: &EnvVar, raw: &str) -> Result<Protocol, OtlpEnvError> {
+    match raw.trim() {
+        OTEL_EXPORTER_OTLP_PROTOCOL_GRPC => Ok(Protocol::Grpc),
+        OTEL_EXPORTER_OTLP_PROTOCOL_HTTP_PROTOBUF => Ok(Protocol::HttpProtobuf),
+        _ => Err(OtlpEnvError::new(
+            var,
+            raw,
+            "expected \"grpc\" or \"http/protobuf\"",
+        )),
+    }
+}
+
+/// `gzip` → `true`, `none` → `false`. The exporter crate also knows `zstd`, which this
+/// build cannot send: the exporter would ignore it silently.
+fn parse_compression(var: &EnvVar, raw: &str) -> Result<bool, OtlpEnvError> {
+    let value = raw.trim();
+    if value.eq_ignore_ascii_case("gzip") {
+        Ok(true)
+    } else if value.eq_ignore_ascii_case("none") {
+        Ok(false)
+    } else {
+        Err(OtlpEnvError::new(var, raw, "expected \"gzip\" or \"none\""))
+    }
+}
+
+/// Zero is rejected: a zero schedule delay spins a core while idle, a zero queue drops
+/// every span, a zero batch exports nothing, a zero timeout fails every export.
+fn parse_at_least_one<T>(var: &EnvVar, raw: &str, unit: &str) -> Result<T, OtlpEnvError>
+where
+    T: std::str::FromStr + PartialEq + From<u8>,
+{
+    let value: T = raw
+        .trim()
+        .parse()
+        .map_err(|_| OtlpEnvError::new(var, raw, format!("expected a whole number of {unit}")))?;
+    if value == T::from(0) {
+        return Err(OtlpEnvError::new(
+            var,
+            raw,
+            format!("expected at least 1 ({unit})"),
+        ));
+    }
+    Ok(value)
+}
+
+const ENDPOINT_EXPECTED: &str =
+    "expected an http:// or https:// URL with a host, such as http://localhost:4317";
+
+/// Parsed with the URI parser the exporters use, plus what it lets through: another
+/// scheme, no host, a port that does not fit 16 bits (`http::Uri` accepts any digits and
+/// then reports no port at all).
+fn check_endpoint(var: &EnvVar, raw: &str) -> Result<(), OtlpEnvError> {
+    let invalid = |reason: &str| OtlpEnvError::new(var, raw, reason);
+    let uri: http::Uri = raw.trim().parse().map_err(|_| invalid(ENDPOINT_EXPECTED))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(invalid(ENDPOINT_EXPECTED));
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(invalid(ENDPOINT_EXPECTED));
+    };
+    if authority.host().is_empty() {
+        return Err(invalid(ENDPOINT_EXPECTED));
+    }
+    let host_port = authority
+        .as_str()
+        .rsplit_once('@')
+        .map_or(authority.as_str(), |(_, rest)| rest);
+    // After an IPv6 literal's `]`, or after the host name.
+    let after_host = match host_port.rfind(']') {
+        Some(end) => &host_port[end + 1..],
+        None => host_port.find(':').map_or("", |at| &host_port[at..]),
+    };
+    if let Some(port) = after_host.strip_prefix(':')
+        && !port.parse::<u16>().is_ok_and(|p| p > 0)
+    {
+        return Err(invalid("expected a port from 1 to 65535"));
+    }
+    Ok(())
+}
+
+/// Parses `key=value,...` as the specification says (values percent-decoded), rejecting
+/// what the exporter would drop silently. Errors name the entry's position, never its value.
+fn parse_headers(var: &EnvVar, raw: &str) -> Result<Vec<Header>, OtlpEnvError> {
+    let mut headers = Vec::new();
+    for (index, entry) in raw.split(',').enumerate() {
+        let position = index + 1;
+        let entry = entry.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let invalid = |what: &str| OtlpEnvError::new(var, raw, format!("entry {position} {what}"));
+        let Some((key, value)) = entry.split_once('=') else {
+            return Err(invalid("is not key=value"));
+        };
+        let (key, value) = (key.trim(), value.trim());
+        if key.is_empty() {
+            return Err(invalid("has an empty key"));
+        }
+        let name = http::HeaderName::from_bytes(key.as_bytes())
+            .map_err(|_| invalid("has a key that is not a valid header name"))?;
+        if value.is_empty() {
+            return Err(invalid("has an empty value"));
+        }
+        let decoded = percent_decode(value)
+            .ok_or_else(|| invalid("has a value that is not valid percent-encoding"))?;
+        let header_value = http::HeaderValue::from_str(&decoded)
+            .map_err(|_| invalid("has a value that is not a valid header value"))?;
+        headers.push(Header {
+            name,
+            raw: value.to_owned(),
+            value: header_value,
+        });
+    }
+    Ok(headers)
+}
+
+/// `%XX` escapes to bytes; the result must be UTF-8.
+fn percent_decode(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = value.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `service.name` from `OTEL_RESOURCE_ATTRIBUTES`, if it has one.
+fn service_name_attribute(raw: &str) -> Option<String> {
+    raw.split(',').find_map(|entry| {
+        let (key, value) = entry.split_once('=')?;
+        (key.trim() == "service.name" && !value.trim().is_empty()).then(|| {
+            let value = value.trim();
+            percent_decode(value).unwrap_or_else(|| value.to_owned())
+        })
+    })
+}
+
+fn mask(kind: Kind, raw: &str) -> String {
+    match kind {
+        Kind::Headers => mask_headers(raw),
+        Kind::Endpoint => mask_endpoint(raw),
+        _ => raw.to_owned(),
+    }
+}
+
+/// Other signals' headers and endpoints carry the same kind of secrets.
+fn mask_unknown(name: &str, raw: &str) -> String {
+    if name.contains("HEADERS") {
+        mask_headers(raw)
+    } else if name.ends_with("ENDPOINT") {
+        mask_endpoint(raw)
+    } else {
+        raw.to_owned()
+    }
+}
+
+/// `key=value,...` with every value replaced, so the keys (which say *what* is configured)
+/// stay visible; an entry without `=` may be a pasted secret and is replaced whole.
+pub(crate) fn mask_headers(value: &str) -> String {
+    value
+        .split(',')
+        .map(|entry| match entry.split_once('=') {
+            Some((key, _)) => format!("{key}=***"),
+            None if entry.trim().is_empty() => entry.to_owned(),
+            None => "***".to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Hides `user:password@` in a URL.
+pub(crate) fn mask_endpoint(value: &str) -> String {
+    let Some((scheme, rest)) = value.split_once("://") else {
+        // No authority to find; an `@` may still be userinfo of a malformed URL.
+        return match value.rfind('@') {
+            Some(at) => format!("***@{}", &value[at + 1..]),
+            None => value.to_owned(),
+        };
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => value.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> OtlpEnv {
+        OtlpEnv::from_vars(pairs.iter().copied())
+    }
+
+    fn error(pairs: &[(&str, &str)]) -> String {
+        env(pairs)
+            .validate()
+            .expect_err(&format!("{pairs:?} must be rejected"))
+            .to_string()
+    }
+
+    #[test]
+    fn accepts_valid_and_empty_values() {
+        let ok: &[(&str, &str)] = &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4317"),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "https://collector.example:443/otlp",
+            ),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.example"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://u:p@collector:65535"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://[::1]:4318/v1/traces",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://[::1]/v1/traces",
+            ),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", " grpc "),
+            ("OTEL_BSP_SCHEDULE_DELAY", "500"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "1"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "1"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4096"),
+            ("OTEL_BSP_EXPORT_TIMEOUT", "0"),
+            ("OTEL_BSP_MAX_CONCURRENT_EXPORTS", "4"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "1"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=secret,tenant=a"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "a=1,,b=2,"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                "Authorization=Bearer%20abc%3D%3D",
+            ),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "none"),
+            ("OTEL_SDK_DISABLED", "TRUE"),
+            ("OTEL_SDK_DISABLED", "false"),
+            ("OTEL_SERVICE_NAME", "tasks"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "service.name=tasks,team=a"),
+        ];
+        for (name, value) in ok {
+            assert_eq!(env(&[(name, value)]).validate(), Ok(()), "{name}={value:?}");
+        }
+    }
+
+    /// Each bad value and the start of its one-line message.
+    #[test]
+    fn rejects_bad_values_naming_the_variable_and_hiding_secrets() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "not a url",
+                "OTEL_EXPORTER_OTLP_ENDPOINT = \"not a url\": expected an http:// or https:// URL",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "localhost:4317",
+                "OTEL_EXPORTER_OTLP_ENDPOINT = \"localhost:4317\": expected an http://",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "ftp://collector:21",
+                "OTEL_EXPORTER_OTLP_ENDPOINT = \"ftp://collector:21\": expected an http://",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "unix:///tmp/otel.sock",
+                "OTEL_EXPORTER_OTLP_ENDPOINT = \"unix:///tmp/otel.sock\": expected an http://",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = \"http://\": expected",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://collector:99999",
+                "OTEL_EXPORTER_OTLP_ENDPOINT = \"http://collector:99999\": expected a port from 1 to 65535",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://collector:65536/x",
+                "OTEL_EXPORTER_OTLP_ENDPOINT = \"http://collector:65536/x\": expected a port",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://[::1]:70000",
+                "OTEL_EXPORTER_OTLP_ENDPOINT = \"http://[::1]:70000\": expected a port",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://collector:0",
+                "OTEL_EXPORTER_OTLP_ENDPOINT = \"http://collector:0\": expected a port",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://user:hunter2@collector:4317 x",
+                "OTEL_EXPORTER_OTLP_ENDPOINT = \"http://***@collector:4317 x\": expected",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://user:hunter2@collector:99999",
+                "OTEL_EXPORTER_OTLP_ENDPOINT = \"http://***@collector:99999\": expected a port",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+                "http/json",
+                "OTEL_EXPORTER_OTLP_PROTOCOL = \"http/json\": expected \"grpc\" or \"http/protobuf\"",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                "udp",
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL = \"udp\": expected \"grpc\" or \"http/protobuf\"",
+            ),
+            (
+                "OTEL_BSP_SCHEDULE_DELAY",
+                "5s",
+                "OTEL_BSP_SCHEDULE_DELAY = \"5s\": expected a whole number of milliseconds",
+            ),
+            (
+                "OTEL_BSP_SCHEDULE_DELAY",
+                "0",
+                "OTEL_BSP_SCHEDULE_DELAY = \"0\": expected at least 1 (milliseconds)",
+            ),
+            (
+                "OTEL_BSP_MAX_QUEUE_SIZE",
+                "0",
+                "OTEL_BSP_MAX_QUEUE_SIZE = \"0\": expected at least 1",
+            ),
+            (
+                "OTEL_BSP_MAX_QUEUE_SIZE",
+                "-1",
+                "OTEL_BSP_MAX_QUEUE_SIZE = \"-1\": expected a whole number",
+            ),
+            (
+                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+                "0",
+                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE = \"0\": expected at least 1",
+            ),
+            (
+                "OTEL_BSP_EXPORT_TIMEOUT",
+                "30s",
+                "OTEL_BSP_EXPORT_TIMEOUT = \"30s\": expected a whole number",
+            ),
+            (
+                "OTEL_BSP_MAX_CONCURRENT_EXPORTS",
+                "many",
+                "OTEL_BSP_MAX_CONCURRENT_EXPORTS = \"many\": expected a whole number",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TIMEOUT",
+                "0",
+                "OTEL_EXPORTER_OTLP_TIMEOUT = \"0\": expected at least 1 (milliseconds)",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+                "0",
+                "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT = \"0\": expected at least 1",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+                "10s",
+                "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT = \"10s\": expected a whole number",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "api-key=hunter2,oops",
+                "OTEL_EXPORTER_OTLP_HEADERS = \"api-key=***,***\": entry 2 is not key=value",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "api-key=hunter2,=x",
+                "OTEL_EXPORTER_OTLP_HEADERS = \"api-key=***,=***\": entry 2 has an empty key",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "bad key=hunter2",
+                "OTEL_EXPORTER_OTLP_HEADERS = \"bad key=***\": entry 1 has a key that is not a valid header name",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                "a=1,api-key=hunter2%0A",
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS = \"a=***,api-key=***\": entry 2 has a value that is not a valid header value",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "api-key=hunter2%zz",
+                "OTEL_EXPORTER_OTLP_HEADERS = \"api-key=***\": entry 1 has a value that is not valid percent-encoding",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "api-key=hunter2%ff",
+                "OTEL_EXPORTER_OTLP_HEADERS = \"api-key=***\": entry 1 has a value that is not valid percent-encoding",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "api-key=",
+                "OTEL_EXPORTER_OTLP_HEADERS = \"api-key=***\": entry 1 has an empty value",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_COMPRESSION",
+                "zstd",
+                "OTEL_EXPORTER_OTLP_COMPRESSION = \"zstd\": expected \"gzip\" or \"none\"",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+                "deflate",
+                "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION = \"deflate\": expected",
+            ),
+            (
+                "OTEL_SDK_DISABLED",
+                "yes",
+                "OTEL_SDK_DISABLED = \"yes\": expected true or false",
+            ),
+        ];
+        for (name, value, expected) in cases {
+            let err = error(&[(name, value)]);
+            assert!(
+                err.starts_with(expected),
+                "{name}={value:?}:\n  got      {err}\n  expected {expected}"
+            );
+            assert!(!err.contains("hunter2"), "secret leaked: {err}");
+            assert!(!err.contains('\n'), "not one line: {err:?}");
+        }
+    }
+
+    #[test]
+    fn the_signal_variable_wins_over_the_generic_one_both_ways() {
+        for (traces, generic, expected) in [
+            ("http/protobuf", "grpc", Protocol::HttpProtobuf),
+            ("grpc", "http/protobuf", Protocol::Grpc),
+        ] {
+            let env = env(&[
+                (OTEL_EXPORTER_OTLP_PROTOCOL, generic),
+                (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, traces),
+            ]);
+            assert_eq!(env.protocol(), Ok(expected));
+            assert_eq!(env.resolve().unwrap().protocol, expected);
+        }
+        let resolved = env(&[
+            (OTEL_EXPORTER_OTLP_ENDPOINT, "http://generic:4317"),
+            (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, "http://traces:4317"),
+            (OTEL_EXPORTER_OTLP_TIMEOUT, "100"),
+            (OTEL_EXPORTER_OTLP_TRACES_TIMEOUT, "200"),
+            (OTEL_EXPORTER_OTLP_HEADERS, "a=generic"),
+            (OTEL_EXPORTER_OTLP_TRACES_HEADERS, "b=traces"),
+            (OTEL_EXPORTER_OTLP_COMPRESSION, "none"),
+            (OTEL_EXPORTER_OTLP_TRACES_COMPRESSION, "gzip"),
+        ])
+        .resolve()
+        .unwrap();
+        assert_eq!(resolved.endpoint(Protocol::Grpc).url, "http://traces:4317");
+        assert_eq!(resolved.timeout, Some(Duration::from_millis(200)));
+        assert_eq!(resolved.headers.len(), 1);
+        assert_eq!(resolved.headers[0].name.as_str(), "b");
+        assert!(resolved.gzip);
+    }
+
+    #[test]
+    fn a_shadowed_variable_is_checked_too() {
+        let err = error(&[
+            (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, "grpc"),
+            (OTEL_EXPORTER_OTLP_PROTOCOL, "http/json"),
+        ]);
+        assert!(
+            err.starts_with("OTEL_EXPORTER_OTLP_PROTOCOL = \"http/json\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn endpoints_follow_the_specification_per_protocol() {
+        let check = |pairs: &[(&str, &str)], protocol, url: &str, variable| {
+            let endpoint = env(pairs).resolve().unwrap().endpoint(protocol);
+            assert_eq!(endpoint.url, url, "{pairs:?} {protocol}");
+            assert_eq!(endpoint.variable, variable, "{pairs:?} {protocol}");
+        };
+        check(&[], Protocol::Grpc, "http://localhost:4317", None);
+        check(
+            &[],
+            Protocol::HttpProtobuf,
+            "http://localhost:4318/v1/traces",
+            None,
+        );
+        let generic = [(OTEL_EXPORTER_OTLP_ENDPOINT, "http://c:4318/")];
+        check(
+            &generic,
+            Protocol::Grpc,
+            "http://c:4318/",
+            Some(OTEL_EXPORTER_OTLP_ENDPOINT),
+        );
+        check(
+            &generic,
+            Protocol::HttpProtobuf,
+            "http://c:4318/v1/traces",
+            Some(OTEL_EXPORTER_OTLP_ENDPOINT),
+        );
+        let signal = [(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, "http://c:4318/custom")];
+        check(
+            &signal,
+            Protocol::HttpProtobuf,
+            "http://c:4318/custom",
+            Some(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT),
+        );
+    }
+
+    #[test]
+    fn headers_are_percent_decoded() {
+        let resolved = env(&[(
+            OTEL_EXPORTER_OTLP_HEADERS,
+            " Authorization = Bearer%20a%3Db , x-tenant=%C3%A9 ",
+        )])
+        .resolve()
+        .unwrap();
+        let headers: Vec<_> = resolved
+            .headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.to_str().ok(), h.raw.as_str()))
+            .collect();
+        assert_eq!(
+            headers[0],
+            ("authorization", Some("Bearer a=b"), "Bearer%20a%3Db")
+        );
+        assert_eq!(headers[1].0, "x-tenant");
+        assert_eq!(headers[1].2, "%C3%A9");
+        assert_eq!(
+            format!("{:?}", resolved.headers),
+            "[authorization=***, x-tenant=***]"
+        );
+    }
+
+    #[test]
+    fn batch_settings_are_explicit() {
+        let resolved = env(&[
+            (OTEL_BSP_SCHEDULE_DELAY, "200"),
+            (OTEL_BSP_MAX_QUEUE_SIZE, "10"),
+            (OTEL_BSP_MAX_EXPORT_BATCH_SIZE, "4"),
+        ])
+        .resolve()
+        .unwrap();
+        let debug = format!("{:?}", resolved.batch_config());
+        assert!(debug.contains("max_queue_size: 10"), "{debug}");
+        assert!(debug.contains("scheduled_delay: 200ms"), "{debug}");
+        assert!(debug.contains("max_export_batch_size: 4"), "{debug}");
+    }
+
+    #[test]
+    fn sdk_disabled_is_read_case_insensitively() {
+        for (value, disabled) in [
+            ("true", true),
+            ("TRUE", true),
+            ("false", false),
+            ("", false),
+        ] {
+            assert_eq!(
+                env(&[(OTEL_SDK_DISABLED, value)]).is_disabled(),
+                Ok(disabled),
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn service_name_comes_from_the_name_then_the_attributes() {
+        let name = |pairs: &[(&str, &str)]| env(pairs).resolve().unwrap().service_name;
+        assert_eq!(name(&[]), None);
+        assert_eq!(
+            name(&[(OTEL_RESOURCE_ATTRIBUTES, "team=a, service.name=tasks")]),
+            Some("tasks".into())
+        );
+        assert_eq!(
+            name(&[(OTEL_RESOURCE_ATTRIBUTES, "xservice.name=tasks")]),
+            None
+        );
+        assert_eq!(
+            name(&[
+                (OTEL_RESOURCE_ATTRIBUTES, "service.name=a"),
+                (OTEL_SERVICE_NAME, "b")
+            ]),
+            Some("b".into())
+        );
+    }
+
+    #[test]
+    fn masking() {
+        assert_eq!(mask_headers("a=1,b=2"), "a=***,b=***");
+        assert_eq!(
+            mask_headers("Authorization=Bearer x=y"),
+            "Authorization=***"
+        );
+        assert_eq!(
+            mask_endpoint("https://u:p@host:4317/x@y"),
+            "https://***@host:4317/x@y"
+        );
+        assert_eq!(mask_endpoint("http://host:4317"), "http://host:4317");
+        assert_eq!(mask_endpoint("u:p@host:4317"), "***@host:4317");
+    }
+
+    #[test]
+    fn description_lists_defaults_and_masks_secrets() {
+        let text = env(&[
+            (OTEL_EXPORTER_OTLP_HEADERS, "api-key=hunter2"),
+            (
+                OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+                "http://user:hunter2@collector:4317",
+            ),
+            ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "k=hunter2"),
+            ("OTEL_TRACES_SAMPLER", "always_on"),
+            (OTEL_SERVICE_NAME, "tasks"),
+            ("PATH", "/usr/bin"),
+        ])
+        .describe();
+        assert!(
+            text.contains("# OTEL_EXPORTER_OTLP_ENDPOINT = \"http://localhost:4317\" (default)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# OTEL_EXPORTER_OTLP_PROTOCOL = \"grpc\" (default)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# OTEL_EXPORTER_OTLP_HEADERS = \"api-key=***\"\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# OTEL_EXPORTER_OTLP_METRICS_HEADERS = \"k=***\"\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# OTEL_TRACES_SAMPLER = \"always_on\"\n"),
+            "{text}"
+        );
+        assert!(text.contains("# OTEL_SERVICE_NAME = \"tasks\"\n"), "{text}");
+        assert!(
+            text.contains("# Spans go over grpc to \"http://***@collector:4317\".\n"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(!text.contains("PATH"), "{text}");
+        assert!(text.lines().all(|l| l.starts_with("# ")), "{text}");
+    }
+
+    #[test]
+    fn every_variable_is_documented_once() {
+        let mut names: Vec<_> = OtlpEnv::VARIABLES.iter().map(|v| v.name).collect();
+        assert!(
+            OtlpEnv::VARIABLES
+                .iter()
+                .all(|v| !v.doc.is_empty() && !v.default.is_empty() && !v.doc.contains('\n'))
+        );
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), OtlpEnv::VARIABLES.len());
+        assert_eq!(OtlpEnv::VARIABLES[0].name, OTEL_SDK_DISABLED);
+    }
+
+    #[test]
+    fn debug_never_shows_values() {
+        let env = env(&[(OTEL_EXPORTER_OTLP_HEADERS, "api-key=hunter2")]);
+        assert_eq!(format!("{env:?}"), "OtlpEnv(1 variables)");
+        let err = error(&[(OTEL_EXPORTER_OTLP_HEADERS, "api-key=hunter2,x")]);
+        assert!(!format!("{err:?}").contains("hunter2"));
+    }
+}
