@@ -15,7 +15,7 @@ use opentelemetry_sdk::trace::{
 };
 use tokio::runtime::Handle;
 
-use crate::exporter::{AdapterError, BreakerControl, BreakerSettings, CircuitBreakerSpanExporter};
+use crate::exporter::{AdapterError, BreakerControl, CircuitBreakerSpanExporter, ExporterConfig};
 use crate::handle::{BreakerHandle, Published};
 
 /// The OTLP transport.
@@ -106,11 +106,11 @@ pub enum PipelineError {
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use breaker_otel::{BreakerSettings, OtlpPipeline};
+/// use breaker_otel::{ExporterConfig, OtlpPipeline};
 ///
 /// let pipeline = OtlpPipeline::from_env()
 ///     .default_service_name("my-service")
-///     .breaker(BreakerSettings::default())
+///     .breaker(ExporterConfig::default())
 ///     .build()?;
 /// opentelemetry::global::set_tracer_provider(pipeline.tracer_provider().clone());
 /// let health = pipeline.handle(); // for /health/telemetry and /metrics
@@ -121,7 +121,7 @@ pub enum PipelineError {
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct OtlpPipeline {
-    breaker: BreakerSettings,
+    breaker: ExporterConfig,
     breaker_enabled: bool,
     default_service_name: String,
     protocol: Option<Protocol>,
@@ -162,7 +162,7 @@ impl OtlpPipeline {
     /// Starts from the process environment.
     pub fn from_env() -> Self {
         Self {
-            breaker: BreakerSettings::default(),
+            breaker: ExporterConfig::default(),
             breaker_enabled: true,
             default_service_name: "unknown_service".to_owned(),
             protocol: None,
@@ -187,7 +187,7 @@ impl OtlpPipeline {
     }
 
     /// The breaker settings, typically from the service's configuration.
-    pub fn breaker(mut self, settings: BreakerSettings) -> Self {
+    pub fn breaker(mut self, settings: ExporterConfig) -> Self {
         self.breaker = settings;
         self
     }
