@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use breaker_otel::{BreakerConfig, BreakerSettings, OtlpPipeline, PipelineError, TracingPipeline};
+use breaker_otel::{OtlpPipeline, PipelineError, TracingPipeline};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use telemetry_http::{TelemetryHttp, TelemetryHttpConfig};
+use telemetry_http::TelemetryHttp;
 
 use crate::api::tasks;
-use crate::config::{self, ConfigError, Settings};
+use crate::config::{ConfigError, Settings};
 
 /// The service name when `OTEL_SERVICE_NAME` does not say otherwise.
 pub const SERVICE_NAME: &str = "taskman";
@@ -32,11 +32,9 @@ impl Telemetry {
     ///
     /// A [`ConfigError`] naming the key or variable at fault, or a start-up failure.
     pub fn install(settings: &Settings) -> anyhow::Result<Self> {
-        let breaker = breaker_settings(&settings.breaker)?;
         let pipeline = OtlpPipeline::from_env()
             .default_service_name(SERVICE_NAME)
-            .breaker(breaker)
-            .breaker_enabled(settings.breaker.enabled)
+            .breaker(settings.breaker)
             .build()
             .map_err(|err| match err {
                 PipelineError::InvalidVariable {
@@ -58,26 +56,11 @@ impl Telemetry {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         opentelemetry::global::set_tracer_provider(pipeline.tracer_provider().clone());
 
-        let metrics = &settings.metrics;
-        let http = TelemetryHttp::new(
-            pipeline.handle(),
-            TelemetryHttpConfig {
-                requests_per_minute: metrics.requests_per_minute.get(),
-                burst: metrics.burst.get(),
-                trusted_proxies: metrics
-                    .trusted_proxies
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect(),
-            },
-        )
-        .context("metrics settings")?;
+        let http = TelemetryHttp::new(pipeline.handle(), settings.metrics.clone())
+            .context("metrics settings")?;
         let http_metrics = http.http_metrics();
         for (method, route) in tasks::ROUTES {
             http_metrics.register_route(method, route);
-        }
-        for route in TelemetryHttp::ROUTES {
-            http_metrics.register_route("GET", route);
         }
         Ok(Self { pipeline, http })
     }
@@ -122,20 +105,4 @@ impl Telemetry {
             }
         }
     }
-}
-
-fn breaker_settings(breaker: &config::BreakerSettings) -> anyhow::Result<BreakerSettings> {
-    let core = BreakerConfig::builder()
-        .failure_threshold(breaker.failure_threshold.get())
-        .probe_every(breaker.probe_every.get())
-        .probe_after(breaker.probe_after)
-        .probe_timeout(breaker.probe_timeout)
-        .max_probes_in_flight(breaker.max_probes_in_flight.get())
-        .build()
-        // The configuration's own checks reject these first; this keeps the key named if not.
-        .map_err(|err| anyhow::anyhow!("breaker.{err}"))?;
-    Ok(BreakerSettings {
-        breaker: core,
-        export_timeout: breaker.export_timeout,
-    })
 }
