@@ -29,6 +29,12 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use failsafe::backoff::{self, Constant};
 use failsafe::failure_policy::{self, ConsecutiveFailures};
 use failsafe::{CircuitBreaker as _, Error as FailsafeError, StateMachine};
+use std::num::NonZeroU32;
+
+/// A count setting; test constants are never zero.
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).expect("count settings are at least 1")
+}
 
 const FAILURE_THRESHOLD: u32 = 3;
 /// Far longer than a run: an open circuit stays open and rejecting.
@@ -67,12 +73,10 @@ impl Path {
     fn core(self, now: Instant) -> CircuitBreaker {
         // Probing only every 2^32-1 attempts or after an hour is this
         // side's "long backoff".
-        let config = BreakerConfig::builder()
-            .failure_threshold(FAILURE_THRESHOLD)
-            .probe_every(u32::MAX)
-            .probe_after(NO_PROBE_FOR)
-            .build()
-            .expect("constant settings are valid");
+        let config = BreakerConfig::DEFAULT
+            .failure_threshold(nz(FAILURE_THRESHOLD))
+            .probe_every(nz(u32::MAX))
+            .probe_after(NO_PROBE_FOR);
         let mut breaker = CircuitBreaker::new(config, now);
         if let Self::Open = self {
             // Three failures open it; attempt 0 probes and fails, so every

@@ -1,234 +1,242 @@
-//! Breaker settings: every value that reaches the machine has been checked,
-//! so the machine itself never meets a zero threshold or a zero timeout.
+//! Breaker settings, each declared once: its name, type, default and doc.
+//!
+//! The types make nonsense unrepresentable (a threshold is a [`NonZeroU32`]),
+//! so building a breaker cannot fail. The same declaration describes the
+//! settings to whoever loads, prints or documents them ([`VisitSettings`]):
+//! a configuration front-end learns a new setting without being edited.
 
-use std::fmt;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-/// The settings of a [`CircuitBreaker`](crate::CircuitBreaker).
+/// One setting as a configuration front-end sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    /// The field's name, which front-ends use as the key (`failure_threshold`).
+    pub name: &'static str,
+    /// The first line of the field's doc comment.
+    pub doc: &'static str,
+}
+
+impl Setting {
+    /// The doc line without the blank a `///` comment leaves in front of it.
+    #[must_use]
+    pub fn summary(&self) -> &'static str {
+        self.doc.trim()
+    }
+}
+
+/// Walks the settings of a configuration type declared with [`settings!`],
+/// lending each typed value: a loader assigns it, a printer reads it, a
+/// documentation generator reads its default.
 ///
-/// Built with [`BreakerConfig::builder`], which rejects nonsense with a
-/// [`ConfigError`] naming the setting; [`Default`] gives the contract's
-/// defaults (threshold 3, probe every 10th attempt or after 30 s, one probe in
-/// flight, probes abandoned after 15 s).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BreakerConfig {
-    failure_threshold: NonZeroU32,
-    probe_every: NonZeroU32,
-    probe_after: Duration,
-    max_probes_in_flight: NonZeroU32,
-    probe_timeout: Duration,
+/// One method per value type, so that every front-end handles every type.
+pub trait VisitSettings {
+    /// A count, at least 1.
+    fn count(&mut self, setting: Setting, value: &mut NonZeroU32);
+    /// A length of time. Zero is representable; front-ends that take
+    /// durations from people usually refuse it.
+    fn duration(&mut self, setting: Setting, value: &mut Duration);
 }
 
-impl BreakerConfig {
-    /// Default consecutive failures that open the circuit.
-    pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
-    /// Default probe period, in attempts, while open.
-    pub const DEFAULT_PROBE_EVERY: u32 = 10;
-    /// Default time after the last probe when the next attempt probes anyway.
-    pub const DEFAULT_PROBE_AFTER: Duration = Duration::from_secs(30);
-    /// Default number of probes allowed at once.
-    pub const DEFAULT_MAX_PROBES_IN_FLIGHT: u32 = 1;
-    /// Default time after which a probe that never reported is abandoned.
-    pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(15);
-
-    /// Starts from the defaults.
-    pub fn builder() -> BreakerConfigBuilder {
-        BreakerConfigBuilder::default()
-    }
-
-    /// Consecutive failures in closed state that open the circuit.
-    #[must_use]
-    pub fn failure_threshold(&self) -> NonZeroU32 {
-        self.failure_threshold
-    }
-
-    /// While open, attempt `k` is a probe when `k % probe_every == 0`.
-    #[must_use]
-    pub fn probe_every(&self) -> NonZeroU32 {
-        self.probe_every
-    }
-
-    /// While open, the next attempt is a probe once this much time has passed
-    /// since the last probe started (or the circuit opened) and since the last
-    /// probe failed, whatever its number.
-    #[must_use]
-    pub fn probe_after(&self) -> Duration {
-        self.probe_after
-    }
-
-    /// Probes allowed to be outstanding at once.
-    #[must_use]
-    pub fn max_probes_in_flight(&self) -> NonZeroU32 {
-        self.max_probes_in_flight
-    }
-
-    /// A probe that has not reported back after this long counts as failed.
-    #[must_use]
-    pub fn probe_timeout(&self) -> Duration {
-        self.probe_timeout
-    }
-}
-
-impl Default for BreakerConfig {
-    fn default() -> Self {
-        BreakerConfigBuilder::default()
-            .build()
-            .unwrap_or_else(|_| unreachable!("the defaults are valid"))
-    }
-}
-
-/// Collects settings as plain numbers and checks them all in [`build`](Self::build).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[must_use]
-pub struct BreakerConfigBuilder {
-    failure_threshold: u32,
-    probe_every: u32,
-    probe_after: Duration,
-    max_probes_in_flight: u32,
-    probe_timeout: Duration,
-}
-
-impl Default for BreakerConfigBuilder {
-    fn default() -> Self {
-        Self {
-            failure_threshold: BreakerConfig::DEFAULT_FAILURE_THRESHOLD,
-            probe_every: BreakerConfig::DEFAULT_PROBE_EVERY,
-            probe_after: BreakerConfig::DEFAULT_PROBE_AFTER,
-            max_probes_in_flight: BreakerConfig::DEFAULT_MAX_PROBES_IN_FLIGHT,
-            probe_timeout: BreakerConfig::DEFAULT_PROBE_TIMEOUT,
+/// Declares a settings struct once: each field with its doc, type and
+/// default. From that one declaration come the struct (public fields, marked
+/// `#[non_exhaustive]` so that new settings are not breaking changes), a
+/// `DEFAULT` constant and [`Default`], a chainable `const` setter named after
+/// each field, and `visit_settings`, which lends each field to a
+/// [`VisitSettings`].
+///
+/// A field's kind says how it is visited: `count` ([`NonZeroU32`]),
+/// `duration` ([`Duration`]), or `nested` (another type declared with this
+/// macro, whose settings are visited in line, as if they were this type's).
+///
+/// ```
+/// use std::time::Duration;
+/// use breaker_core::BreakerConfig;
+///
+/// breaker_core::settings! {
+///     /// Settings of a component that embeds the breaker.
+///     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///     pub struct GuardConfig {
+///         /// The breaker's own settings.
+///         breaker: nested BreakerConfig = BreakerConfig::DEFAULT,
+///         /// How long one call may take.
+///         call_timeout: duration Duration = Duration::from_secs(2),
+///     }
+/// }
+///
+/// let config = GuardConfig::DEFAULT.call_timeout(Duration::from_secs(5));
+/// assert_eq!(config.breaker.failure_threshold.get(), 3);
+/// assert_eq!(config.call_timeout, Duration::from_secs(5));
+/// ```
+#[macro_export]
+macro_rules! settings {
+    (
+        $(#[$attr:meta])*
+        $vis:vis struct $name:ident {
+            $(
+                #[doc = $summary:literal]
+                $(#[doc = $more:literal])*
+                $field:ident : $kind:ident $ty:ty = $default:expr
+            ),* $(,)?
         }
+    ) => {
+        $(#[$attr])*
+        #[non_exhaustive]
+        $vis struct $name {
+            $(
+                #[doc = $summary]
+                $(#[doc = $more])*
+                pub $field: $ty,
+            )*
+        }
+
+        impl $name {
+            /// Every setting at its default.
+            pub const DEFAULT: Self = Self { $($field: $default,)* };
+
+            $(
+                #[doc = concat!("Sets `", stringify!($field), "`:", $summary)]
+                #[must_use]
+                pub const fn $field(mut self, value: $ty) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+
+            /// Lends every setting, in declaration order, to `visitor`.
+            pub fn visit_settings(&mut self, visitor: &mut impl $crate::VisitSettings) {
+                $(
+                    $crate::settings!(@visit $kind, visitor, stringify!($field), $summary, &mut self.$field);
+                )*
+            }
+        }
+
+        impl ::core::default::Default for $name {
+            fn default() -> Self {
+                Self::DEFAULT
+            }
+        }
+    };
+    (@visit count, $visitor:ident, $name:expr, $doc:expr, $slot:expr) => {
+        $visitor.count($crate::Setting { name: $name, doc: $doc }, $slot)
+    };
+    (@visit duration, $visitor:ident, $name:expr, $doc:expr, $slot:expr) => {
+        $visitor.duration($crate::Setting { name: $name, doc: $doc }, $slot)
+    };
+    (@visit nested, $visitor:ident, $name:expr, $doc:expr, $slot:expr) => {
+        ($slot).visit_settings($visitor)
+    };
+}
+
+/// A non-zero constant; a zero fails the build, since the defaults are constants.
+const fn non_zero(n: u32) -> NonZeroU32 {
+    match NonZeroU32::new(n) {
+        Some(n) => n,
+        None => panic!("a count setting's default is zero"),
     }
 }
 
-impl BreakerConfigBuilder {
-    /// See [`BreakerConfig::failure_threshold`]. Must be at least 1.
-    pub fn failure_threshold(mut self, value: u32) -> Self {
-        self.failure_threshold = value;
-        self
-    }
-
-    /// See [`BreakerConfig::probe_every`]. Must be at least 1.
-    pub fn probe_every(mut self, value: u32) -> Self {
-        self.probe_every = value;
-        self
-    }
-
-    /// See [`BreakerConfig::probe_after`]. Must be more than zero.
-    pub fn probe_after(mut self, value: Duration) -> Self {
-        self.probe_after = value;
-        self
-    }
-
-    /// See [`BreakerConfig::max_probes_in_flight`]. Must be at least 1.
-    pub fn max_probes_in_flight(mut self, value: u32) -> Self {
-        self.max_probes_in_flight = value;
-        self
-    }
-
-    /// See [`BreakerConfig::probe_timeout`]. Must be more than zero.
-    pub fn probe_timeout(mut self, value: Duration) -> Self {
-        self.probe_timeout = value;
-        self
-    }
-
-    /// Checks every setting; the error names the first one that makes no sense.
+settings! {
+    /// The settings of a [`CircuitBreaker`](crate::CircuitBreaker).
+    ///
+    /// Every value is valid by its type, so nothing is checked at run time.
+    /// Start from [`BreakerConfig::DEFAULT`] (or [`Default`]) and chain the
+    /// setters:
     ///
     /// ```
+    /// use std::num::NonZeroU32;
+    /// use std::time::Duration;
     /// use breaker_core::BreakerConfig;
     ///
-    /// let err = BreakerConfig::builder().failure_threshold(0).build().unwrap_err();
-    /// assert_eq!(err.setting(), "failure_threshold");
+    /// let config = BreakerConfig::DEFAULT
+    ///     .failure_threshold(NonZeroU32::new(5).unwrap())
+    ///     .probe_after(Duration::from_secs(10));
+    /// assert_eq!(config.probe_every.get(), 10);
     /// ```
-    pub fn build(self) -> Result<BreakerConfig, ConfigError> {
-        let non_zero = |setting, value| {
-            NonZeroU32::new(value).ok_or(ConfigError {
-                setting,
-                problem: "must be at least 1",
-            })
-        };
-        let positive = |setting, value: Duration| {
-            if value.is_zero() {
-                Err(ConfigError {
-                    setting,
-                    problem: "must be longer than zero",
-                })
-            } else {
-                Ok(value)
-            }
-        };
-        Ok(BreakerConfig {
-            failure_threshold: non_zero("failure_threshold", self.failure_threshold)?,
-            probe_every: non_zero("probe_every", self.probe_every)?,
-            probe_after: positive("probe_after", self.probe_after)?,
-            max_probes_in_flight: non_zero("max_probes_in_flight", self.max_probes_in_flight)?,
-            probe_timeout: positive("probe_timeout", self.probe_timeout)?,
-        })
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct BreakerConfig {
+        /// Consecutive failed calls, while closed, that open the circuit.
+        failure_threshold: count NonZeroU32 = non_zero(3),
+        /// While open, attempt number `k` (counted from 0 when the circuit opened) is a probe when `k` is a multiple of this.
+        probe_every: count NonZeroU32 = non_zero(10),
+        /// While open, the next attempt is a probe whatever its number once this long has passed since the last probe started or failed (or the circuit opened).
+        ///
+        /// Zero makes every attempt a probe while no probe is in flight.
+        probe_after: duration Duration = Duration::from_secs(30),
+        /// Probes allowed to be in flight at once while half-open.
+        max_probes_in_flight: count NonZeroU32 = non_zero(1),
+        /// A probe that has not reported back after this long is abandoned and counted as failed.
+        ///
+        /// Zero abandons a probe at the first timeout check after it started.
+        probe_timeout: duration Duration = Duration::from_secs(15),
     }
 }
-
-/// A setting that makes no sense, by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConfigError {
-    setting: &'static str,
-    problem: &'static str,
-}
-
-impl ConfigError {
-    /// The name of the offending setting, as spelled by the builder method.
-    #[must_use]
-    pub fn setting(&self) -> &'static str {
-        self.setting
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.setting, self.problem)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn defaults_are_the_contract_defaults() {
-        let config = BreakerConfig::default();
-        assert_eq!(config.failure_threshold().get(), 3);
-        assert_eq!(config.probe_every().get(), 10);
-        assert_eq!(config.probe_after(), Duration::from_secs(30));
-        assert_eq!(config.max_probes_in_flight().get(), 1);
-        assert_eq!(config.probe_timeout(), Duration::from_secs(15));
+    /// Names and docs, as a visitor sees them.
+    #[derive(Default)]
+    struct Names(Vec<(&'static str, &'static str, String)>);
+
+    impl VisitSettings for Names {
+        fn count(&mut self, setting: Setting, value: &mut NonZeroU32) {
+            self.0
+                .push((setting.name, setting.summary(), value.to_string()));
+        }
+
+        fn duration(&mut self, setting: Setting, value: &mut Duration) {
+            self.0
+                .push((setting.name, setting.summary(), format!("{value:?}")));
+        }
     }
 
     #[test]
-    fn every_nonsense_setting_is_named() {
-        let cases: [(BreakerConfigBuilder, &str); 5] = [
-            (
-                BreakerConfig::builder().failure_threshold(0),
-                "failure_threshold",
-            ),
-            (BreakerConfig::builder().probe_every(0), "probe_every"),
-            (
-                BreakerConfig::builder().probe_after(Duration::ZERO),
-                "probe_after",
-            ),
-            (
-                BreakerConfig::builder().max_probes_in_flight(0),
-                "max_probes_in_flight",
-            ),
-            (
-                BreakerConfig::builder().probe_timeout(Duration::ZERO),
-                "probe_timeout",
-            ),
-        ];
-        for (builder, setting) in cases {
-            let err = builder.build().unwrap_err();
-            assert_eq!(err.setting(), setting);
-            assert!(err.to_string().starts_with(setting), "{err}");
+    fn every_setting_is_visited_with_its_default() {
+        let mut names = Names::default();
+        BreakerConfig::default().visit_settings(&mut names);
+        let seen: Vec<(&str, String)> = names.0.iter().map(|(n, _, v)| (*n, v.clone())).collect();
+        assert_eq!(
+            seen,
+            [
+                ("failure_threshold", "3".to_owned()),
+                ("probe_every", "10".to_owned()),
+                ("probe_after", "30s".to_owned()),
+                ("max_probes_in_flight", "1".to_owned()),
+                ("probe_timeout", "15s".to_owned()),
+            ]
+        );
+        for (name, doc, _) in names.0 {
+            assert!(!doc.is_empty() && !doc.starts_with(' '), "{name}: {doc:?}");
         }
+    }
+
+    /// A visitor can assign, which is how a configuration loader uses it.
+    #[test]
+    fn a_visitor_can_assign() {
+        struct Double;
+        impl VisitSettings for Double {
+            fn count(&mut self, _: Setting, value: &mut NonZeroU32) {
+                *value = value.saturating_mul(non_zero(2));
+            }
+            fn duration(&mut self, _: Setting, value: &mut Duration) {
+                *value *= 2;
+            }
+        }
+        let mut config = BreakerConfig::DEFAULT;
+        config.visit_settings(&mut Double);
+        assert_eq!(config.failure_threshold.get(), 6);
+        assert_eq!(config.probe_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn setters_chain() {
+        let config = BreakerConfig::DEFAULT
+            .probe_every(non_zero(2))
+            .probe_after(Duration::from_secs(1));
+        assert_eq!(config.probe_every.get(), 2);
+        assert_eq!(config.probe_after, Duration::from_secs(1));
+        assert_eq!(config.failure_threshold.get(), 3);
     }
 }

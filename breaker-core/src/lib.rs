@@ -19,6 +19,6 @@ mod config;
 mod machine;
 mod state;
 
-pub use config::{BreakerConfig, BreakerConfigBuilder, ConfigError};
+pub use config::{BreakerConfig, Setting, VisitSettings};
 pub use machine::{CircuitBreaker, Mode, Outcome, Permit, Rejected, Stats};
 pub use state::{CircuitState, REACHABLE_TRANSITIONS, Transition, TransitionReason};

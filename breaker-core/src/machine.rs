@@ -203,9 +203,9 @@ impl CircuitBreaker {
             consecutive_failures: 0,
             generation: 0,
             next_attempt: 0,
-            probe_due_at: now.checked_add(config.probe_after()),
+            probe_due_at: now.checked_add(config.probe_after),
             next_probe_id: 0,
-            probes: Vec::with_capacity(config.max_probes_in_flight().get() as usize),
+            probes: Vec::with_capacity(config.max_probes_in_flight.get() as usize),
             transitions: VecDeque::with_capacity(4),
             stats: Counters::default(),
         }
@@ -270,16 +270,16 @@ impl CircuitBreaker {
         }
         let attempt = self.next_attempt;
         self.next_attempt += 1;
-        let due = attempt.is_multiple_of(u64::from(self.config.probe_every().get()))
+        let due = attempt.is_multiple_of(u64::from(self.config.probe_every.get()))
             || self.probe_due_at.is_some_and(|due| now >= due);
-        let room = self.probes.len() < self.config.max_probes_in_flight().get() as usize;
+        let room = self.probes.len() < self.config.max_probes_in_flight.get() as usize;
         if !(due && room) {
             return Err(self.reject());
         }
         let id = self.next_probe_id;
         self.next_probe_id += 1;
         self.probes.push(InFlightProbe { id, started: now });
-        self.probe_due_at = now.checked_add(self.config.probe_after());
+        self.probe_due_at = now.checked_add(self.config.probe_after);
         self.stats.permitted += 1;
         self.stats.probes += 1;
         if self.state == CircuitState::Open {
@@ -358,7 +358,7 @@ impl CircuitBreaker {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.probes
             .iter()
-            .map(|p| p.started + self.config.probe_timeout())
+            .map(|p| p.started + self.config.probe_timeout)
             .min()
     }
 
@@ -421,10 +421,10 @@ impl CircuitBreaker {
             Outcome::Failure => {
                 self.consecutive_failures = self.consecutive_failures.saturating_add(1);
                 if self.mode == Mode::Automatic
-                    && self.consecutive_failures >= self.config.failure_threshold().get()
+                    && self.consecutive_failures >= self.config.failure_threshold.get()
                 {
                     self.next_attempt = 0;
-                    self.probe_due_at = now.checked_add(self.config.probe_after());
+                    self.probe_due_at = now.checked_add(self.config.probe_after);
                     self.transition(CircuitState::Open, TransitionReason::FailureThreshold, now);
                 }
             }
@@ -441,7 +441,7 @@ impl CircuitBreaker {
     }
 
     fn expire_probes(&mut self, now: Instant) {
-        let timeout = self.config.probe_timeout();
+        let timeout = self.config.probe_timeout;
         let before = self.probes.len();
         self.probes
             .retain(|p| now.saturating_duration_since(p.started) < timeout);
@@ -461,7 +461,7 @@ impl CircuitBreaker {
     /// a probe that hung for longer than `probe_after` must not make every
     /// following attempt a probe.
     fn probe_failed_at(&mut self, now: Instant) {
-        self.probe_due_at = now.checked_add(self.config.probe_after());
+        self.probe_due_at = now.checked_add(self.config.probe_after);
     }
 
     fn reject(&mut self) -> Rejected {

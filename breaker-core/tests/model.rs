@@ -19,6 +19,12 @@ use proptest::test_runner::{Config, FileFailurePersistence};
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
 
 use CircuitState::{Closed, HalfOpen, Open};
+use std::num::NonZeroU32;
+
+/// A count setting; test constants are never zero.
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).expect("count settings are at least 1")
+}
 
 /// Settings in virtual milliseconds, small enough that thresholds, probe
 /// periods and timeouts are all crossed within a hundred steps.
@@ -36,14 +42,12 @@ struct Settings {
 
 impl Settings {
     fn config(self) -> BreakerConfig {
-        BreakerConfig::builder()
-            .failure_threshold(self.failure_threshold)
-            .probe_every(self.probe_every)
+        BreakerConfig::DEFAULT
+            .failure_threshold(nz(self.failure_threshold))
+            .probe_every(nz(self.probe_every))
             .probe_after(Duration::from_millis(self.probe_after_ms))
-            .max_probes_in_flight(self.max_probes_in_flight)
+            .max_probes_in_flight(nz(self.max_probes_in_flight))
             .probe_timeout(Duration::from_millis(self.probe_timeout_ms))
-            .build()
-            .unwrap_or_else(|err| panic!("generated settings are valid: {err}"))
     }
 }
 
@@ -599,11 +603,9 @@ prop_state_machine! {
 /// does.
 #[test]
 fn a_stale_call_report_notices_a_lost_probe() {
-    let config = BreakerConfig::builder()
-        .failure_threshold(1)
-        .probe_timeout(Duration::from_millis(10))
-        .build()
-        .unwrap();
+    let config = BreakerConfig::DEFAULT
+        .failure_threshold(nz(1))
+        .probe_timeout(Duration::from_millis(10));
     let start = Instant::now();
     let mut breaker = CircuitBreaker::new(config, start);
     let early = breaker.try_acquire(start).unwrap();

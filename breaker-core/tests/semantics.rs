@@ -9,6 +9,12 @@ use breaker_core::{
 
 use CircuitState::{Closed, HalfOpen, Open};
 use Outcome::{Failure, Success};
+use std::num::NonZeroU32;
+
+/// A count setting; test constants are never zero.
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).expect("count settings are at least 1")
+}
 
 /// A virtual clock: one real `Instant` as the origin, moved by hand.
 struct Sim {
@@ -171,10 +177,7 @@ fn probe_after_fires_without_counting_traffic() {
 
 #[test]
 fn a_lost_probe_times_out_and_counts_as_failure() {
-    let config = BreakerConfig::builder()
-        .probe_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let config = BreakerConfig::DEFAULT.probe_timeout(Duration::from_secs(5));
     let mut sim = Sim::new(config);
     run(&mut sim, "FFF");
     let _ = sim.transitions();
@@ -227,11 +230,9 @@ fn the_probe_timeout_is_noticed_by_the_next_call_too() {
 
 #[test]
 fn probes_in_flight_are_bounded() {
-    let config = BreakerConfig::builder()
-        .probe_every(1)
-        .max_probes_in_flight(2)
-        .build()
-        .unwrap();
+    let config = BreakerConfig::DEFAULT
+        .probe_every(nz(1))
+        .max_probes_in_flight(nz(2));
     let mut sim = Sim::new(config);
     run(&mut sim, "FFF");
     let now = sim.now();
@@ -314,10 +315,7 @@ fn stats_account_for_every_call() {
 
 #[test]
 fn undrained_transitions_are_bounded() {
-    let config = BreakerConfig::builder()
-        .failure_threshold(1)
-        .build()
-        .unwrap();
+    let config = BreakerConfig::DEFAULT.failure_threshold(nz(1));
     let mut sim = Sim::new(config);
     // Each "FS" pair opens then closes via a successful probe: 3 transitions.
     for _ in 0..100 {
@@ -342,11 +340,9 @@ fn rejected_says_which_state_rejected() {
 fn probe_after_counts_from_the_end_of_a_slow_failed_probe() {
     // A probe that takes longer than probe_after (a hanging backend) must not
     // make every following attempt a probe.
-    let config = BreakerConfig::builder()
+    let config = BreakerConfig::DEFAULT
         .probe_after(Duration::from_secs(1))
-        .probe_timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
+        .probe_timeout(Duration::from_secs(60));
     let mut sim = Sim::new(config);
     run(&mut sim, "FFF");
     let slow = sim.breaker.try_acquire(sim.now()).unwrap();
@@ -360,11 +356,9 @@ fn probe_after_counts_from_the_end_of_a_slow_failed_probe() {
 
 #[test]
 fn probe_after_counts_from_a_probe_timeout_too() {
-    let config = BreakerConfig::builder()
+    let config = BreakerConfig::DEFAULT
         .probe_after(Duration::from_secs(1))
-        .probe_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+        .probe_timeout(Duration::from_secs(5));
     let mut sim = Sim::new(config);
     run(&mut sim, "FFF");
     let _lost = sim.breaker.try_acquire(sim.now()).unwrap();

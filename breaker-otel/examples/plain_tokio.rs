@@ -9,20 +9,17 @@
 
 #![allow(clippy::print_stdout)]
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
-use breaker_otel::{BreakerConfig, BreakerSettings, TracingPipeline};
+use breaker_otel::{BreakerConfig, ExporterConfig, TracingPipeline};
 use opentelemetry::trace::{Tracer, TracerProvider};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let breaker = BreakerSettings {
-        breaker: BreakerConfig::builder()
-            .failure_threshold(3)
-            .probe_every(10)
-            .build()?,
-        export_timeout: Duration::from_secs(2),
-    };
+    let breaker = ExporterConfig::DEFAULT
+        .breaker(BreakerConfig::DEFAULT.failure_threshold(NonZeroU32::new(3).ok_or("zero")?))
+        .export_timeout(Duration::from_secs(2));
     let pipeline = TracingPipeline::builder()
         .default_service_name("plain-tokio-example")
         .breaker(breaker)

@@ -33,26 +33,23 @@ impl Clock for TokioClock {
     }
 }
 
-/// Settings for [`CircuitBreakerSpanExporter`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BreakerSettings {
-    /// The state machine's settings.
-    pub breaker: BreakerConfig,
-    /// The longest one export may take, whatever the inner exporter does.
-    pub export_timeout: Duration,
-}
-
-impl BreakerSettings {
-    /// Default bound on one export.
-    pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
-}
-
-impl Default for BreakerSettings {
-    fn default() -> Self {
-        Self {
-            breaker: BreakerConfig::default(),
-            export_timeout: Self::DEFAULT_EXPORT_TIMEOUT,
-        }
+breaker_core::settings! {
+    /// Settings of [`CircuitBreakerSpanExporter`]: the breaker's own
+    /// ([`BreakerConfig`], embedded, not copied) and the export deadline.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use breaker_otel::ExporterConfig;
+    ///
+    /// let config = ExporterConfig::DEFAULT.export_timeout(Duration::from_secs(2));
+    /// assert_eq!(config.breaker.failure_threshold.get(), 3);
+    /// ```
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct ExporterConfig {
+        /// The state machine's settings.
+        breaker: nested BreakerConfig = BreakerConfig::DEFAULT,
+        /// The longest one export may take, whatever the inner exporter does; then it counts as failed.
+        export_timeout: duration Duration = Duration::from_secs(10),
     }
 }
 
@@ -81,11 +78,11 @@ pub enum AdapterError {
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use breaker_otel::{BreakerSettings, CircuitBreakerSpanExporter};
+/// use breaker_otel::{ExporterConfig, CircuitBreakerSpanExporter};
 /// use opentelemetry_sdk::trace::SdkTracerProvider;
 ///
 /// let otlp = opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?;
-/// let exporter = CircuitBreakerSpanExporter::new(otlp, BreakerSettings::default())?;
+/// let exporter = CircuitBreakerSpanExporter::new(otlp, ExporterConfig::default())?;
 /// let health = exporter.handle(); // read it from health checks and metrics
 /// let provider = SdkTracerProvider::builder()
 ///     .with_batch_exporter(exporter)
@@ -244,9 +241,9 @@ impl<E: SpanExporter + 'static> CircuitBreakerSpanExporter<E> {
     ///
     /// [`AdapterError::NoRuntime`] outside a Tokio runtime;
     /// [`AdapterError::ZeroExportTimeout`] for a zero `export_timeout`.
-    pub fn new(inner: E, settings: BreakerSettings) -> Result<Self, AdapterError> {
+    pub fn new(inner: E, config: ExporterConfig) -> Result<Self, AdapterError> {
         let runtime = Handle::try_current().map_err(|_| AdapterError::NoRuntime)?;
-        Self::with_runtime(inner, settings, runtime, Arc::new(TokioClock))
+        Self::with_runtime(inner, config, runtime, Arc::new(TokioClock))
     }
 
     /// Wraps `inner` with an explicit runtime for exports and clock for the
@@ -257,18 +254,18 @@ impl<E: SpanExporter + 'static> CircuitBreakerSpanExporter<E> {
     /// [`AdapterError::ZeroExportTimeout`] for a zero `export_timeout`.
     pub fn with_runtime(
         inner: E,
-        settings: BreakerSettings,
+        config: ExporterConfig,
         runtime: Handle,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, AdapterError> {
-        if settings.export_timeout.is_zero() {
+        if config.export_timeout.is_zero() {
             return Err(AdapterError::ZeroExportTimeout);
         }
         let origin = clock.now();
         let published = Arc::new(Published::new(SystemTime::now()));
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
-                breaker: CircuitBreaker::new(settings.breaker, origin),
+                breaker: CircuitBreaker::new(config.breaker, origin),
                 spans_at_last_transition: SpanCounts::default(),
             }),
             published,
@@ -279,7 +276,7 @@ impl<E: SpanExporter + 'static> CircuitBreakerSpanExporter<E> {
             inner: Arc::new(inner),
             shared,
             runtime,
-            export_timeout: settings.export_timeout,
+            export_timeout: config.export_timeout,
             is_shutdown: AtomicBool::new(false),
         })
     }

@@ -17,9 +17,9 @@ mod handle;
 mod otel_env;
 mod pipeline;
 
-pub use breaker_core::{BreakerConfig, BreakerConfigBuilder, CircuitState, ConfigError};
+pub use breaker_core::{BreakerConfig, CircuitState, Setting, VisitSettings};
 pub use exporter::{
-    AdapterError, BreakerControl, BreakerSettings, CircuitBreakerSpanExporter, Clock, TokioClock,
+    AdapterError, BreakerControl, CircuitBreakerSpanExporter, Clock, ExporterConfig, TokioClock,
 };
 pub use handle::{BreakerHandle, BreakerSnapshot, FailedBatches, SpanCounts, TransitionCounts};
 pub use otel_env::{EnvVar, OtlpEnv, OtlpEnvError};

@@ -22,7 +22,7 @@ use opentelemetry_sdk::trace::{
 };
 use tokio::runtime::Handle;
 
-use crate::exporter::{AdapterError, BreakerControl, BreakerSettings, CircuitBreakerSpanExporter};
+use crate::exporter::{AdapterError, BreakerControl, CircuitBreakerSpanExporter, ExporterConfig};
 use crate::handle::{BreakerHandle, Published};
 use crate::otel_env::{Endpoint, OtlpEnv, OtlpEnvError, Resolved, mask_endpoint};
 
@@ -88,11 +88,11 @@ pub enum PipelineError {
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use breaker_otel::{BreakerSettings, TracingPipeline};
+/// use breaker_otel::{ExporterConfig, TracingPipeline};
 ///
 /// let pipeline = TracingPipeline::builder()
 ///     .default_service_name("my-service")
-///     .breaker(BreakerSettings::default())
+///     .breaker(ExporterConfig::default())
 ///     .build()?;
 /// opentelemetry::global::set_tracer_provider(pipeline.tracer_provider().clone());
 /// let health = pipeline.handle(); // for /health/telemetry and /metrics
@@ -103,7 +103,7 @@ pub enum PipelineError {
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct TracingPipelineBuilder {
-    breaker: BreakerSettings,
+    breaker: ExporterConfig,
     #[cfg(feature = "bench")]
     breaker_enabled: bool,
     default_service_name: String,
@@ -117,7 +117,7 @@ pub struct TracingPipelineBuilder {
 impl TracingPipelineBuilder {
     fn new() -> Self {
         Self {
-            breaker: BreakerSettings::default(),
+            breaker: ExporterConfig::default(),
             #[cfg(feature = "bench")]
             breaker_enabled: true,
             default_service_name: "unknown_service".to_owned(),
@@ -144,7 +144,7 @@ impl TracingPipelineBuilder {
     }
 
     /// The breaker settings, typically from the service's configuration.
-    pub fn breaker(mut self, settings: BreakerSettings) -> Self {
+    pub fn breaker(mut self, settings: ExporterConfig) -> Self {
         self.breaker = settings;
         self
     }

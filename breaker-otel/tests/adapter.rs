@@ -8,13 +8,13 @@ mod support;
 
 use std::time::Duration;
 
-use breaker_otel::{BreakerSettings, CircuitBreakerSpanExporter, CircuitState};
+use breaker_otel::{CircuitBreakerSpanExporter, CircuitState, ExporterConfig};
 use opentelemetry_sdk::error::OTelSdkError;
 use opentelemetry_sdk::trace::SpanExporter;
 use support::{Scripted, Step, spans};
 
 fn wrap(inner: &Scripted) -> CircuitBreakerSpanExporter<Scripted> {
-    CircuitBreakerSpanExporter::new(inner.clone(), BreakerSettings::default()).unwrap()
+    CircuitBreakerSpanExporter::new(inner.clone(), ExporterConfig::default()).unwrap()
 }
 
 /// Exports `n` one-span batches, one virtual millisecond apart.
@@ -139,10 +139,7 @@ async fn a_panicking_inner_exporter_is_a_failure_and_the_next_call_works() {
 #[tokio::test(start_paused = true)]
 async fn a_hanging_inner_exporter_is_cut_off_at_export_timeout() {
     let inner = Scripted::new([Step::Hang], Step::Succeed);
-    let settings = BreakerSettings {
-        export_timeout: Duration::from_secs(10),
-        ..BreakerSettings::default()
-    };
+    let settings = ExporterConfig::DEFAULT.export_timeout(Duration::from_secs(10));
     let exporter = CircuitBreakerSpanExporter::new(inner.clone(), settings).unwrap();
     let started = tokio::time::Instant::now();
     let result = exporter.export(spans(4)).await;

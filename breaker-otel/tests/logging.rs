@@ -10,7 +10,7 @@ mod support;
 
 use std::sync::{Arc, Mutex};
 
-use breaker_otel::{BreakerSettings, CircuitBreakerSpanExporter, CircuitState};
+use breaker_otel::{CircuitBreakerSpanExporter, CircuitState, ExporterConfig};
 use opentelemetry::trace::{Tracer, TracerProvider};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use support::{Scripted, Step};
@@ -61,7 +61,7 @@ async fn an_outage_logs_one_line_per_transition_and_nothing_per_batch() {
 
     let inner = Scripted::always(Step::Fail);
     let exporter =
-        CircuitBreakerSpanExporter::new(inner.clone(), BreakerSettings::default()).unwrap();
+        CircuitBreakerSpanExporter::new(inner.clone(), ExporterConfig::default()).unwrap();
     let handle = exporter.handle();
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use breaker_otel::{BreakerSettings, CircuitState, PipelineError, Protocol, TracingPipeline};
+use breaker_otel::{CircuitState, ExporterConfig, PipelineError, Protocol, TracingPipeline};
 use opentelemetry::trace::{Tracer, TracerProvider};
 
 /// An address where nothing listens: bound, then released.
@@ -81,11 +81,8 @@ fn answer_unavailable(stream: std::net::TcpStream, requests: &AtomicUsize) {
     }
 }
 
-fn settings(export_timeout: Duration) -> BreakerSettings {
-    BreakerSettings {
-        export_timeout,
-        ..BreakerSettings::default()
-    }
+fn settings(export_timeout: Duration) -> ExporterConfig {
+    ExporterConfig::DEFAULT.export_timeout(export_timeout)
 }
 
 async fn flush_batches(pipeline: &TracingPipeline, batches: usize) {

@@ -66,13 +66,6 @@ pub fn app(
 /// tracing is shut down, all within `server.shutdown_timeout` of the signal. Errors name the
 /// setting at fault, for instance `storage.path = ...: cannot open ...`.
 pub async fn run(settings: Settings, telemetry: Telemetry) -> anyhow::Result<()> {
-    if !settings.breaker.enabled {
-        tracing::warn!(
-            "breaker.enabled = false: spans are exported without the circuit breaker, as a stock \
-             OpenTelemetry pipeline does (for comparisons only); /health/telemetry always \
-             reports a closed circuit"
-        );
-    }
     let store = match open_store(&settings.storage).await {
         Ok(store) => store,
         Err(err) => {

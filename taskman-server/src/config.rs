@@ -6,19 +6,26 @@
 //! key and the value that was wrong, and where it came from. The OTLP exporter is configured by
 //! the standard `OTEL_*` variables: they are checked here but read by the exporter pipeline.
 
+mod declare;
 mod values;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use breaker_otel::ExporterConfig;
 use config::{Environment, FileFormat, Source as _, Value, ValueKind};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer};
 use serde_path_to_error::Segment;
+use telemetry_http::TelemetryHttpConfig;
 
-pub use values::{LogFormat, TrustedProxy, TrustedProxyError};
+use self::declare::{CoreSettings, Visit, Walk, section};
+pub use self::values::LogFormat;
+use self::values::{
+    BindAddress, Bytes, Count, DatabasePath, Format, HumanDuration, Proxies, Workers,
+};
 
 /// Environment variables by name: the process environment, or a test's own.
 pub type Env = BTreeMap<String, String>;
@@ -30,158 +37,95 @@ pub const ENV_SEPARATOR: &str = "__";
 /// Variable naming the configuration file when `--config` is not given.
 pub const CONFIG_FILE_VAR: &str = "TASKMAN_CONFIG";
 
-/// Every setting of the server. Unknown keys are errors in every section.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// Every setting of the server, section by section. The server's own sections are declared
+/// here; `breaker` and `metrics` are the library crates' own configuration types, not copies.
+/// Unknown keys are errors in every section.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Settings {
     /// The HTTP listener.
     pub server: ServerSettings,
-    /// The circuit breaker in front of the span exporter.
-    pub breaker: BreakerSettings,
-    /// The `/metrics` endpoint.
-    pub metrics: MetricsSettings,
+    /// The circuit breaker in front of the span exporter, with its own defaults.
+    pub breaker: ExporterConfig,
+    /// The `/metrics` endpoint's per-client rate limit.
+    pub metrics: TelemetryHttpConfig,
     /// Where tasks are kept.
     pub storage: StorageSettings,
     /// Log output.
     pub log: LogSettings,
 }
 
-/// `[server]`: the HTTP listener.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServerSettings {
-    /// `host:port` to listen on. Port 0 picks a free port (logged at start-up).
-    #[serde(deserialize_with = "values::bind_address")]
-    pub bind: String,
-    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
-    #[serde(with = "values::duration")]
-    pub shutdown_timeout: Duration,
-    /// Worker threads; one per CPU core when unset.
-    #[serde(
-        deserialize_with = "values::optional_non_zero_usize",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub workers: Option<NonZeroUsize>,
-    /// Largest accepted request body, in bytes.
-    #[serde(deserialize_with = "values::non_zero_usize")]
-    pub max_body_bytes: NonZeroUsize,
-}
-
-impl Default for ServerSettings {
-    fn default() -> Self {
-        Self {
-            bind: "127.0.0.1:8080".to_owned(),
-            shutdown_timeout: Duration::from_secs(10),
-            workers: None,
-            max_body_bytes: const { nonzero_usize(64 * 1024) },
-        }
+impl Walk for Settings {
+    fn walk(&mut self, v: &mut impl Visit) {
+        self.server.visit(v);
+        v.section(
+            "breaker",
+            "the circuit breaker in front of the span exporter",
+        );
+        self.breaker.visit_settings(&mut CoreSettings(v));
+        v.section("metrics", "the `/metrics` rate limit");
+        let metrics = &mut self.metrics;
+        v.setting::<_, Count>(
+            "requests_per_minute",
+            "Sustained `/metrics` requests per minute per client IP; over the limit the answer is `429` with a `Retry-After` header.",
+            &mut metrics.requests_per_minute,
+        );
+        v.setting::<_, Count>(
+            "burst",
+            "`/metrics` requests a client may make at once before the sustained rate applies.",
+            &mut metrics.burst,
+        );
+        v.setting::<_, Proxies>(
+            "trusted_proxies",
+            "Peers whose `X-Forwarded-For` header names the client (comma-separated in the environment); from any other peer the client is the TCP peer.",
+            &mut metrics.trusted_proxies,
+        );
+        self.storage.visit(v);
+        self.log.visit(v);
     }
 }
 
-/// A non-zero default, evaluated in `const { }` blocks so a zero fails the build.
-const fn nonzero_u32(n: u32) -> NonZeroU32 {
-    match NonZeroU32::new(n) {
-        Some(n) => n,
-        None => panic!("a non-zero default is zero"),
+impl<'de> Deserialize<'de> for Settings {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut settings = Self::default();
+        declare::deserialize_into(d, &mut settings)?;
+        Ok(settings)
     }
 }
 
-const fn nonzero_usize(n: usize) -> NonZeroUsize {
-    match NonZeroUsize::new(n) {
-        Some(n) => n,
-        None => panic!("a non-zero default is zero"),
+section! {
+    /// the HTTP listener
+    #[section = "server"]
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct ServerSettings {
+        /// `host:port` to listen on; port `0` picks a free port, named by the log line `listening on http://…`.
+        bind: String as BindAddress = "127.0.0.1:8080".to_owned(),
+        /// After SIGTERM or SIGINT, how long requests in flight may take to finish; queued spans are then flushed within what is left of it.
+        shutdown_timeout: Duration as HumanDuration = Duration::from_secs(10),
+        /// HTTP worker threads; unset: one per CPU core.
+        workers: Option<NonZeroUsize> as Workers = None,
+        /// Largest request body accepted; a larger one is answered `413` (`payload_too_large`).
+        max_body_bytes: NonZeroUsize as Bytes = NonZeroUsize::MIN.saturating_add(64 * 1024 - 1),
     }
 }
 
-/// `[breaker]`: when span export is attempted, given recent failures (CONTRACT.md section 2).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BreakerSettings {
-    /// `false` exports without the breaker, through the stock OpenTelemetry pipeline (the
-    /// OTLP exporter's own retries, no export deadline): for comparisons only.
-    #[serde(deserialize_with = "values::boolean")]
-    pub enabled: bool,
-    /// Consecutive export failures that open the circuit.
-    #[serde(deserialize_with = "values::non_zero_u32")]
-    pub failure_threshold: NonZeroU32,
-    /// While open, every n-th attempt is a probe.
-    #[serde(deserialize_with = "values::non_zero_u32")]
-    pub probe_every: NonZeroU32,
-    /// While open, an attempt is also a probe when this long has passed since the last one.
-    #[serde(with = "values::duration")]
-    pub probe_after: Duration,
-    /// A probe that has not reported back after this long counts as failed.
-    #[serde(with = "values::duration")]
-    pub probe_timeout: Duration,
-    /// Probes allowed at once while half-open.
-    #[serde(deserialize_with = "values::non_zero_u32")]
-    pub max_probes_in_flight: NonZeroU32,
-    /// Longest one export may take before it counts as failed.
-    #[serde(with = "values::duration")]
-    pub export_timeout: Duration,
-}
-
-impl Default for BreakerSettings {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            failure_threshold: const { nonzero_u32(3) },
-            probe_every: const { nonzero_u32(10) },
-            probe_after: Duration::from_secs(30),
-            probe_timeout: Duration::from_secs(15),
-            max_probes_in_flight: NonZeroU32::MIN,
-            export_timeout: Duration::from_secs(10),
-        }
+section! {
+    /// where tasks are kept
+    #[section = "storage"]
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct StorageSettings {
+        /// SQLite database file, created if missing, relative to the working directory; `":memory:"` keeps tasks in memory only.
+        path: PathBuf as DatabasePath = PathBuf::from("taskman.db"),
     }
 }
 
-/// `[metrics]`: the `/metrics` endpoint's per-client rate limit.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MetricsSettings {
-    /// Sustained scrapes per minute per client IP.
-    #[serde(deserialize_with = "values::non_zero_u32")]
-    pub requests_per_minute: NonZeroU32,
-    /// Scrapes a client may make at once before the rate applies.
-    #[serde(deserialize_with = "values::non_zero_u32")]
-    pub burst: NonZeroU32,
-    /// Peers whose `X-Forwarded-For` header names the client. In the environment: a
-    /// comma-separated list.
-    pub trusted_proxies: Vec<TrustedProxy>,
-}
-
-impl Default for MetricsSettings {
-    fn default() -> Self {
-        Self {
-            requests_per_minute: const { nonzero_u32(10) },
-            burst: const { nonzero_u32(10) },
-            trusted_proxies: Vec::new(),
-        }
+section! {
+    /// log output
+    #[section = "log"]
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct LogSettings {
+        /// Log lines on stderr: `"text"` for people, `"json"` (one object per line) for a log collector. The level comes from `RUST_LOG`.
+        format: LogFormat as Format = LogFormat::Text,
     }
-}
-
-/// `[storage]`: the SQLite database.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StorageSettings {
-    /// Database file, created if missing; `:memory:` keeps tasks in memory only.
-    pub path: PathBuf,
-}
-
-impl Default for StorageSettings {
-    fn default() -> Self {
-        Self {
-            path: PathBuf::from("taskman.db"),
-        }
-    }
-}
-
-/// `[log]`: log output on stderr. The level comes from `RUST_LOG` (default `info`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogSettings {
-    /// `"text"` or `"json"`.
-    pub format: LogFormat,
 }
 
 /// Why the configuration was rejected. Each message is one line.
@@ -347,13 +291,28 @@ impl Settings {
         let mut out = format!(
             "# Effective taskman-server configuration.\n# Sources: {sources}{ENV_PREFIX}{ENV_SEPARATOR}SECTION{ENV_SEPARATOR}KEY environment variables.\n\n"
         );
-        out.push_str(&toml::to_string(self)?);
+        out.push_str(&toml::to_string(&declare::to_toml_table(
+            &mut self.clone(),
+        ))?);
         // Comments: the `OTEL_*` variables are not keys of the configuration file.
         out.push_str(
             "\n# OpenTelemetry exporter: standard OTEL_* environment variables (not file keys).\n",
         );
         out.push_str(&otel_env(env).describe());
         Ok(out)
+    }
+
+    /// The reference tables of `docs/configuration.md`, generated from the declarations: a
+    /// table per section with each key's type, default, environment variable and doc.
+    #[must_use]
+    pub fn reference() -> String {
+        declare::reference(&mut Self::default())
+    }
+
+    /// Every key, dotted (`server.bind`), in declaration order.
+    #[must_use]
+    pub fn keys() -> Vec<String> {
+        declare::keys(&mut Self::default())
     }
 }
 
@@ -419,21 +378,10 @@ fn origin_of(key: &str, value: &Value, file: Option<&Path>) -> Origin {
     }
     match value.origin() {
         // The environment source labels its values with this text.
-        Some("the environment") => Origin::Env(env_var_for(key)),
+        Some("the environment") => Origin::Env(declare::env_var_for(key)),
         Some(other) => Origin::File(PathBuf::from(other)),
         None => file.map_or(Origin::Unknown, |f| Origin::File(f.to_path_buf())),
     }
-}
-
-/// `server.bind` → `TASKMAN__SERVER__BIND`; list indices are dropped.
-fn env_var_for(key: &str) -> String {
-    let base = key.split('[').next().unwrap_or(key);
-    let mut var = String::from(ENV_PREFIX);
-    for part in base.split('.') {
-        var.push_str(ENV_SEPARATOR);
-        var.push_str(&part.to_ascii_uppercase());
-    }
-    var
 }
 
 fn render(value: &Value) -> String {
@@ -494,16 +442,9 @@ mod tests {
         assert_eq!(s.server.shutdown_timeout, Duration::from_secs(10));
         assert_eq!(s.server.workers, None);
         assert_eq!(s.server.max_body_bytes.get(), 65_536);
-        assert!(s.breaker.enabled);
-        assert_eq!(s.breaker.failure_threshold.get(), 3);
-        assert_eq!(s.breaker.probe_every.get(), 10);
-        assert_eq!(s.breaker.probe_after, Duration::from_secs(30));
-        assert_eq!(s.breaker.probe_timeout, Duration::from_secs(15));
-        assert_eq!(s.breaker.max_probes_in_flight.get(), 1);
-        assert_eq!(s.breaker.export_timeout, Duration::from_secs(10));
-        assert_eq!(s.metrics.requests_per_minute.get(), 10);
-        assert_eq!(s.metrics.burst.get(), 10);
-        assert!(s.metrics.trusted_proxies.is_empty());
+        // The libraries' own defaults, not copies: they are pinned where they are defined.
+        assert_eq!(s.breaker, ExporterConfig::DEFAULT);
+        assert_eq!(s.metrics, TelemetryHttpConfig::default());
         assert_eq!(s.storage.path, PathBuf::from("taskman.db"));
         assert_eq!(s.log.format, LogFormat::Text);
         assert_eq!(s, Settings::default());
@@ -539,7 +480,7 @@ mod tests {
         let s = Settings::load(Some(file.path()), &env).unwrap();
         // Environment wins over the file...
         assert_eq!(s.server.bind, "127.0.0.1:0");
-        assert_eq!(s.breaker.failure_threshold.get(), 7);
+        assert_eq!(s.breaker.breaker.failure_threshold.get(), 7);
         let proxies: Vec<String> = s
             .metrics
             .trusted_proxies
@@ -551,11 +492,14 @@ mod tests {
         // ...the file wins over defaults...
         assert_eq!(s.server.shutdown_timeout, Duration::from_secs(3));
         assert_eq!(s.server.workers.map(NonZeroUsize::get), Some(4));
-        assert_eq!(s.breaker.probe_after, Duration::from_millis(250));
+        assert_eq!(s.breaker.breaker.probe_after, Duration::from_millis(250));
         assert_eq!(s.log.format, LogFormat::Json);
         // ...and untouched keys keep their defaults.
-        assert_eq!(s.breaker.probe_every.get(), 10);
-        assert_eq!(s.metrics.burst.get(), 10);
+        assert_eq!(
+            s.breaker.breaker.probe_every,
+            ExporterConfig::DEFAULT.breaker.probe_every
+        );
+        assert_eq!(s.metrics.burst, TelemetryHttpConfig::default().burst);
     }
 
     #[test]
@@ -622,14 +566,14 @@ mod tests {
                 "breaker.max_probes_in_flight = 4294967296 (from TASKMAN__BREAKER__MAX_PROBES_IN_FLIGHT): must be at most 4294967295",
             ),
             (
-                "TASKMAN__BREAKER__ENABLED",
-                "no",
-                "breaker.enabled = \"no\" (from TASKMAN__BREAKER__ENABLED): expected true or false",
+                "TASKMAN__SERVER__WORKERS",
+                "513",
+                "server.workers = 513 (from TASKMAN__SERVER__WORKERS): must be at most 512",
             ),
             (
-                "TASKMAN__BREAKER__ENABLED",
-                "1",
-                "breaker.enabled = 1 (from TASKMAN__BREAKER__ENABLED): expected true or false",
+                "TASKMAN__STORAGE__PATH",
+                " ",
+                "storage.path = \" \" (from TASKMAN__STORAGE__PATH): must not be empty",
             ),
             (
                 "TASKMAN__METRICS__REQUESTS_PER_MINUTE",
@@ -739,10 +683,6 @@ mod tests {
             (
                 "[breaker]\nprobe_every = 2.5\n",
                 "breaker.probe_every = 2.5 (in ",
-            ),
-            (
-                "[breaker]\nenabled = \"off\"\n",
-                "breaker.enabled = \"off\" (in ",
             ),
             (
                 "[metrics]\ntrusted_proxies = \"10.0.0.0/8\"\n",

@@ -5,17 +5,15 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use breaker_otel::{
-    BreakerConfig, BreakerSettings, PipelineError, TracingPipeline, TracingPipelineBuilder,
-};
+use breaker_otel::{PipelineError, TracingPipeline, TracingPipelineBuilder};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use telemetry_http::{TelemetryHttp, TelemetryHttpConfig};
+use telemetry_http::TelemetryHttp;
 
 use crate::api::tasks;
-#[cfg(not(feature = "bench"))]
-use crate::config::Origin;
-use crate::config::{self, ConfigError, Settings};
+#[cfg(test)]
+use crate::config;
+use crate::config::{ConfigError, Settings};
 
 /// The service name when `OTEL_SERVICE_NAME` does not say otherwise.
 pub const SERVICE_NAME: &str = "taskman";
@@ -39,13 +37,12 @@ impl Telemetry {
     ///
     /// A [`ConfigError`] naming the key or variable at fault, or a start-up failure.
     pub fn install(settings: &Settings) -> anyhow::Result<Self> {
-        let breaker = breaker_settings(&settings.breaker)?;
         // The process environment, which `Settings::load` checked with the same rules: the
         // OTLP exporter reads some variables (gRPC headers) from there by itself anyway.
         let builder = TracingPipeline::builder()
             .default_service_name(SERVICE_NAME)
-            .breaker(breaker);
-        let pipeline = with_breaker_switch(builder, &settings.breaker)?
+            .breaker(settings.breaker);
+        let pipeline = with_stock_switch(builder)
             .build()
             .map_err(|err| match err {
                 PipelineError::Env(err) => anyhow::Error::new(ConfigError::InvalidEnv {
@@ -69,26 +66,11 @@ impl Telemetry {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         opentelemetry::global::set_tracer_provider(pipeline.tracer_provider().clone());
 
-        let metrics = &settings.metrics;
-        let http = TelemetryHttp::new(
-            pipeline.handle(),
-            TelemetryHttpConfig {
-                requests_per_minute: metrics.requests_per_minute.get(),
-                burst: metrics.burst.get(),
-                trusted_proxies: metrics
-                    .trusted_proxies
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect(),
-            },
-        )
-        .context("metrics settings")?;
+        let http = TelemetryHttp::new(pipeline.handle(), settings.metrics.clone())
+            .context("metrics settings")?;
         let http_metrics = http.http_metrics();
         for (method, route) in tasks::ROUTES {
             http_metrics.register_route(method, route);
-        }
-        for route in TelemetryHttp::ROUTES {
-            http_metrics.register_route("GET", route);
         }
         Ok(Self { pipeline, http })
     }
@@ -135,50 +117,27 @@ impl Telemetry {
     }
 }
 
-fn breaker_settings(breaker: &config::BreakerSettings) -> anyhow::Result<BreakerSettings> {
-    let core = BreakerConfig::builder()
-        .failure_threshold(breaker.failure_threshold.get())
-        .probe_every(breaker.probe_every.get())
-        .probe_after(breaker.probe_after)
-        .probe_timeout(breaker.probe_timeout)
-        .max_probes_in_flight(breaker.max_probes_in_flight.get())
-        .build()
-        // The configuration's own checks reject these first; this keeps the key named if not.
-        .map_err(|err| anyhow::anyhow!("breaker.{err}"))?;
-    Ok(BreakerSettings {
-        breaker: core,
-        export_timeout: breaker.export_timeout,
-    })
-}
-
-/// `breaker.enabled = false` builds the stock pipeline, which exists for the benchmarks
-/// only (feature `bench`).
+/// Set to `true` in a server built with the `bench` feature to export through the stock
+/// pipeline, without the breaker: the benchmarks measure what the breaker changes. Not a
+/// setting: production builds have no pipeline without the breaker.
 #[cfg(feature = "bench")]
-fn with_breaker_switch(
-    builder: TracingPipelineBuilder,
-    breaker: &config::BreakerSettings,
-) -> anyhow::Result<TracingPipelineBuilder> {
-    Ok(builder.breaker_enabled(breaker.enabled))
+pub const STOCK_PIPELINE_VAR: &str = "TASKMAN_BENCH_STOCK_PIPELINE";
+
+#[cfg(feature = "bench")]
+fn with_stock_switch(builder: TracingPipelineBuilder) -> TracingPipelineBuilder {
+    let stock = std::env::var(STOCK_PIPELINE_VAR).is_ok_and(|v| v.trim() == "true");
+    if stock {
+        tracing::warn!(
+            "{STOCK_PIPELINE_VAR}=true: spans are exported without the circuit breaker, as a \
+             stock OpenTelemetry pipeline does (for comparisons only)"
+        );
+    }
+    builder.breaker_enabled(!stock)
 }
 
-/// Without the `bench` feature there is no pipeline without the breaker: asking for one
-/// is a configuration error, not a silently ignored key.
 #[cfg(not(feature = "bench"))]
-fn with_breaker_switch(
-    builder: TracingPipelineBuilder,
-    breaker: &config::BreakerSettings,
-) -> anyhow::Result<TracingPipelineBuilder> {
-    if breaker.enabled {
-        return Ok(builder);
-    }
-    Err(anyhow::Error::new(ConfigError::InvalidValue {
-        key: "breaker.enabled".to_owned(),
-        value: "false".to_owned(),
-        origin: Origin::Unknown,
-        reason: "the pipeline without the breaker is for benchmarks only: build the server \
-                 with --features bench"
-            .to_owned(),
-    }))
+fn with_stock_switch(builder: TracingPipelineBuilder) -> TracingPipelineBuilder {
+    builder
 }
 
 #[cfg(test)]
@@ -269,18 +228,5 @@ mod tests {
             assert!(err.starts_with(bad.0), "{bad:?}: {err}");
             assert!(!err.contains("hunter2"), "{bad:?}: {err}");
         }
-    }
-
-    #[cfg(not(feature = "bench"))]
-    #[test]
-    fn the_stock_pipeline_needs_the_bench_build() {
-        let breaker = config::BreakerSettings {
-            enabled: false,
-            ..config::BreakerSettings::default()
-        };
-        let err = with_breaker_switch(TracingPipeline::builder(), &breaker).unwrap_err();
-        let err = err.downcast::<ConfigError>().unwrap().to_string();
-        assert!(err.starts_with("breaker.enabled = false: "), "{err}");
-        assert!(err.contains("--features bench"), "{err}");
     }
 }

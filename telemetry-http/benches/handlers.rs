@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::test::{self, TestRequest};
 use actix_web::{App, HttpResponse, web};
-use breaker_otel::{BreakerSettings, CircuitBreakerSpanExporter};
+use breaker_otel::{CircuitBreakerSpanExporter, ExporterConfig};
 use criterion::{Criterion, criterion_group, criterion_main};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
@@ -62,7 +62,7 @@ impl SpanExporter for Backend {
 /// A breaker that exported, failed, opened, rejected and closed again.
 async fn used_breaker() -> CircuitBreakerSpanExporter<Backend> {
     let backend = Backend::default();
-    let exporter = CircuitBreakerSpanExporter::new(backend.clone(), BreakerSettings::default())
+    let exporter = CircuitBreakerSpanExporter::new(backend.clone(), ExporterConfig::default())
         .expect("built inside a runtime with a non-zero timeout");
     let _ = exporter.export(Vec::new()).await;
     backend.down.store(true, Ordering::SeqCst);

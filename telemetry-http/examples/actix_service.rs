@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use breaker_otel::{
-    BreakerConfig, BreakerControl, BreakerHandle, BreakerSettings, CircuitBreakerSpanExporter,
+    BreakerConfig, BreakerControl, BreakerHandle, CircuitBreakerSpanExporter, ExporterConfig,
 };
 use opentelemetry::trace::Tracer as _;
 use opentelemetry_otlp::{RetryPolicy, WithTonicConfig as _};
@@ -86,14 +86,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
 fn with_breaker<E: SpanExporter + 'static>(
     inner: E,
 ) -> Result<(SdkTracerProvider, BreakerHandle, BreakerControl), Box<dyn Error>> {
-    let settings = BreakerSettings {
-        breaker: BreakerConfig::builder()
-            .failure_threshold(3)
-            .probe_every(10)
-            .probe_after(Duration::from_secs(30))
-            .build()?,
-        export_timeout: Duration::from_secs(2),
-    };
+    let settings = ExporterConfig::DEFAULT
+        .breaker(BreakerConfig::DEFAULT.probe_after(Duration::from_secs(30)))
+        .export_timeout(Duration::from_secs(2));
     let exporter = CircuitBreakerSpanExporter::new(inner, settings)?;
     let handle = exporter.handle(); // read-only: health checks, metrics
     let control = exporter.control(); // force open, force closed, reset

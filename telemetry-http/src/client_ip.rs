@@ -96,7 +96,7 @@ mod tests {
 
     fn trusted(entries: &[&str]) -> TrustedProxies {
         TelemetryHttpConfig {
-            trusted_proxies: entries.iter().map(|e| (*e).to_owned()).collect(),
+            trusted_proxies: entries.iter().map(|e| e.parse().unwrap()).collect(),
             ..TelemetryHttpConfig::default()
         }
         .trusted_proxies()

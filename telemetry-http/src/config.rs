@@ -17,21 +17,21 @@ use governor::Quota;
 pub struct TelemetryHttpConfig {
     /// Sustained rate of `/metrics` requests per client IP: one request is
     /// earned back every `60 s / requests_per_minute`. At least 1.
-    pub requests_per_minute: u32,
+    pub requests_per_minute: NonZeroU32,
     /// How many `/metrics` requests a client may make at once before the
     /// sustained rate applies. At least 1.
-    pub burst: u32,
+    pub burst: NonZeroU32,
     /// Proxies whose `X-Forwarded-For` header is believed, as IP addresses
     /// (`10.0.0.7`, `::1`) or CIDR blocks (`10.0.0.0/8`, `fd00::/8`).
     /// Requests from any other peer are keyed by the peer address.
-    pub trusted_proxies: Vec<String>,
+    pub trusted_proxies: Vec<TrustedProxy>,
 }
 
 impl Default for TelemetryHttpConfig {
     fn default() -> Self {
         Self {
-            requests_per_minute: 10,
-            burst: 10,
+            requests_per_minute: NonZeroU32::MIN.saturating_add(9),
+            burst: NonZeroU32::MIN.saturating_add(9),
             trusted_proxies: Vec::new(),
         }
     }
@@ -64,9 +64,8 @@ impl TelemetryHttpConfig {
     /// The limiter quota: `burst` at once, one more every
     /// `60 s / requests_per_minute`.
     pub(crate) fn quota(&self) -> Result<Quota, ConfigError> {
-        let per_minute =
-            NonZeroU32::new(self.requests_per_minute).ok_or(ConfigError::ZeroRequestsPerMinute)?;
-        let burst = NonZeroU32::new(self.burst).ok_or(ConfigError::ZeroBurst)?;
+        let per_minute = self.requests_per_minute;
+        let burst = self.burst;
         // 60 s / u32::MAX is still about 14 ns, so the period is never zero.
         let period = Duration::from_secs(60) / per_minute.get();
         let quota = Quota::with_period(period).ok_or(ConfigError::ZeroRequestsPerMinute)?;
@@ -74,18 +73,7 @@ impl TelemetryHttpConfig {
     }
 
     pub(crate) fn trusted_proxies(&self) -> Result<TrustedProxies, ConfigError> {
-        let blocks = self
-            .trusted_proxies
-            .iter()
-            .map(|entry| {
-                entry
-                    .parse::<IpBlock>()
-                    .map_err(|reason| ConfigError::TrustedProxy {
-                        value: entry.clone(),
-                        reason,
-                    })
-            })
-            .collect::<Result<_, _>>()?;
+        let blocks = self.trusted_proxies.iter().map(|p| p.0).collect();
         Ok(TrustedProxies { blocks })
     }
 }
@@ -263,7 +251,7 @@ mod tests {
 
     fn proxies(entries: &[&str]) -> TrustedProxies {
         TelemetryHttpConfig {
-            trusted_proxies: entries.iter().map(|e| (*e).to_owned()).collect(),
+            trusted_proxies: entries.iter().map(|e| e.parse().unwrap()).collect(),
             ..TelemetryHttpConfig::default()
         }
         .trusted_proxies()
@@ -302,13 +290,8 @@ mod tests {
     }
 
     fn reason(entry: &str) -> String {
-        let err = TelemetryHttpConfig {
-            trusted_proxies: vec![entry.to_owned()],
-            ..TelemetryHttpConfig::default()
-        }
-        .trusted_proxies()
-        .unwrap_err();
-        err.to_string()
+        let err = entry.parse::<TrustedProxy>().unwrap_err();
+        format!("trusted_proxies entry `{entry}` is invalid: {err}")
     }
 
     #[test]
@@ -330,26 +313,6 @@ mod tests {
             "trusted_proxies entry `fd00::/x` is invalid: prefix length `x` is not a number"
         );
         assert!(reason("::/129").contains("exceeds 128"));
-    }
-
-    #[test]
-    fn zero_rates_are_refused_by_name() {
-        let zero_rate = TelemetryHttpConfig {
-            requests_per_minute: 0,
-            ..TelemetryHttpConfig::default()
-        };
-        assert_eq!(
-            zero_rate.quota().unwrap_err().to_string(),
-            "requests_per_minute must be at least 1, got 0"
-        );
-        let zero_burst = TelemetryHttpConfig {
-            burst: 0,
-            ..TelemetryHttpConfig::default()
-        };
-        assert_eq!(
-            zero_burst.quota().unwrap_err().to_string(),
-            "burst must be at least 1, got 0"
-        );
     }
 
     #[test]

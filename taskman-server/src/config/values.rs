@@ -1,29 +1,29 @@
-//! Value types and field (de)serializers for [`Settings`](super::Settings).
+//! Value types of the settings and their [`Codec`]s: how each is read from the configuration
+//! sources, written back by `--print-config` and named in the reference.
 //!
-//! Each deserializer states its rule in its error message ("must be at least 1"), so the
-//! loader can print `key = value: rule` without knowing which field failed.
+//! Each reader states its rule in its error message ("must be at least 1"), so the loader can
+//! print `key = value: rule` without knowing which setting failed.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::str::FromStr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::de::Error as _;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize};
+use telemetry_http::TrustedProxy;
 
-/// Durations written the human way: `"30s"`, `"250ms"`, `"1m 30s"`. Zero is rejected: every
+use super::declare::Codec;
+
+/// Durations written the human way: `"30s"`, `"250ms"`, `"1m 30s"`. Zero is refused: every
 /// duration in the configuration is a timeout or an interval, and zero would mean "never wait".
-pub(super) mod duration {
-    use std::time::Duration;
+pub(crate) struct HumanDuration;
 
-    use serde::de::Error as _;
-    use serde::{Deserialize, Deserializer, Serializer};
+impl Codec<Duration> for HumanDuration {
+    const TYPE: &'static str = "duration";
 
-    pub(crate) fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_duration(*value))
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         let value = humantime::parse_duration(text.trim()).map_err(|err| {
             D::Error::custom(format!(
@@ -34,6 +34,10 @@ pub(super) mod duration {
             return Err(D::Error::custom("must be longer than 0s"));
         }
         Ok(value)
+    }
+
+    fn to_toml(value: &Duration) -> Option<toml::Value> {
+        Some(humantime::format_duration(*value).to_string().into())
     }
 }
 
@@ -94,74 +98,87 @@ fn positive<'de, D: Deserializer<'de>>(d: D, max: u64) -> Result<u64, D::Error> 
     d.deserialize_any(Positive { max })
 }
 
-pub(super) fn non_zero_u32<'de, D: Deserializer<'de>>(d: D) -> Result<NonZeroU32, D::Error> {
-    let n = positive(d, u64::from(u32::MAX))?;
-    u32::try_from(n)
-        .ok()
-        .and_then(NonZeroU32::new)
-        .ok_or_else(|| D::Error::custom("must be at least 1"))
+fn integer(n: u64) -> toml::Value {
+    i64::try_from(n).map_or_else(|_| n.to_string().into(), toml::Value::Integer)
 }
 
-pub(super) fn non_zero_usize<'de, D: Deserializer<'de>>(d: D) -> Result<NonZeroUsize, D::Error> {
-    let max = u64::try_from(usize::MAX).unwrap_or(u64::MAX);
-    let n = positive(d, max)?;
-    usize::try_from(n)
-        .ok()
-        .and_then(NonZeroUsize::new)
-        .ok_or_else(|| D::Error::custom("must be at least 1"))
-}
+/// A count: a whole number, at least 1.
+pub(crate) struct Count;
 
-pub(super) fn optional_non_zero_usize<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<NonZeroUsize>, D::Error> {
-    non_zero_usize(d).map(Some)
-}
+impl Codec<NonZeroU32> for Count {
+    const TYPE: &'static str = "count";
 
-/// A boolean: `true` or `false` in the file; in the environment, where every value is text,
-/// `true` or `false` in any case. Numbers and words such as `on` or `yes` are refused, although
-/// `config` would convert them.
-pub(super) fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    struct Strict;
-
-    impl serde::de::Visitor<'_> for Strict {
-        type Value = bool;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("true or false")
-        }
-
-        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<bool, E> {
-            Ok(v)
-        }
-
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<bool, E> {
-            match v.trim().to_ascii_lowercase().as_str() {
-                "true" => Ok(true),
-                "false" => Ok(false),
-                _ => Err(E::custom("expected true or false")),
-            }
-        }
-
-        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<bool, E> {
-            Err(E::custom("expected true or false"))
-        }
-
-        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<bool, E> {
-            Err(E::custom("expected true or false"))
-        }
-
-        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<bool, E> {
-            Err(E::custom("expected true or false"))
-        }
+    fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NonZeroU32, D::Error> {
+        let n = positive(d, u64::from(u32::MAX))?;
+        u32::try_from(n)
+            .ok()
+            .and_then(NonZeroU32::new)
+            .ok_or_else(|| D::Error::custom("must be at least 1"))
     }
 
-    d.deserialize_any(Strict)
+    fn to_toml(value: &NonZeroU32) -> Option<toml::Value> {
+        Some(integer(u64::from(value.get())))
+    }
+}
+
+/// A size in bytes, at least 1.
+pub(crate) struct Bytes;
+
+impl Codec<NonZeroUsize> for Bytes {
+    const TYPE: &'static str = "count, bytes";
+
+    fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NonZeroUsize, D::Error> {
+        let max = u64::try_from(usize::MAX).unwrap_or(u64::MAX);
+        let n = positive(d, max)?;
+        usize::try_from(n)
+            .ok()
+            .and_then(NonZeroUsize::new)
+            .ok_or_else(|| D::Error::custom("must be at least 1"))
+    }
+
+    fn to_toml(value: &NonZeroUsize) -> Option<toml::Value> {
+        Some(integer(u64::try_from(value.get()).unwrap_or(u64::MAX)))
+    }
+}
+
+/// HTTP worker threads: 1 to [`Workers::MAX`], or unset for one per CPU core.
+pub(crate) struct Workers;
+
+impl Workers {
+    /// The most workers actix-server supports; it panics above this.
+    pub(crate) const MAX: u64 = 512;
+}
+
+impl Codec<Option<NonZeroUsize>> for Workers {
+    const TYPE: &'static str = "count, at most 512";
+
+    fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NonZeroUsize>, D::Error> {
+        let n = positive(d, Self::MAX)?;
+        Ok(usize::try_from(n).ok().and_then(NonZeroUsize::new))
+    }
+
+    fn to_toml(value: &Option<NonZeroUsize>) -> Option<toml::Value> {
+        value.and_then(|n| Bytes::to_toml(&n))
+    }
 }
 
 /// `host:port`, where host is an IP address or a name. Names are resolved when binding, so
 /// this only checks the shape: a typo like `127.0.0.1` (no port) fails here, not at bind time.
-pub(super) fn bind_address<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let text = String::deserialize(d)?;
+pub(crate) struct BindAddress;
+
+impl Codec<String> for BindAddress {
+    const TYPE: &'static str = "string, `host:port`";
+
+    fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        bind_address(String::deserialize(d)?).map_err(D::Error::custom)
+    }
+
+    fn to_toml(value: &String) -> Option<toml::Value> {
+        Some(value.clone().into())
+    }
+}
+
+fn bind_address(text: String) -> Result<String, &'static str> {
     if text.parse::<SocketAddr>().is_ok() {
         return Ok(text);
     }
@@ -173,8 +190,58 @@ pub(super) fn bind_address<'de, D: Deserializer<'de>>(d: D) -> Result<String, D:
     if well_formed {
         Ok(text)
     } else {
-        Err(D::Error::custom(
-            "expected host:port such as \"127.0.0.1:8080\" or \"[::1]:8080\"",
+        Err("expected host:port such as \"127.0.0.1:8080\" or \"[::1]:8080\"")
+    }
+}
+
+/// A database file path. Empty is refused: SQLite would keep the tasks in a temporary file
+/// and lose them all at restart.
+pub(crate) struct DatabasePath;
+
+impl Codec<PathBuf> for DatabasePath {
+    const TYPE: &'static str = "path";
+
+    fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.trim().is_empty() {
+            return Err(D::Error::custom(
+                "must not be empty (use \":memory:\" to keep tasks in memory only)",
+            ));
+        }
+        Ok(PathBuf::from(text))
+    }
+
+    fn to_toml(value: &PathBuf) -> Option<toml::Value> {
+        Some(value.display().to_string().into())
+    }
+}
+
+/// `X-Forwarded-For` sources: telemetry-http's own parser, so the server refuses at start-up
+/// exactly what the routes would, with the same message.
+pub(crate) struct Proxies;
+
+impl Codec<Vec<TrustedProxy>> for Proxies {
+    const TYPE: &'static str = "list of IP addresses or CIDR networks";
+
+    fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<TrustedProxy>, D::Error> {
+        struct Entry(TrustedProxy);
+
+        impl<'de> Deserialize<'de> for Entry {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                text.parse()
+                    .map(Entry)
+                    .map_err(|err| D::Error::custom(format!("invalid trusted proxy entry: {err}")))
+            }
+        }
+
+        let entries = Vec::<Entry>::deserialize(d)?;
+        Ok(entries.into_iter().map(|Entry(proxy)| proxy).collect())
+    }
+
+    fn to_toml(value: &Vec<TrustedProxy>) -> Option<toml::Value> {
+        Some(toml::Value::Array(
+            value.iter().map(|p| p.to_string().into()).collect(),
         ))
     }
 }
@@ -190,6 +257,32 @@ pub enum LogFormat {
     Json,
 }
 
+/// `"text"` or `"json"`.
+pub(crate) struct Format;
+
+impl Codec<LogFormat> for Format {
+    const TYPE: &'static str = "`\"text\"` or `\"json\"`";
+
+    fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LogFormat, D::Error> {
+        LogFormat::deserialize(d)
+    }
+
+    fn to_toml(value: &LogFormat) -> Option<toml::Value> {
+        Some(value.as_str().into())
+    }
+}
+
+impl LogFormat {
+    /// The name in the configuration.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for LogFormat {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
@@ -197,79 +290,6 @@ impl<'de> Deserialize<'de> for LogFormat {
             "text" => Ok(Self::Text),
             "json" => Ok(Self::Json),
             _ => Err(D::Error::custom("expected \"text\" or \"json\"")),
-        }
-    }
-}
-
-/// An IP address or CIDR network whose `X-Forwarded-For` header is believed, such as
-/// `10.0.0.0/8`, `192.0.2.7` or `fd00::/8`: `telemetry-http`'s own parser, so the server
-/// rejects at start-up exactly what the routes would, with the same message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TrustedProxy(telemetry_http::TrustedProxy);
-
-/// Why a trusted proxy entry was rejected.
-pub use telemetry_http::TrustedProxyError;
-
-impl FromStr for TrustedProxy {
-    type Err = TrustedProxyError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.parse().map(Self)
-    }
-}
-
-impl fmt::Display for TrustedProxy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl Serialize for TrustedProxy {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for TrustedProxy {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse()
-            .map_err(|err| D::Error::custom(format!("invalid trusted proxy entry: {err}")))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn trusted_proxy_entries() {
-        let cases: &[(&str, Result<&str, &str>)] = &[
-            ("10.0.0.0/8", Ok("10.0.0.0/8")),
-            (" 192.0.2.7 ", Ok("192.0.2.7")),
-            ("192.0.2.7/32", Ok("192.0.2.7")),
-            ("0.0.0.0/0", Ok("0.0.0.0/0")),
-            ("::1", Ok("::1")),
-            ("fd00::/8", Ok("fd00::/8")),
-            (
-                "10.0.0.1/8",
-                Err("host bits are set; the network is 10.0.0.0/8"),
-            ),
-            ("10.0.0.0/33", Err("prefix length 33 exceeds 32")),
-            ("fd00::/129", Err("prefix length 129 exceeds 128")),
-            (
-                "10.0.0.300",
-                Err("`10.0.0.300` is not an IPv4 or IPv6 address"),
-            ),
-            ("10.0.0.0/x", Err("prefix length `x` is not a number")),
-        ];
-        for (input, expected) in cases {
-            let got = input
-                .parse::<TrustedProxy>()
-                .map(|p| p.to_string())
-                .map_err(|e| e.to_string());
-            let expected = expected.map(str::to_owned).map_err(str::to_owned);
-            assert_eq!(got, expected, "input {input:?}");
         }
     }
 }

@@ -13,7 +13,7 @@ use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::HeaderMap;
 use actix_web::test::{self, TestRequest};
-use breaker_otel::{BreakerHandle, BreakerSettings, CircuitBreakerSpanExporter, CircuitState};
+use breaker_otel::{BreakerHandle, CircuitBreakerSpanExporter, CircuitState, ExporterConfig};
 use opentelemetry::InstrumentationScope;
 use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
@@ -80,7 +80,7 @@ impl Breaker {
     pub(crate) fn new() -> Self {
         let backend = ScriptedBackend::default();
         let exporter =
-            CircuitBreakerSpanExporter::new(backend.clone(), BreakerSettings::default()).unwrap();
+            CircuitBreakerSpanExporter::new(backend.clone(), ExporterConfig::default()).unwrap();
         Self {
             exporter: Arc::new(exporter),
             backend,

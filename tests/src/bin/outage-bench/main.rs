@@ -5,7 +5,7 @@
 //! of this crate, under load from [`tests::load`], on loopback:
 //!
 //! - **outage impact** and **versus no breaker**: a server with the breaker
-//!   and the stock pipeline (`breaker.enabled = false`, a build with the
+//!   and the stock pipeline (`TASKMAN_BENCH_STOCK_PIPELINE=true`, a build with the
 //!   `bench` feature: the stock pipeline and the SDK's own logs) each go through a healthy phase and three outages
 //!   (refused, unavailable, hanging), each outage followed by a recovery
 //!   window; rounds alternate the variants so machine drift cancels;
@@ -43,7 +43,7 @@ struct Cli {
     #[arg(long, value_name = "PATH", required_unless_present = "render_from")]
     server: Option<PathBuf>,
     /// The server built with `--features bench` (release: the stock pipeline and
-    /// the SDK's own logs); it runs with `breaker.enabled = false`.
+    /// the SDK's own logs); it runs with `TASKMAN_BENCH_STOCK_PIPELINE=true`.
     #[arg(long, value_name = "PATH", required_unless_present = "render_from")]
     stock_server: Option<PathBuf>,
     /// Measure nothing: write the Markdown again from the JSON of an earlier run.

@@ -136,7 +136,7 @@ fn outage_impact(out: &mut String, plan: &Plan, outages: &Outages) {
         out,
         "Settings: {} for every server; with the breaker also {} (`probe_every` and \
          `failure_threshold` at their defaults, 10 and 3). The stock server runs with \
-         `TASKMAN__BREAKER__ENABLED=false`. The OTLP exporter's own timeout is its default \
+         `TASKMAN_BENCH_STOCK_PIPELINE=true`. The OTLP exporter's own timeout is its default \
          (10 s) in both.\n",
         env_list(&PHASE_ENV),
         env_list(&BREAKER_ENV),

@@ -16,7 +16,7 @@ use serde_json::Value;
 pub(crate) enum Variant {
     /// As shipped: the breaker in front of the OTLP exporter.
     Breaker,
-    /// The stock pipeline: `breaker.enabled = false`, built with the SDK's
+    /// The stock pipeline: `TASKMAN_BENCH_STOCK_PIPELINE=true`, built with the SDK's
     /// and OTLP exporter's own logs.
     Stock,
     /// As shipped, with `OTEL_SDK_DISABLED=true`.
@@ -122,7 +122,7 @@ impl Rig {
         let binary = match variant {
             Variant::Breaker => &self.server,
             Variant::Stock => {
-                env.push(("TASKMAN__BREAKER__ENABLED", "false"));
+                env.push(("TASKMAN_BENCH_STOCK_PIPELINE", "true"));
                 &self.stock_server
             }
             Variant::TracingOff => {
