@@ -6,6 +6,10 @@
 //! give: the WAL is in the OS page cache) *and* a power cut or kernel crash (which needs the
 //! fsync). The cost is one fsync per write, which this service can afford.
 //!
+//! Every write runs in an explicit transaction whose `COMMIT` result is checked: that is
+//! where a full disk or an I/O error shows, and an unchecked commit would acknowledge a
+//! task that was never stored (and hand its id out again).
+//!
 //! Concurrency: one connection behind a [`Mutex`]. SQLite admits one writer at a time anyway,
 //! our queries take microseconds, and a single connection is the only way `:memory:` can be
 //! shared by all workers. Every call runs on Tokio's blocking pool
@@ -134,13 +138,25 @@ impl Store {
     /// Stores a new task and returns it with its id and timestamps.
     pub async fn create(&self, task: NewTask) -> Result<Task, StorageError> {
         self.call(db_span("INSERT", "INSERT tasks"), move |conn| {
-            let now = timestamp();
-            let sql = format!(
-                "INSERT INTO tasks (title, description, status, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?4) RETURNING {COLUMNS}"
-            );
-            let params = params![task.title.as_str(), task.description, task.status, now];
-            Ok(conn.query_row(&sql, params, task_from_row)?)
+            // An explicit transaction whose commit is checked: an autocommit `INSERT …
+            // RETURNING` read with `query_row` commits when the statement is reset, and
+            // rusqlite drops that error, so a failed commit (disk full) looked like success.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let created = {
+                let mut stmt = tx.prepare(&format!(
+                    "INSERT INTO tasks (title, description, status, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?4) RETURNING {COLUMNS}"
+                ))?;
+                let now = timestamp();
+                let params = params![task.title.as_str(), task.description, task.status, now];
+                // Stepped to the end, so every error of the statement is seen here.
+                let mut rows = stmt
+                    .query_map(params, task_from_row)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows.pop().ok_or(rusqlite::Error::QueryReturnedNoRows)?
+            };
+            tx.commit()?;
+            Ok(created)
         })
         .await
     }
@@ -219,7 +235,10 @@ impl Store {
     /// Deletes the task with this id; false if there was none.
     pub async fn delete(&self, id: i64) -> Result<bool, StorageError> {
         self.call(db_span("DELETE", "DELETE tasks"), move |conn| {
-            Ok(conn.execute("DELETE FROM tasks WHERE id = ?1", [id])? == 1)
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let deleted = tx.execute("DELETE FROM tasks WHERE id = ?1", [id])? == 1;
+            tx.commit()?;
+            Ok(deleted)
         })
         .await
     }
@@ -339,6 +358,9 @@ impl FromSql for TaskStatus {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use super::*;
     use crate::task::Title;
 
@@ -452,6 +474,145 @@ mod tests {
         assert_eq!((none.items.len(), none.total), (0, 0));
         let beyond = store.list(page(10, u64::MAX, None)).await.unwrap();
         assert_eq!((beyond.items.len(), beyond.total), (0, 5));
+    }
+
+    /// Every task in the database at `path`, read by a fresh store.
+    async fn all_tasks(path: &Path) -> Vec<Task> {
+        let store = Store::open(path).unwrap();
+        let page = |offset| ListQuery {
+            limit: 100,
+            offset,
+            status: None,
+        };
+        let mut tasks = Vec::new();
+        loop {
+            let items = store.list(page(tasks.len() as u64)).await.unwrap().items;
+            if items.is_empty() {
+                return tasks;
+            }
+            tasks.extend(items);
+        }
+    }
+
+    fn distinct_ids(tasks: &[Task]) -> bool {
+        tasks.iter().map(|t| t.id).collect::<BTreeSet<_>>().len() == tasks.len()
+    }
+
+    /// The commit hook runs at the commit itself, after every statement of the transaction
+    /// has succeeded: a vetoed commit fails exactly where a full disk fails (writing the WAL
+    /// at COMMIT). That is the failure the old `query_row` on `INSERT … RETURNING` lost,
+    /// which acknowledged the task and handed its id out again; `max_page_count` (below)
+    /// fails earlier, at the statement, which even that code reported.
+    #[tokio::test]
+    async fn a_write_whose_commit_fails_is_never_acknowledged_and_no_id_is_given_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.db");
+        let store = Store::open(&path).unwrap();
+        let veto = Arc::new(AtomicBool::new(false));
+        let hook = Arc::clone(&veto);
+        store
+            .conn
+            .lock()
+            .unwrap()
+            .commit_hook(Some(move || hook.load(Ordering::SeqCst)))
+            .unwrap();
+
+        let kept = store
+            .create(new_task("kept", TaskStatus::Todo))
+            .await
+            .unwrap();
+        let doomed = store
+            .create(new_task("doomed", TaskStatus::Todo))
+            .await
+            .unwrap();
+        veto.store(true, Ordering::SeqCst);
+        for i in 0..5 {
+            let lost = store
+                .create(new_task(&format!("lost {i}"), TaskStatus::Todo))
+                .await;
+            assert!(
+                lost.is_err(),
+                "an uncommitted create was acknowledged: {lost:?}"
+            );
+        }
+        let done = TaskChanges {
+            status: Some(TaskStatus::Done),
+            ..TaskChanges::default()
+        };
+        let update = store.update(kept.id, done).await;
+        assert!(
+            update.is_err(),
+            "an uncommitted update was acknowledged: {update:?}"
+        );
+        let delete = store.delete(doomed.id).await;
+        assert!(
+            delete.is_err(),
+            "an uncommitted delete was acknowledged: {delete:?}"
+        );
+        veto.store(false, Ordering::SeqCst);
+        let after = store
+            .create(new_task("after", TaskStatus::Todo))
+            .await
+            .unwrap();
+        drop(store);
+
+        let stored = all_tasks(&path).await;
+        assert_eq!(stored, vec![kept, doomed, after]);
+        assert!(distinct_ids(&stored), "{stored:?}");
+    }
+
+    /// A database that cannot grow (`max_page_count`, SQLite's deterministic SQLITE_FULL):
+    /// whatever each write answered, after a reopen the database holds exactly the
+    /// acknowledged tasks, acknowledged updates and deletes included, each id once.
+    #[tokio::test]
+    async fn a_full_database_holds_exactly_what_it_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.db");
+        let store = Store::open(&path).unwrap();
+        {
+            let conn = store.conn.lock().unwrap();
+            let pages: i64 = conn
+                .pragma_query_value(None, "page_count", |r| r.get(0))
+                .unwrap();
+            conn.pragma_update(None, "max_page_count", pages + 8)
+                .unwrap();
+        }
+        let mut acknowledged = BTreeMap::new();
+        let mut refused = 0;
+        for i in 0..200 {
+            let task = NewTask {
+                description: Some("x".repeat(1500)),
+                ..new_task(&format!("task {i}"), TaskStatus::Todo)
+            };
+            match store.create(task).await {
+                Ok(task) => {
+                    assert!(
+                        acknowledged.insert(task.id, task).is_none(),
+                        "id given twice"
+                    );
+                }
+                Err(_) => refused += 1,
+            }
+        }
+        assert!(refused > 0, "the database never filled up");
+        let ids: Vec<i64> = acknowledged.keys().copied().collect();
+        for id in &ids {
+            let grow = TaskChanges {
+                description: Some(Some("y".repeat(3000))),
+                ..TaskChanges::default()
+            };
+            if let Ok(Some(task)) = store.update(*id, grow).await {
+                acknowledged.insert(*id, task);
+            }
+        }
+        if store.delete(ids[0]).await.unwrap_or(false) {
+            acknowledged.remove(&ids[0]);
+        }
+        drop(store);
+
+        let stored = all_tasks(&path).await;
+        assert!(distinct_ids(&stored), "{stored:?}");
+        assert_eq!(stored, acknowledged.into_values().collect::<Vec<_>>());
     }
 
     #[test]
