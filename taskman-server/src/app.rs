@@ -23,7 +23,7 @@ use anyhow::Context as _;
 use opentelemetry_instrumentation_actix_web::RequestTracing;
 use telemetry_http::TelemetryHttp;
 
-use crate::api::{error, tasks};
+use crate::api::{error, ready, tasks};
 use crate::config::{Settings, StorageSettings};
 use crate::storage::Store;
 use crate::telemetry::Telemetry;
@@ -58,6 +58,7 @@ pub fn app(
         .wrap(telemetry.http_metrics())
         .app_data(web::Data::new(state.store))
         .configure(|cfg| telemetry.configure(cfg))
+        .configure(ready::configure)
         .service(tasks::scope(state.max_body_bytes).wrap(RequestTracing::new()))
         .default_service(web::to(error::no_route))
 }
@@ -72,6 +73,11 @@ pub async fn run(settings: Settings, telemetry: Telemetry) -> anyhow::Result<()>
              OpenTelemetry pipeline does (for comparisons only); /health/telemetry always \
              reports a closed circuit"
         );
+    }
+    // Before the first write to the database: see `storage::handle_file_size_signal`.
+    if let Err(err) = crate::storage::handle_file_size_signal() {
+        telemetry.abandon().await;
+        return Err(err).context("cannot handle SIGXFSZ");
     }
     let store = match open_store(&settings.storage).await {
         Ok(store) => store,
