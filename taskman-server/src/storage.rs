@@ -146,7 +146,7 @@ pub enum StorageError {
 pub enum Unavailable {
     /// SQLite reported a failure of the disk, the file or its lock (full, I/O error,
     /// busy), or a commit failed.
-    #[error("{0}")]
+    #[error("{}", with_extended_code(.0))]
     Sqlite(rusqlite::Error),
     /// The file the server opened is no longer at its path.
     #[error("{} was deleted or renamed while the server was using it", path.display())]
@@ -168,6 +168,15 @@ pub enum Unavailable {
         /// Why.
         source: io::Error,
     },
+}
+
+/// SQLite's message plus its extended code: "disk I/O error" alone does not say that it was
+/// a write (`778`, `SQLITE_IOERR_WRITE`: a full disk or a file size limit) or an fsync.
+fn with_extended_code(err: &rusqlite::Error) -> String {
+    match err.sqlite_extended_error_code() {
+        Some(code) => format!("{err} (SQLite code {code})"),
+        None => err.to_string(),
+    }
 }
 
 impl StorageError {

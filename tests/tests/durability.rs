@@ -338,7 +338,7 @@ const USER_VERSION_OFFSET: usize = 60;
 const APPLICATION_ID_OFFSET: usize = 68;
 
 #[test]
-fn a_database_from_a_newer_server_or_another_application_stops_start_with_one_line() {
+fn a_newer_schema_another_applications_file_or_an_empty_path_stop_start_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("tasks.db");
     let server = start_on(&db, None).unwrap();
@@ -371,6 +371,23 @@ fn a_database_from_a_newer_server_or_another_application_stops_start_with_one_li
         before,
         "a refused file was changed"
     );
+
+    // An empty path would be a temporary database, lost at restart. (An empty variable
+    // counts as unset, so the file's value is the one used.)
+    let config = dir.path().join("empty-path.toml");
+    std::fs::write(&config, "[storage]\npath = \"\"\n").unwrap();
+    match TaskmanServer::start_with_args(
+        &[("TASKMAN__STORAGE__PATH", "")],
+        &["--config", config.to_str().unwrap()],
+    ) {
+        Err(HarnessError::Exited { status, stderr }) => {
+            assert!(!status.success(), "{status}");
+            assert_eq!(stderr.lines().count(), 1, "not one line:\n{stderr}");
+            assert!(stderr.contains("the database path is empty"), "{stderr}");
+        }
+        Ok(server) => panic!("started on an empty path: {}", server.stderr()),
+        Err(other) => panic!("{other}"),
+    }
 
     // Ours again: the task is still there.
     patch_header(&db, APPLICATION_ID_OFFSET, u32::from_be_bytes(*b"TskM"));
