@@ -97,6 +97,19 @@ pub enum StorageError {
          task at restart (give a file, or :memory: on purpose)"
     )]
     EmptyPath,
+    /// The database file is missing but its write-ahead log is not: the file was deleted
+    /// while a server was using it. Starting empty would hide the loss of every task.
+    #[error(
+        "{} is missing but its write-ahead log {}-wal is there: the database was deleted \
+         while a server was using it; restore it, or delete the -wal and -shm files to start \
+         with no tasks",
+        path.display(),
+        path.display()
+    )]
+    Deleted {
+        /// The configured path.
+        path: PathBuf,
+    },
     /// The database could not be opened or prepared.
     #[error("cannot open the task database: {0}")]
     Open(rusqlite::Error),
@@ -307,6 +320,31 @@ impl FileIdentity {
     }
 }
 
+/// Whether the database at `path` is gone while its WAL is not. SQLite would create an
+/// empty file, find the WAL of no database and delete it.
+fn deleted_in_use(path: &Path) -> bool {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    matches!(path.try_exists(), Ok(false)) && matches!(Path::new(&wal).try_exists(), Ok(true))
+}
+
+impl Drop for Inner {
+    /// Closing a connection checkpoints the WAL into the file and deletes the WAL by name.
+    /// When the file was deleted, that removes the last sign at the path that tasks were
+    /// lost (the next start would begin empty, see [`StorageError::Deleted`]); when it was
+    /// replaced, the WAL deleted could be the new file's. So a connection whose file is no
+    /// longer at its path is leaked rather than closed: the process is ending anyway.
+    fn drop(&mut self) {
+        let lost = self
+            .file
+            .as_ref()
+            .is_some_and(|file| file.still_there().is_err());
+        if lost && let Ok(placeholder) = Connection::open_in_memory() {
+            std::mem::forget(std::mem::replace(&mut self.conn, placeholder));
+        }
+    }
+}
+
 #[cfg(unix)]
 fn device_and_inode(path: &Path) -> io::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt as _;
@@ -396,6 +434,11 @@ impl Store {
             return Err(StorageError::EmptyPath);
         }
         let in_memory = path == Path::new(IN_MEMORY);
+        if !in_memory && deleted_in_use(path) {
+            return Err(StorageError::Deleted {
+                path: path.to_path_buf(),
+            });
+        }
         let mut conn = if in_memory {
             Connection::open_in_memory()
         } else {
@@ -1246,6 +1289,43 @@ mod tests {
             .unwrap();
         drop(store);
         assert_eq!(all_tasks(&path).await, vec![kept, after]);
+    }
+
+    #[tokio::test]
+    async fn a_database_deleted_in_use_is_not_silently_started_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.db");
+        let store = Store::open(&path).unwrap();
+        store
+            .create(new_task("lost", TaskStatus::Todo))
+            .await
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            store
+                .create(new_task("refused", TaskStatus::Todo))
+                .await
+                .is_err()
+        );
+        drop(store);
+
+        let err = Store::open(&path).unwrap_err();
+        assert!(matches!(err, StorageError::Deleted { .. }), "{err}");
+        assert!(!err.to_string().contains('\n'), "{err}");
+        assert!(!path.exists(), "the refused start created a database");
+    }
+
+    #[tokio::test]
+    async fn a_clean_close_leaves_nothing_that_looks_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.db");
+        let store = Store::open(&path).unwrap();
+        store
+            .create(new_task("kept", TaskStatus::Todo))
+            .await
+            .unwrap();
+        drop(store);
+        assert_eq!(all_tasks(&path).await.len(), 1);
     }
 
     /// Captures what `tracing` logs on this thread.

@@ -395,3 +395,27 @@ fn a_newer_schema_another_applications_file_or_an_empty_path_stop_start_with_one
     assert_eq!(Api::new(&server).all_tasks().len(), 1);
     stop(server);
 }
+
+#[test]
+fn a_database_deleted_under_the_server_is_never_replaced_by_an_empty_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tasks.db");
+    let server = start_on(&db, None).unwrap();
+    let api = Api::new(&server);
+    for title in ["one", "two"] {
+        assert_eq!(api.create(title).status, 201);
+    }
+    std::fs::remove_file(&db).unwrap();
+    api.create("into the void").assert_storage_unavailable();
+    assert_eq!(api.send("GET", "/health/ready", None).status, 503);
+    stop(server);
+    assert!(!db.exists(), "the server recreated its database file");
+
+    // Starting empty would hide that two tasks are gone.
+    let line = refused_start(&db);
+    assert!(
+        line.contains("the database was deleted while a server was using it"),
+        "{line}"
+    );
+    assert!(!db.exists(), "the refused start created a database file");
+}
