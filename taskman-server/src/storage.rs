@@ -614,9 +614,16 @@ impl Store {
             // transaction rolls back when dropped. So a poisoned lock is safe to reuse.
             let mut inner = inner.lock().unwrap_or_else(PoisonError::into_inner);
             let inner = &mut *inner;
+            let changes_before = inner.conn.total_changes();
             let result = match inner.file.as_ref().map(FileIdentity::still_there) {
                 Some(Err(gone)) => Err(StorageError::Unavailable(gone)),
                 Some(Ok(())) | None => f(&mut inner.conn),
+            };
+            // A write that changed nothing (an empty PATCH, deleting a missing task) wrote
+            // nothing to the disk, so proves nothing about it.
+            let access = match access {
+                Access::Write if inner.conn.total_changes() == changes_before => Access::Read,
+                other => other,
             };
             inner.record(access, &result);
             result
@@ -1390,5 +1397,45 @@ mod tests {
             lines[2].contains("ERROR") && lines[3].contains("failed_calls=1"),
             "{log}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_write_that_changes_nothing_does_not_end_an_outage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.db");
+        let store = Store::open(&path).unwrap();
+        let task = store
+            .create(new_task("kept", TaskStatus::Todo))
+            .await
+            .unwrap();
+        let veto = Arc::new(AtomicBool::new(true));
+        let hook = Arc::clone(&veto);
+        store
+            .inner
+            .lock()
+            .unwrap()
+            .conn
+            .commit_hook(Some(move || hook.load(Ordering::SeqCst)))
+            .unwrap();
+        let outage = || store.inner.lock().unwrap().outage.is_some();
+
+        assert!(
+            store
+                .create(new_task("refused", TaskStatus::Todo))
+                .await
+                .is_err()
+        );
+        assert!(outage());
+        // Calls that write nothing succeed on a full disk too: they must not end it.
+        veto.store(false, Ordering::SeqCst);
+        store.update(task.id, TaskChanges::default()).await.unwrap();
+        assert!(!store.delete(task.id + 100).await.unwrap());
+        store.get(task.id).await.unwrap();
+        assert!(outage(), "ended by calls that wrote nothing");
+        store
+            .create(new_task("stored", TaskStatus::Todo))
+            .await
+            .unwrap();
+        assert!(!outage());
     }
 }
