@@ -23,7 +23,7 @@ use anyhow::Context as _;
 use opentelemetry_instrumentation_actix_web::RequestTracing;
 use telemetry_http::TelemetryHttp;
 
-use crate::api::{error, tasks};
+use crate::api::{error, ready, tasks};
 use crate::config::{Settings, StorageSettings};
 use crate::storage::Store;
 use crate::telemetry::Telemetry;
@@ -58,6 +58,7 @@ pub fn app(
         .wrap(telemetry.http_metrics())
         .app_data(web::Data::new(state.store))
         .configure(|cfg| telemetry.configure(cfg))
+        .configure(ready::configure)
         .service(tasks::scope(state.max_body_bytes).wrap(RequestTracing::new()))
         .default_service(web::to(error::no_route))
 }
@@ -66,6 +67,11 @@ pub fn app(
 /// tracing is shut down, all within `server.shutdown_timeout` of the signal. Errors name the
 /// setting at fault, for instance `storage.path = ...: cannot open ...`.
 pub async fn run(settings: Settings, telemetry: Telemetry) -> anyhow::Result<()> {
+    // Before the first write to the database: see `storage::handle_file_size_signal`.
+    if let Err(err) = crate::storage::handle_file_size_signal() {
+        telemetry.abandon().await;
+        return Err(err).context("cannot handle SIGXFSZ");
+    }
     let store = match open_store(&settings.storage).await {
         Ok(store) => store,
         Err(err) => {

@@ -13,9 +13,15 @@
 //! | 405 | `method_not_allowed` | the route exists, the method does not (see `Allow`) |
 //! | 413 | `payload_too_large` | the body exceeds `server.max_body_bytes` |
 //! | 415 | `unsupported_media_type` | the body is not sent as `application/json` |
-//! | 500 | `storage_error` | the database failed (details in the server log only) |
+//! | 500 | `storage_error` | a database statement failed: a bug (details in the server log only) |
+//! | 503 | `storage_unavailable` | the database cannot store or read tasks right now: disk full, I/O error, file deleted or replaced, locked by another process. Nothing was written; `Retry-After` says when to try again |
+//!
+//! 503 rather than 500 for an unavailable database: the request was fine and the same
+//! request may succeed later (once the disk has room), which is what 503 and `Retry-After`
+//! tell clients and load balancers. A write is answered 2xx only once it is committed.
 
 use std::fmt;
+use std::time::Duration;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::{StatusCode, header};
@@ -24,6 +30,10 @@ use serde::Serialize;
 
 use crate::storage::StorageError;
 
+/// `Retry-After` of a `storage_unavailable` answer: long enough for an operator's fix or a
+/// lock holder to finish, short enough that clients come back soon after.
+pub const STORAGE_RETRY_AFTER: Duration = Duration::from_secs(5);
+
 /// An error response of the API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -31,6 +41,7 @@ pub struct ApiError {
     code: &'static str,
     detail: String,
     allow: Option<&'static str>,
+    retry_after: Option<Duration>,
 }
 
 #[derive(Serialize)]
@@ -47,6 +58,7 @@ impl ApiError {
             code,
             detail: detail.into(),
             allow: None,
+            retry_after: None,
         }
     }
 
@@ -108,6 +120,9 @@ impl ResponseError for ApiError {
         if let Some(allow) = self.allow {
             response.insert_header((header::ALLOW, allow));
         }
+        if let Some(after) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, after.as_secs().to_string()));
+        }
         response.json(ErrorBody {
             error: self.code,
             detail: &self.detail,
@@ -116,13 +131,25 @@ impl ResponseError for ApiError {
 }
 
 impl From<StorageError> for ApiError {
-    /// The cause was logged where it happened; clients learn only that the fault is ours.
-    fn from(_: StorageError) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "storage_error",
-            "the task database failed; the server log has the details",
-        )
+    /// The cause was logged where it happened; clients learn only whether to retry.
+    fn from(err: StorageError) -> Self {
+        if err.is_unavailable() {
+            Self {
+                retry_after: Some(STORAGE_RETRY_AFTER),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "the task database cannot store or read tasks right now and nothing was \
+                     changed; retry later (the server log has the cause)",
+                )
+            }
+        } else {
+            Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage_error",
+                "the task database failed; the server log has the details",
+            )
+        }
     }
 }
 
@@ -193,4 +220,37 @@ pub fn always(err: ApiError) -> Route {
         let err = err.clone();
         async move { Err::<HttpResponse, _>(err) }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::storage::Unavailable;
+
+    #[test]
+    fn an_unavailable_database_is_503_with_retry_after_and_a_broken_statement_500() {
+        let unavailable = ApiError::from(StorageError::Unavailable(Unavailable::FileGone {
+            path: PathBuf::from("/data/tasks.db"),
+        }));
+        let response = unavailable.error_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(unavailable.code(), "storage_unavailable");
+        assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "5");
+        assert_eq!(
+            response.headers().get(header::CONTENT_TYPE).unwrap(),
+            "application/json"
+        );
+        assert!(
+            !unavailable.detail().contains("/data"),
+            "no paths to clients"
+        );
+
+        let broken = ApiError::from(StorageError::Query(rusqlite::Error::InvalidQuery));
+        let response = broken.error_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(broken.code(), "storage_error");
+        assert!(!response.headers().contains_key(header::RETRY_AFTER));
+    }
 }
