@@ -19,7 +19,7 @@ use config::{Environment, FileFormat, Source as _, Value, ValueKind};
 use serde::{Deserialize, Serialize};
 use serde_path_to_error::Segment;
 
-pub use values::{LogFormat, TrustedProxy, TrustedProxyError};
+pub use values::LogFormat;
 
 /// Environment variables by name: the process environment, or a test's own.
 pub type Env = BTreeMap<String, String>;
@@ -148,7 +148,7 @@ pub struct MetricsSettings {
     pub burst: NonZeroU32,
     /// Peers whose `X-Forwarded-For` header names the client. In the environment: a
     /// comma-separated list.
-    pub trusted_proxies: Vec<TrustedProxy>,
+    pub trusted_proxies: Vec<telemetry_http::TrustedProxy>,
 }
 
 impl Default for MetricsSettings {
@@ -666,12 +666,12 @@ mod tests {
             (
                 "TASKMAN__METRICS__TRUSTED_PROXIES",
                 "10.0.0.0/8,10.0.0.300",
-                "metrics.trusted_proxies[1] = \"10.0.0.300\" (from TASKMAN__METRICS__TRUSTED_PROXIES): invalid trusted proxy entry: `10.0.0.300` is not an IPv4 or IPv6 address",
+                "metrics.trusted_proxies[1] = \"10.0.0.300\" (from TASKMAN__METRICS__TRUSTED_PROXIES): `10.0.0.300` is not an IPv4 or IPv6 address",
             ),
             (
                 "TASKMAN__METRICS__TRUSTED_PROXIES",
                 "10.1.2.3/8",
-                "metrics.trusted_proxies[0] = \"10.1.2.3/8\" (from TASKMAN__METRICS__TRUSTED_PROXIES): invalid trusted proxy entry: host bits are set; the network is 10.0.0.0/8",
+                "metrics.trusted_proxies[0] = \"10.1.2.3/8\" (from TASKMAN__METRICS__TRUSTED_PROXIES): host bits are set; the network is 10.0.0.0/8",
             ),
             (
                 "TASKMAN__LOG__FORMAT",

@@ -62,22 +62,16 @@ impl Telemetry {
         let http = TelemetryHttp::new(
             pipeline.handle(),
             TelemetryHttpConfig {
-                requests_per_minute: metrics.requests_per_minute.get(),
-                burst: metrics.burst.get(),
-                trusted_proxies: metrics
-                    .trusted_proxies
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect(),
+                requests_per_minute: metrics.requests_per_minute,
+                burst: metrics.burst,
+                trusted_proxies: metrics.trusted_proxies.clone(),
             },
         )
-        .context("metrics settings")?;
+        .context("registering the /metrics series")?;
+        // The telemetry routes register their own series.
         let http_metrics = http.http_metrics();
         for (method, route) in tasks::ROUTES {
             http_metrics.register_route(method, route);
-        }
-        for route in TelemetryHttp::ROUTES {
-            http_metrics.register_route("GET", route);
         }
         Ok(Self { pipeline, http })
     }

@@ -6,10 +6,9 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::str::FromStr;
 
 use serde::de::Error as _;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Durations written the human way: `"30s"`, `"250ms"`, `"1m 30s"`. Zero is rejected: every
 /// duration in the configuration is a timeout or an interval, and zero would mean "never wait".
@@ -197,79 +196,6 @@ impl<'de> Deserialize<'de> for LogFormat {
             "text" => Ok(Self::Text),
             "json" => Ok(Self::Json),
             _ => Err(D::Error::custom("expected \"text\" or \"json\"")),
-        }
-    }
-}
-
-/// An IP address or CIDR network whose `X-Forwarded-For` header is believed, such as
-/// `10.0.0.0/8`, `192.0.2.7` or `fd00::/8`: `telemetry-http`'s own parser, so the server
-/// rejects at start-up exactly what the routes would, with the same message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TrustedProxy(telemetry_http::TrustedProxy);
-
-/// Why a trusted proxy entry was rejected.
-pub use telemetry_http::TrustedProxyError;
-
-impl FromStr for TrustedProxy {
-    type Err = TrustedProxyError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.parse().map(Self)
-    }
-}
-
-impl fmt::Display for TrustedProxy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl Serialize for TrustedProxy {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for TrustedProxy {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse()
-            .map_err(|err| D::Error::custom(format!("invalid trusted proxy entry: {err}")))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn trusted_proxy_entries() {
-        let cases: &[(&str, Result<&str, &str>)] = &[
-            ("10.0.0.0/8", Ok("10.0.0.0/8")),
-            (" 192.0.2.7 ", Ok("192.0.2.7")),
-            ("192.0.2.7/32", Ok("192.0.2.7")),
-            ("0.0.0.0/0", Ok("0.0.0.0/0")),
-            ("::1", Ok("::1")),
-            ("fd00::/8", Ok("fd00::/8")),
-            (
-                "10.0.0.1/8",
-                Err("host bits are set; the network is 10.0.0.0/8"),
-            ),
-            ("10.0.0.0/33", Err("prefix length 33 exceeds 32")),
-            ("fd00::/129", Err("prefix length 129 exceeds 128")),
-            (
-                "10.0.0.300",
-                Err("`10.0.0.300` is not an IPv4 or IPv6 address"),
-            ),
-            ("10.0.0.0/x", Err("prefix length `x` is not a number")),
-        ];
-        for (input, expected) in cases {
-            let got = input
-                .parse::<TrustedProxy>()
-                .map(|p| p.to_string())
-                .map_err(|e| e.to_string());
-            let expected = expected.map(str::to_owned).map_err(str::to_owned);
-            assert_eq!(got, expected, "input {input:?}");
         }
     }
 }
