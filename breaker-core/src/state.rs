@@ -19,9 +19,6 @@ use std::time::Instant;
 ///         |
 ///    reset / force_closed (from any state); force_open goes to Open
 /// ```
-///
-/// The gauge values (`closed` 0, `half_open` 1, `open` 2) are part of the
-/// published contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CircuitState {
     /// Every call is permitted; failures are counted.
@@ -33,7 +30,7 @@ pub enum CircuitState {
 }
 
 impl CircuitState {
-    /// Every state, in gauge order.
+    /// Every state: closed, half-open, open.
     pub const ALL: [CircuitState; 3] = [Self::Closed, Self::HalfOpen, Self::Open];
 
     /// The contract's name: `closed`, `half_open` or `open`.
@@ -43,16 +40,6 @@ impl CircuitState {
             Self::Closed => "closed",
             Self::HalfOpen => "half_open",
             Self::Open => "open",
-        }
-    }
-
-    /// The contract's gauge value: 0 closed, 1 half-open, 2 open.
-    #[must_use]
-    pub const fn gauge_value(self) -> i64 {
-        match self {
-            Self::Closed => 0,
-            Self::HalfOpen => 1,
-            Self::Open => 2,
         }
     }
 }
@@ -138,19 +125,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_and_gauge_values_are_the_contract() {
-        let seen: Vec<_> = CircuitState::ALL
-            .iter()
-            .map(|s| (s.to_string(), s.gauge_value()))
-            .collect();
-        assert_eq!(
-            seen,
-            [
-                ("closed".to_owned(), 0),
-                ("half_open".to_owned(), 1),
-                ("open".to_owned(), 2)
-            ]
-        );
+    fn names_are_the_contract() {
+        let seen: Vec<_> = CircuitState::ALL.iter().map(ToString::to_string).collect();
+        assert_eq!(seen, ["closed", "half_open", "open"]);
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!   and breaker ([`Telemetry`]) are built before, inside the same runtime.
 //! - [`app`] builds one worker's actix `App` from [`AppState`]: the `telemetry-http` routes,
 //!   the HTTP metrics middleware around everything, and request tracing around the task
-//!   scope only, so `/health*` and `/metrics` stay untraced.
+//!   scope only, so `/health*` and `/metrics` stay untraced. A request whose method is none of
+//!   the nine the HTTP conventions know gets a span named `HTTP {route}` (see
+//!   `app/other_methods.rs`).
 //!
 //! Shutdown: actix's own signal handling is off (it treats SIGINT as a forced stop). Both
 //! SIGTERM and SIGINT stop accepting connections and give requests in flight up to
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServerHandle, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use opentelemetry_instrumentation_actix_web::RequestTracing;
@@ -27,6 +30,8 @@ use crate::api::{error, ready, tasks};
 use crate::config::{Settings, StorageSettings};
 use crate::storage::Store;
 use crate::telemetry::Telemetry;
+
+mod other_methods;
 
 /// What every worker's application is built from. Cheap to clone: one per worker.
 #[derive(Debug, Clone)]
@@ -59,7 +64,14 @@ pub fn app(
         .app_data(web::Data::new(state.store))
         .configure(|cfg| telemetry.configure(cfg))
         .configure(ready::configure)
-        .service(tasks::scope(state.max_body_bytes).wrap(RequestTracing::new()))
+        .service(
+            tasks::scope(state.max_body_bytes)
+                // Innermost first: `restore` runs inside the server span `RequestTracing`
+                // opens, `hide` before it.
+                .wrap(from_fn(other_methods::restore))
+                .wrap(RequestTracing::new())
+                .wrap(from_fn(other_methods::hide)),
+        )
         .default_service(web::to(error::no_route))
 }
 

@@ -628,12 +628,12 @@ mod tests {
             (
                 "TASKMAN__METRICS__TRUSTED_PROXIES",
                 "10.0.0.0/8,10.0.0.300",
-                "metrics.trusted_proxies[1] = \"10.0.0.300\" (from TASKMAN__METRICS__TRUSTED_PROXIES): invalid trusted proxy entry: `10.0.0.300` is not an IPv4 or IPv6 address",
+                "metrics.trusted_proxies[1] = \"10.0.0.300\" (from TASKMAN__METRICS__TRUSTED_PROXIES): `10.0.0.300` is not an IPv4 or IPv6 address",
             ),
             (
                 "TASKMAN__METRICS__TRUSTED_PROXIES",
                 "10.1.2.3/8",
-                "metrics.trusted_proxies[0] = \"10.1.2.3/8\" (from TASKMAN__METRICS__TRUSTED_PROXIES): invalid trusted proxy entry: host bits are set; the network is 10.0.0.0/8",
+                "metrics.trusted_proxies[0] = \"10.1.2.3/8\" (from TASKMAN__METRICS__TRUSTED_PROXIES): host bits are set; the network is 10.0.0.0/8",
             ),
             (
                 "TASKMAN__LOG__FORMAT",

@@ -4,12 +4,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
+use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::ServiceResponse;
+use actix_web::http::Method;
 use actix_web::http::{StatusCode, header};
 use actix_web::test::{self, TestRequest};
+use actix_web::{HttpServer, rt};
 use breaker_otel::BreakerHandle;
 use serde_json::{Value, json};
 use taskman_server::app::{AppState, app};
@@ -294,8 +299,12 @@ async fn the_route_list_matches_the_routes() {
 async fn method_not_allowed_lists_the_allowed_methods() {
     let svc = test::init_service(app(state())).await;
     for (req, allow) in [
-        (TestRequest::put().uri("/tasks"), "GET, POST"),
-        (TestRequest::post().uri("/tasks/1"), "GET, PATCH, DELETE"),
+        (TestRequest::put().uri("/tasks"), "GET, HEAD, POST"),
+        (TestRequest::delete().uri("/tasks"), "GET, HEAD, POST"),
+        (
+            TestRequest::post().uri("/tasks/1"),
+            "GET, HEAD, PATCH, DELETE",
+        ),
     ] {
         let reply = send!(svc, req).await;
         assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
@@ -454,4 +463,94 @@ async fn list_paginates_and_filters() {
         assert_eq!(reply.body["offset"], *offset, "{uri}");
         assert_eq!(reply.body.as_object().unwrap().len(), 4, "{uri}");
     }
+}
+
+#[actix_web::test]
+async fn head_answers_wherever_get_does_with_the_same_status_and_headers() {
+    let svc = test::init_service(app(state())).await;
+    let created = send!(svc, json_post("/tasks", &json!({ "title": "t" }))).await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    for uri in [
+        "/tasks",
+        "/tasks?status=todo",
+        "/tasks/1",
+        "/tasks/2",
+        "/tasks?limit=x",
+    ] {
+        let get = send!(svc, TestRequest::get().uri(uri)).await;
+        let head = send!(svc, TestRequest::default().method(Method::HEAD).uri(uri)).await;
+        assert_eq!(head.status, get.status, "{uri}");
+        assert_eq!(content_type(&head), content_type(&get), "{uri}");
+    }
+}
+
+/// One HTTP/1.1 exchange on a real socket, as the client saw it: the status line, the
+/// headers but `date` (names lowercased, sorted) and every byte the server sent after them.
+fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+) -> (String, Vec<(String, String)>, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    // A bound on a hang, not on speed: a healthy answer takes milliseconds.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8(raw[..end].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().to_owned();
+    let mut headers: Vec<(String, String)> = lines
+        .map(|line| {
+            let (name, value) = line.split_once(':').unwrap();
+            (name.trim().to_ascii_lowercase(), value.trim().to_owned())
+        })
+        .filter(|(name, _)| name != "date")
+        .collect();
+    headers.sort();
+    (status, headers, raw[end + 4..].to_vec())
+}
+
+#[actix_web::test]
+async fn head_on_the_task_routes_sends_no_body_on_the_wire() {
+    let state = state();
+    let svc = test::init_service(app(state.clone())).await;
+    let created = send!(svc, json_post("/tasks", &json!({ "title": "t" }))).await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let server = HttpServer::new(move || app(state.clone()))
+        .workers(1)
+        .disable_signals()
+        .bind(("127.0.0.1", 0))
+        .unwrap();
+    let addr = server.addrs()[0];
+    let running = server.run();
+    let handle = running.handle();
+    rt::spawn(running);
+
+    for (path, status) in [
+        ("/tasks", "HTTP/1.1 200 OK"),
+        ("/tasks/1", "HTTP/1.1 200 OK"),
+        ("/tasks/2", "HTTP/1.1 404 Not Found"),
+    ] {
+        let (get, head) = rt::task::spawn_blocking(move || {
+            (exchange(addr, "GET", path), exchange(addr, "HEAD", path))
+        })
+        .await
+        .unwrap();
+        assert_eq!(get.0, status, "GET {path}");
+        assert_eq!(head.0, status, "HEAD {path}");
+        assert!(!get.2.is_empty(), "GET {path} has a body");
+        assert!(
+            head.2.is_empty(),
+            "HEAD {path} sent {:?}",
+            String::from_utf8_lossy(&head.2)
+        );
+        // Content-Length included: it is the size a GET would have sent.
+        assert_eq!(head.1, get.1, "{path}");
+    }
+    handle.stop(false).await;
 }

@@ -263,7 +263,7 @@ fn bad_configuration_exits_before_serving_with_one_line() {
         ("wrong type", &[], &[("TASKMAN__BREAKER__PROBE_EVERY", "ten")], 2, &["breaker.probe_every = \"ten\"", "expected a whole number"]),
         ("zero threshold", &[], &[("TASKMAN__BREAKER__FAILURE_THRESHOLD", "0")], 2, &["breaker.failure_threshold = 0", "must be at least 1"]),
         ("unparsable duration", &[], &[("TASKMAN__SERVER__SHUTDOWN_TIMEOUT", "soon")], 2, &["server.shutdown_timeout = \"soon\"", "duration"]),
-        ("invalid trusted proxy", &[], &[("TASKMAN__METRICS__TRUSTED_PROXIES", "10.0.0.0/8,bogus")], 2, &["metrics.trusted_proxies[1] = \"bogus\"", "invalid trusted proxy entry"]),
+        ("invalid trusted proxy", &[], &[("TASKMAN__METRICS__TRUSTED_PROXIES", "10.0.0.0/8,bogus")], 2, &["metrics.trusted_proxies[1] = \"bogus\"", "`bogus` is not an IPv4 or IPv6 address"]),
         ("unparsable endpoint", &[], &[("OTEL_EXPORTER_OTLP_ENDPOINT", "not a url")], 2, &["OTEL_EXPORTER_OTLP_ENDPOINT = \"not a url\"", "http://"]),
         ("unknown protocol", &[], &[("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon")], 2, &["OTEL_EXPORTER_OTLP_PROTOCOL = \"carrier-pigeon\""]),
         ("zero batch schedule delay", &[], &[("OTEL_BSP_SCHEDULE_DELAY", "0")], 2, &["config error: OTEL_BSP_SCHEDULE_DELAY = \"0\"", "at least 1"]),

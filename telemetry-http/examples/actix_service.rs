@@ -53,12 +53,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     let telemetry = TelemetryHttp::new(handle.clone(), TelemetryHttpConfig::default())?;
     let http_metrics = telemetry.http_metrics();
-    // Series for these routes exist, at 0, from the first scrape.
+    // Series for these routes exist, at 0, from the first scrape (those of
+    // /health, /health/telemetry and /metrics exist already).
     http_metrics.register_route("GET", "/hello");
     http_metrics.register_route("POST", "/admin/breaker/{action}");
-    for route in TelemetryHttp::ROUTES {
-        http_metrics.register_route("GET", route);
-    }
     let state = web::Data::new(handle.clone());
     let admin = web::Data::new(control);
     // Every worker gets a clone of the same `TelemetryHttp`: one registry and

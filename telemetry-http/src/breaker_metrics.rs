@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use breaker_otel::{BreakerHandle, BreakerSnapshot};
+use breaker_otel::{BreakerHandle, BreakerSnapshot, CircuitState};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 
@@ -20,6 +20,18 @@ const SPANS_PROCESSED_HELP: &str = "Spans handed to the circuit-breaking exporte
 const TRANSITIONS: &str = "circuit_transitions_total";
 const TRANSITIONS_HELP: &str =
     "Changes of the circuit breaker's state, by state left and state entered.";
+
+/// The `circuit_state` gauge's value for `state`, as the contract publishes
+/// it (dashboards and alerts compare against these numbers). Written out
+/// here, not derived from the enum's order, so reordering the states cannot
+/// change it.
+fn gauge_value(state: CircuitState) -> f64 {
+    match state {
+        CircuitState::Closed => 0.0,
+        CircuitState::HalfOpen => 1.0,
+        CircuitState::Open => 2.0,
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct BreakerCollector {
@@ -61,8 +73,7 @@ impl Collector for BreakerCollector {
 fn families(snapshot: &BreakerSnapshot) -> Vec<MetricFamily> {
     let state = {
         let mut gauge = Gauge::default();
-        // Gauge values are 0, 1 and 2: exact as f64.
-        gauge.set_value(snapshot.state.gauge_value() as f64);
+        gauge.set_value(gauge_value(snapshot.state));
         Metric::from_gauge(gauge)
     };
 
@@ -130,4 +141,30 @@ fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> Met
     family.set_field_type(kind);
     family.set_metric(metrics);
     family
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gauge_values_are_the_contract() {
+        let seen: Vec<_> = CircuitState::ALL
+            .iter()
+            .map(|s| (s.as_str(), gauge_value(*s)))
+            .collect();
+        assert_eq!(seen, [("closed", 0.0), ("half_open", 1.0), ("open", 2.0)]);
+    }
+
+    #[test]
+    fn the_help_text_states_the_encoding() {
+        for state in CircuitState::ALL {
+            let value = gauge_value(state);
+            let name = state.as_str().replace('_', "-");
+            assert!(
+                CIRCUIT_STATE_HELP.contains(&format!("{value} {name}")),
+                "{CIRCUIT_STATE_HELP:?} should say {value} {name}"
+            );
+        }
+    }
 }

@@ -8,7 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use actix_web::HttpRequest;
 use actix_web::http::header::HeaderName;
 
-use crate::config::{TrustedProxies, canonical};
+use crate::TrustedProxy;
+use crate::trusted_proxy::canonical;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
@@ -38,11 +39,11 @@ impl ClientKey {
 }
 
 /// The key `req` is limited under.
-pub(crate) fn client_key(req: &HttpRequest, trusted: &TrustedProxies) -> ClientKey {
+pub(crate) fn client_key(req: &HttpRequest, trusted: &[TrustedProxy]) -> ClientKey {
     let Some(peer) = req.peer_addr().map(|addr| addr.ip()) else {
         return ClientKey::Unknown;
     };
-    if trusted.is_empty() || !trusted.contains(peer) {
+    if !is_trusted(trusted, peer) {
         return ClientKey::from_ip(peer);
     }
     let forwarded = req.headers().get_all(X_FORWARDED_FOR).map(|value| {
@@ -52,6 +53,10 @@ pub(crate) fn client_key(req: &HttpRequest, trusted: &TrustedProxies) -> ClientK
     ClientKey::from_ip(forwarded_client(peer, forwarded, trusted))
 }
 
+fn is_trusted(trusted: &[TrustedProxy], ip: IpAddr) -> bool {
+    trusted.iter().any(|proxy| proxy.contains(ip))
+}
+
 /// Walks the hops right to left from a trusted `peer`. Each trusted hop
 /// vouches for the one to its left; the first hop that is not trusted is the
 /// client. A hop that is no address stops the walk at the last address a
@@ -59,7 +64,7 @@ pub(crate) fn client_key(req: &HttpRequest, trusted: &TrustedProxies) -> ClientK
 fn forwarded_client<'a>(
     peer: IpAddr,
     header_values: impl Iterator<Item = &'a str>,
-    trusted: &TrustedProxies,
+    trusted: &[TrustedProxy],
 ) -> IpAddr {
     // Several X-Forwarded-For headers form one list, in order.
     let hops: Vec<&str> = header_values.flat_map(|value| value.split(',')).collect();
@@ -69,7 +74,7 @@ fn forwarded_client<'a>(
             return client;
         };
         client = ip;
-        if !trusted.contains(ip) {
+        if !is_trusted(trusted, ip) {
             return client;
         }
     }
@@ -92,15 +97,9 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::TelemetryHttpConfig;
 
-    fn trusted(entries: &[&str]) -> TrustedProxies {
-        TelemetryHttpConfig {
-            trusted_proxies: entries.iter().map(|e| e.parse().unwrap()).collect(),
-            ..TelemetryHttpConfig::default()
-        }
-        .trusted_proxies()
-        .unwrap()
+    fn trusted(entries: &[&str]) -> Vec<TrustedProxy> {
+        entries.iter().map(|e| e.parse().unwrap()).collect()
     }
 
     /// The client chosen for a trusted `peer` forwarding `headers`.

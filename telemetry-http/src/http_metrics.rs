@@ -42,8 +42,9 @@ const DURATION_BUCKETS: [f64; 14] = [
 /// It records `http_server_requests_total{method,route,status_class}` and
 /// `http_server_request_duration_seconds{method,route}`. Call
 /// [`register_route`](Self::register_route) for every route the host serves
-/// so that its series exist, at 0, from the first scrape. Clones share the
-/// same metrics.
+/// so that its series exist, at 0, from the first scrape; those of
+/// [`TelemetryHttp::ROUTES`](crate::TelemetryHttp::ROUTES) exist already.
+/// Clones share the same metrics.
 #[derive(Clone, Debug)]
 pub struct HttpMetrics {
     inner: Arc<Recorders>,

@@ -2,7 +2,8 @@
 //! Prometheus metrics. Binds no port: the host service mounts the routes.
 //!
 //! [`TelemetryHttp`] reads a [`BreakerHandle`] (from `breaker-otel`) and
-//! mounts three routes with [`configure`](TelemetryHttp::configure):
+//! mounts three routes with [`configure`](TelemetryHttp::configure), each
+//! answering `GET` and `HEAD` (the same status and headers, no body):
 //!
 //! | route | answer |
 //! |---|---|
@@ -13,7 +14,8 @@
 //! `/metrics` exposes `circuit_state`, `spans_processed_total{outcome}` and
 //! `circuit_transitions_total{from,to}`, read from the handle at scrape time,
 //! and the HTTP server metrics recorded by the [`HttpMetrics`] middleware the
-//! host wraps around its `App`. Each instance owns its own
+//! host wraps around its `App`; the series of the three routes above exist
+//! from the first scrape. Each instance owns its own
 //! [`prometheus::Registry`]; nothing is global.
 //!
 //! The client of a `/metrics` request is the TCP peer; `X-Forwarded-For` is
@@ -21,6 +23,10 @@
 //! is not itself a trusted proxy, so a client cannot choose its own key.
 //! The limiter is `governor` itself: `actix-governor` is GPL-3.0-or-later and
 //! this crate is `MIT OR Apache-2.0`.
+//!
+//! Features: `serde` makes [`TrustedProxy`] (de)serialize as its string
+//! form; `test-util` adds `ManualClock` and `TelemetryHttp::with_manual_clock`,
+//! a `/metrics` limiter clock that tests move by hand.
 //!
 //! This crate deliberately does not bind sockets, start tasks, read
 //! configuration files, or know how the server is assembled.
@@ -34,16 +40,13 @@
 //!     let telemetry = TelemetryHttp::new(
 //!         handle,
 //!         TelemetryHttpConfig {
-//!             trusted_proxies: vec!["10.0.0.0/8".to_owned()],
+//!             trusted_proxies: vec!["10.0.0.0/8".parse()?],
 //!             ..TelemetryHttpConfig::default()
 //!         },
 //!     )?;
 //!     let http_metrics = telemetry.http_metrics();
-//!     // Series for these exist, at 0, from the first scrape.
+//!     // The host's own routes; the telemetry routes are registered already.
 //!     http_metrics.register_route("GET", "/tasks/{id}");
-//!     for route in TelemetryHttp::ROUTES {
-//!         http_metrics.register_route("GET", route);
-//!     }
 //!
 //!     let server = HttpServer::new(move || {
 //!         App::new()
@@ -66,19 +69,23 @@ use prometheus::Registry;
 mod breaker_metrics;
 mod client_ip;
 mod config;
+mod error;
 mod health;
 mod http_metrics;
 mod rate_limit;
 mod routes;
+mod trusted_proxy;
 
-pub use config::{ConfigError, TelemetryHttpConfig, TrustedProxy, TrustedProxyError};
+pub use config::TelemetryHttpConfig;
+pub use error::Error;
 pub use http_metrics::{
     HttpMetrics, HttpMetricsService, KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE,
 };
+#[cfg(feature = "test-util")]
 pub use rate_limit::ManualClock;
+pub use trusted_proxy::{ParseError, TrustedProxy};
 
 use crate::breaker_metrics::BreakerCollector;
-use crate::config::TrustedProxies;
 use crate::rate_limit::{LimiterClock, MetricsRateLimiter};
 
 /// Health and metrics routes for one breaker, with their own registry and
@@ -95,21 +102,21 @@ pub(crate) struct Shared {
     pub(crate) registry: Registry,
     pub(crate) http_metrics: HttpMetrics,
     pub(crate) limiter: MetricsRateLimiter,
-    pub(crate) trusted_proxies: TrustedProxies,
 }
 
 impl TelemetryHttp {
-    /// The paths [`configure`](Self::configure) mounts, all `GET`.
+    /// The paths [`configure`](Self::configure) mounts, each for `GET` and
+    /// `HEAD`. Their HTTP metrics series (method `GET`) exist from the first
+    /// scrape; the host need not register them.
     pub const ROUTES: [&'static str; 3] = ["/health", "/health/telemetry", "/metrics"];
 
-    /// Validates `config` and registers the breaker metrics in a new registry.
+    /// Registers the breaker metrics and the HTTP metrics (with the series of
+    /// [`ROUTES`](Self::ROUTES)) in a new registry.
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] naming the setting when `requests_per_minute` or
-    /// `burst` is 0 or a `trusted_proxies` entry is not an IP address or CIDR
-    /// block.
-    pub fn new(handle: BreakerHandle, config: TelemetryHttpConfig) -> Result<Self, ConfigError> {
+    /// [`Error::MetricRegistration`] if the registry refuses a metric.
+    pub fn new(handle: BreakerHandle, config: TelemetryHttpConfig) -> Result<Self, Error> {
         Self::build(
             handle,
             config,
@@ -120,16 +127,18 @@ impl TelemetryHttp {
     }
 
     /// Like [`new`](Self::new), but the `/metrics` limiter refills only as
-    /// `clock` is advanced: tests check refills without waiting.
+    /// `clock` is advanced: tests check refills without waiting. Only with
+    /// the `test-util` feature.
     ///
     /// # Errors
     ///
     /// As [`new`](Self::new).
+    #[cfg(feature = "test-util")]
     pub fn with_manual_clock(
         handle: BreakerHandle,
         config: TelemetryHttpConfig,
         clock: ManualClock,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, Error> {
         Self::build(handle, config, LimiterClock::Manual(clock))
     }
 
@@ -137,39 +146,50 @@ impl TelemetryHttp {
         handle: BreakerHandle,
         config: TelemetryHttpConfig,
         clock: LimiterClock,
-    ) -> Result<Self, ConfigError> {
-        let quota = config.quota()?;
-        let trusted_proxies = config.trusted_proxies()?;
+    ) -> Result<Self, Error> {
         let registry = Registry::new();
         registry.register(Box::new(BreakerCollector::new(handle.clone())?))?;
         let http_metrics = HttpMetrics::new(&registry)?;
+        for route in Self::ROUTES {
+            // HEAD is served too, but rarely enough that its series may
+            // appear on first use rather than double these.
+            http_metrics.register_route("GET", route);
+        }
         Ok(Self {
             shared: Arc::new(Shared {
                 handle,
+                limiter: MetricsRateLimiter::new(config.quota(), clock),
                 config,
                 registry,
                 http_metrics,
-                limiter: MetricsRateLimiter::new(quota, clock),
-                trusted_proxies,
             }),
         })
     }
 
-    /// Mounts `GET /health`, `GET /health/telemetry` and `GET /metrics`:
-    /// `App::new().configure(|cfg| telemetry.configure(cfg))`.
+    /// Mounts `/health`, `/health/telemetry` and `/metrics`, each for `GET`
+    /// and `HEAD`: `App::new().configure(|cfg| telemetry.configure(cfg))`.
+    /// Other methods get `405` with `Allow: GET, HEAD`. A `HEAD /metrics`
+    /// renders the same text as a `GET` and so counts against the same rate
+    /// limit; the server sends its headers only.
     pub fn configure(&self, cfg: &mut web::ServiceConfig) {
         let data = web::Data::from(Arc::clone(&self.shared));
-        cfg.service(web::resource("/health").route(web::get().to(routes::liveness)))
-            .service(
-                web::resource("/health/telemetry")
-                    .app_data(data.clone())
-                    .route(web::get().to(routes::telemetry_health)),
-            )
-            .service(
-                web::resource("/metrics")
-                    .app_data(data)
-                    .route(web::get().to(routes::metrics)),
-            );
+        cfg.service(
+            web::resource("/health")
+                .route(web::get().to(routes::liveness))
+                .route(web::head().to(routes::liveness)),
+        )
+        .service(
+            web::resource("/health/telemetry")
+                .app_data(data.clone())
+                .route(web::get().to(routes::telemetry_health))
+                .route(web::head().to(routes::telemetry_health)),
+        )
+        .service(
+            web::resource("/metrics")
+                .app_data(data)
+                .route(web::get().to(routes::metrics))
+                .route(web::head().to(routes::metrics)),
+        );
     }
 
     /// The middleware recording HTTP server metrics into this instance's

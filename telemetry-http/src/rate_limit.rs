@@ -5,7 +5,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use governor::clock::{Clock, FakeRelativeClock};
+use governor::clock::Clock;
+#[cfg(any(test, feature = "test-util"))]
+use governor::clock::FakeRelativeClock;
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::keyed::HashMapStateStore;
@@ -21,10 +23,12 @@ pub(crate) const CLEANUP_EVERY: u64 = 1024;
 ///
 /// Pass it to [`TelemetryHttp::with_manual_clock`](crate::TelemetryHttp::with_manual_clock)
 /// and call [`advance`](Self::advance) in tests instead of waiting for the
-/// limiter to refill. Clones share one time.
+/// limiter to refill. Clones share one time. Only with the `test-util` feature.
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Clone, Debug, Default)]
 pub struct ManualClock(FakeRelativeClock);
 
+#[cfg(any(test, feature = "test-util"))]
 impl ManualClock {
     /// A clock at time zero.
     #[must_use]
@@ -41,7 +45,10 @@ impl ManualClock {
 /// The limiter's time source: the monotonic clock, or a [`ManualClock`].
 #[derive(Clone, Debug)]
 pub(crate) enum LimiterClock {
-    Monotonic { origin: Instant },
+    Monotonic {
+        origin: Instant,
+    },
+    #[cfg(any(test, feature = "test-util"))]
     Manual(ManualClock),
 }
 
@@ -51,6 +58,7 @@ impl Clock for LimiterClock {
     fn now(&self) -> Nanos {
         match self {
             Self::Monotonic { origin } => Nanos::from(origin.elapsed()),
+            #[cfg(any(test, feature = "test-util"))]
             Self::Manual(clock) => clock.0.now(),
         }
     }
@@ -126,7 +134,7 @@ mod tests {
     use crate::TelemetryHttpConfig;
 
     fn limiter(clock: &ManualClock) -> MetricsRateLimiter {
-        let quota = TelemetryHttpConfig::default().quota().unwrap();
+        let quota = TelemetryHttpConfig::default().quota();
         MetricsRateLimiter::new(quota, LimiterClock::Manual(clock.clone()))
     }
 

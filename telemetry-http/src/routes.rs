@@ -62,7 +62,7 @@ pub(crate) async fn telemetry_health(shared: web::Data<Shared>) -> HttpResponse 
 }
 
 pub(crate) async fn metrics(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
-    let key = client_key(&req, &shared.trusted_proxies);
+    let key = client_key(&req, &shared.config.trusted_proxies);
     if let Decision::Limited { retry_after_secs } = shared.limiter.check(key) {
         let detail = format!(
             "at most {} /metrics requests per minute per client (burst {}); retry in {retry_after_secs} s",

@@ -18,7 +18,7 @@ fn behind_proxies(clock: &ManualClock) -> TelemetryHttp {
     TelemetryHttp::with_manual_clock(
         BreakerHandle::disabled(),
         TelemetryHttpConfig {
-            trusted_proxies: vec!["10.0.0.0/8".to_owned(), "fd00::/8".to_owned()],
+            trusted_proxies: vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()],
             ..TelemetryHttpConfig::default()
         },
         clock.clone(),

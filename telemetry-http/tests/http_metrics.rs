@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::num::NonZeroU32;
+
 use actix_web::http::{Method, StatusCode};
 use actix_web::{App, HttpResponse, error, test, web};
 use breaker_otel::BreakerHandle;
@@ -15,8 +17,8 @@ fn telemetry() -> TelemetryHttp {
     TelemetryHttp::with_manual_clock(
         BreakerHandle::disabled(),
         TelemetryHttpConfig {
-            requests_per_minute: 60_000,
-            burst: 1_000,
+            requests_per_minute: NonZeroU32::new(60_000).unwrap(),
+            burst: NonZeroU32::new(1_000).unwrap(),
             ..TelemetryHttpConfig::default()
         },
         ManualClock::new(),
@@ -63,6 +65,36 @@ async fn registered_routes_have_every_series_at_zero_before_any_request() {
     assert_eq!(sample(&text, &durations("GET", "/tasks/{id}")), Some(0.0));
     let inf_bucket = r#"http_server_request_duration_seconds_bucket{method="GET",route="/tasks/{id}",le="+Inf"}"#;
     assert_eq!(sample(&text, inf_bucket), Some(0.0));
+}
+
+#[actix_web::test]
+async fn the_telemetry_routes_have_their_series_before_the_host_registers_anything() {
+    let telemetry = telemetry();
+    let app = test::init_service(
+        App::new()
+            .wrap(telemetry.http_metrics())
+            .configure(|cfg| telemetry.configure(cfg)),
+    )
+    .await;
+
+    let text = send(&app, get_from("/metrics", "192.0.2.1").to_request())
+        .await
+        .body;
+    for route in TelemetryHttp::ROUTES {
+        for class in ["1xx", "2xx", "3xx", "4xx", "5xx"] {
+            // This scrape is counted once answered, after its text was rendered.
+            assert_eq!(
+                sample(&text, &requests("GET", route, class)),
+                Some(0.0),
+                "{route} {class}"
+            );
+        }
+        assert_eq!(
+            sample(&text, &durations("GET", route)),
+            Some(0.0),
+            "{route}"
+        );
+    }
 }
 
 #[actix_web::test]
@@ -157,7 +189,7 @@ async fn each_instance_has_its_own_registry() {
         .unwrap();
     assert_eq!(
         first_requests.get_metric().len(),
-        5,
-        "only /only-first's series"
+        5 * (1 + TelemetryHttp::ROUTES.len()),
+        "only /only-first's series and the telemetry routes' own"
     );
 }

@@ -4,14 +4,15 @@
 
 mod support;
 
+use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime};
 
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{App, test};
 use breaker_otel::{BreakerHandle, CircuitState};
 use telemetry_http::{ManualClock, TelemetryHttp, TelemetryHttpConfig};
 
-use support::{Breaker, get_from, sample, send, telemetry};
+use support::{Breaker, Served, get_from, sample, send, telemetry};
 
 #[actix_web::test]
 async fn health_telemetry_is_200_pass_while_the_circuit_is_closed() {
@@ -319,8 +320,8 @@ async fn the_limiter_refills_one_request_every_six_seconds_of_fake_time() {
 #[actix_web::test]
 async fn the_limit_is_configurable() {
     let config = TelemetryHttpConfig {
-        requests_per_minute: 2,
-        burst: 3,
+        requests_per_minute: NonZeroU32::new(2).unwrap(),
+        burst: NonZeroU32::new(3).unwrap(),
         ..TelemetryHttpConfig::default()
     };
     let telemetry =
@@ -356,8 +357,8 @@ async fn the_circuit_state_gauge_follows_the_breaker() {
     let telemetry = TelemetryHttp::with_manual_clock(
         breaker.handle(),
         TelemetryHttpConfig {
-            requests_per_minute: 60_000,
-            burst: 100,
+            requests_per_minute: NonZeroU32::new(60_000).unwrap(),
+            burst: NonZeroU32::new(100).unwrap(),
             ..TelemetryHttpConfig::default()
         },
         ManualClock::new(),
@@ -415,5 +416,56 @@ async fn other_methods_on_the_routes_are_not_served() {
             .peer_addr(support::peer("192.0.2.1"));
         let reply = send(&app, req.to_request()).await;
         assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert_eq!(reply.header("allow"), Some("GET, HEAD"), "{path}");
     }
+}
+
+#[actix_web::test]
+async fn head_answers_every_route_like_get_with_no_body_on_the_wire() {
+    let breaker = Breaker::new();
+    breaker.open().await;
+    let server = Served::start(telemetry(breaker.handle()));
+    for path in TelemetryHttp::ROUTES {
+        let get = server.exchange("GET", path).await;
+        let head = server.exchange("HEAD", path).await;
+        assert_eq!(head.status_line, get.status_line, "{path}");
+        assert!(!get.body.is_empty(), "{path}: GET has a body");
+        assert!(
+            head.body.is_empty(),
+            "{path}: HEAD sent {:?}",
+            String::from_utf8_lossy(&head.body)
+        );
+        // Content-Length included: it is the size a GET would have sent.
+        assert_eq!(head.stable_headers(), get.stable_headers(), "{path}");
+        assert!(head.header("content-length").is_some(), "{path}");
+    }
+    let head = server.exchange("HEAD", "/health").await;
+    assert_eq!(head.status_line, "HTTP/1.1 200 OK");
+    assert_eq!(head.header("content-type"), Some("application/health+json"));
+    let head = server.exchange("HEAD", "/health/telemetry").await;
+    assert_eq!(head.status_line, "HTTP/1.1 503 Service Unavailable");
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn head_on_metrics_spends_the_same_rate_budget_as_get() {
+    let telemetry = telemetry(BreakerHandle::disabled());
+    let app = test::init_service(App::new().configure(|cfg| telemetry.configure(cfg))).await;
+    let head = || {
+        test::TestRequest::default()
+            .method(Method::HEAD)
+            .uri("/metrics")
+            .peer_addr(support::peer("192.0.2.1"))
+            .to_request()
+    };
+    for n in 0..5 {
+        assert_eq!(send(&app, head()).await.status, StatusCode::OK, "HEAD {n}");
+        let get = send(&app, get_from("/metrics", "192.0.2.1").to_request()).await;
+        assert_eq!(get.status, StatusCode::OK, "GET {n}");
+    }
+    let limited = send(&app, head()).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.header("retry-after"), Some("6"));
+    let limited = send(&app, get_from("/metrics", "192.0.2.1").to_request()).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
 }

@@ -383,7 +383,10 @@ fn a_newer_schema_another_applications_file_or_an_empty_path_stop_start_with_one
         Err(HarnessError::Exited { status, stderr }) => {
             assert!(!status.success(), "{status}");
             assert_eq!(stderr.lines().count(), 1, "not one line:\n{stderr}");
-            assert!(stderr.contains("the database path is empty"), "{stderr}");
+            // The configuration refuses it first, naming the key (exit 2).
+            assert_eq!(status.code(), Some(2), "{status}");
+            assert!(stderr.contains("storage.path = \"\""), "{stderr}");
+            assert!(stderr.contains("must not be empty"), "{stderr}");
         }
         Ok(server) => panic!("started on an empty path: {}", server.stderr()),
         Err(other) => panic!("{other}"),

@@ -8,6 +8,9 @@
 //! | `PATCH /tasks/{id}` `{"title"?, "description"?, "status"?}` | 200, the task |
 //! | `DELETE /tasks/{id}` | 204 |
 //!
+//! `HEAD` is answered wherever `GET` is, by the same handler: the same status and headers, and
+//! the server sends no body.
+//!
 //! Bodies reject unknown fields; in a PATCH, `"description": null` removes the description,
 //! while `null` for `title` or `status` is an error (they cannot be absent). `limit` is 0 to
 //! 100 (default 20), `offset` 0 or more. Errors are described in [`super::error`].
@@ -32,7 +35,8 @@ pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
 
 /// Every task route as (method, route template): what a per-route metric should know about
-/// before the first request.
+/// before the first request. `HEAD` goes wherever `GET` does and is not listed: its series
+/// appear on first use.
 pub const ROUTES: [(&str, &str); 5] = [
     ("POST", "/tasks"),
     ("GET", "/tasks"),
@@ -57,16 +61,20 @@ pub fn scope(max_body_bytes: usize) -> Scope {
             web::resource("")
                 .name("tasks")
                 .route(web::get().to(list_tasks))
+                .route(web::head().to(list_tasks))
                 .route(web::post().to(create_task))
-                .default_service(always(ApiError::method_not_allowed("GET, POST"))),
+                .default_service(always(ApiError::method_not_allowed("GET, HEAD, POST"))),
         )
         .service(
             web::resource("/{id}")
                 .name("task")
                 .route(web::get().to(get_task))
+                .route(web::head().to(get_task))
                 .route(web::patch().to(update_task))
                 .route(web::delete().to(delete_task))
-                .default_service(always(ApiError::method_not_allowed("GET, PATCH, DELETE"))),
+                .default_service(always(ApiError::method_not_allowed(
+                    "GET, HEAD, PATCH, DELETE",
+                ))),
         )
 }
 

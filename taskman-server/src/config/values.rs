@@ -224,19 +224,7 @@ impl Codec<Vec<TrustedProxy>> for Proxies {
     const TYPE: &'static str = "list of IP addresses or CIDR networks";
 
     fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<TrustedProxy>, D::Error> {
-        struct Entry(TrustedProxy);
-
-        impl<'de> Deserialize<'de> for Entry {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let text = String::deserialize(d)?;
-                text.parse()
-                    .map(Entry)
-                    .map_err(|err| D::Error::custom(format!("invalid trusted proxy entry: {err}")))
-            }
-        }
-
-        let entries = Vec::<Entry>::deserialize(d)?;
-        Ok(entries.into_iter().map(|Entry(proxy)| proxy).collect())
+        Vec::<TrustedProxy>::deserialize(d)
     }
 
     fn to_toml(value: &Vec<TrustedProxy>) -> Option<toml::Value> {

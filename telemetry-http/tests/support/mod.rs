@@ -184,3 +184,106 @@ where
         body: String::from_utf8(body.to_vec()).unwrap(),
     }
 }
+
+/// The telemetry routes served over a real socket on `127.0.0.1:0`, for what
+/// only the wire shows (a `HEAD` answer's missing body).
+pub(crate) struct Served {
+    addr: SocketAddr,
+    handle: actix_web::dev::ServerHandle,
+}
+
+/// One HTTP/1.1 exchange as the client saw it.
+#[derive(Debug)]
+pub(crate) struct Wire {
+    pub(crate) status_line: String,
+    /// Lowercased names, in the order received.
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Served {
+    /// Serves `telemetry`'s routes on one worker. Call inside an actix runtime.
+    pub(crate) fn start(telemetry: TelemetryHttp) -> Self {
+        let server = actix_web::HttpServer::new(move || {
+            let telemetry = telemetry.clone();
+            actix_web::App::new().configure(move |cfg| telemetry.configure(cfg))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(("127.0.0.1", 0))
+        .unwrap();
+        let addr = server.addrs()[0];
+        let server = server.run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        Self { addr, handle }
+    }
+
+    /// Sends `method path` with `Connection: close` and reads until the
+    /// server closes, so every byte it sent is seen.
+    pub(crate) async fn exchange(&self, method: &str, path: &str) -> Wire {
+        let addr = self.addr;
+        let request =
+            format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        actix_web::rt::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            // A bound on a hang, not on speed: a healthy answer takes microseconds.
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+                .unwrap();
+            stream.write_all(request.as_bytes()).unwrap();
+            let mut raw = Vec::new();
+            stream.read_to_end(&mut raw).unwrap();
+            parse_wire(&raw)
+        })
+        .await
+        .unwrap()
+    }
+
+    pub(crate) async fn stop(self) {
+        self.handle.stop(false).await;
+    }
+}
+
+fn parse_wire(raw: &[u8]) -> Wire {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete header section");
+    let head = std::str::from_utf8(&raw[..end]).unwrap();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap().to_owned();
+    let headers = lines
+        .map(|line| {
+            let (name, value) = line.split_once(':').unwrap();
+            (name.trim().to_ascii_lowercase(), value.trim().to_owned())
+        })
+        .collect();
+    Wire {
+        status_line,
+        headers,
+        body: raw[end + 4..].to_vec(),
+    }
+}
+
+impl Wire {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The headers but `date`, sorted: what two answers to the same request share.
+    pub(crate) fn stable_headers(&self) -> Vec<(String, String)> {
+        let mut headers: Vec<_> = self
+            .headers
+            .iter()
+            .filter(|(name, _)| name != "date")
+            .cloned()
+            .collect();
+        headers.sort();
+        headers
+    }
+}
