@@ -14,6 +14,8 @@
 mod exporter;
 mod handle;
 mod pipeline;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 
 pub use breaker_core::{BreakerConfig, BreakerConfigBuilder, CircuitState, ConfigError};
 pub use exporter::{
