@@ -70,6 +70,8 @@ mod health;
 mod http_metrics;
 mod rate_limit;
 mod routes;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 
 pub use config::{ConfigError, TelemetryHttpConfig, TrustedProxy, TrustedProxyError};
 pub use http_metrics::{
