@@ -16,6 +16,8 @@ mod exporter;
 mod handle;
 mod otel_env;
 mod pipeline;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 
 pub use breaker_core::{BreakerConfig, CircuitState, Setting, VisitSettings};
 pub use exporter::{

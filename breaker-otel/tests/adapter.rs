@@ -4,21 +4,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::time::Duration;
 
+use breaker_otel::test_util::{ScriptedExporter, Step, spans};
 use breaker_otel::{CircuitBreakerSpanExporter, CircuitState, ExporterConfig};
 use opentelemetry_sdk::error::OTelSdkError;
 use opentelemetry_sdk::trace::SpanExporter;
-use support::{Scripted, Step, spans};
 
-fn wrap(inner: &Scripted) -> CircuitBreakerSpanExporter<Scripted> {
+fn wrap(inner: &ScriptedExporter) -> CircuitBreakerSpanExporter<ScriptedExporter> {
     CircuitBreakerSpanExporter::new(inner.clone(), ExporterConfig::default()).unwrap()
 }
 
 /// Exports `n` one-span batches, one virtual millisecond apart.
-async fn export_n(exporter: &CircuitBreakerSpanExporter<Scripted>, n: usize) {
+async fn export_n(exporter: &CircuitBreakerSpanExporter<ScriptedExporter>, n: usize) {
     for _ in 0..n {
         tokio::time::advance(Duration::from_millis(1)).await;
         let _ = exporter.export(spans(1)).await;
@@ -27,7 +25,7 @@ async fn export_n(exporter: &CircuitBreakerSpanExporter<Scripted>, n: usize) {
 
 #[tokio::test(start_paused = true)]
 async fn returns_an_error_rather_than_panicking_when_the_inner_exporter_fails() {
-    let inner = Scripted::always(Step::Fail);
+    let inner = ScriptedExporter::always(Step::Fail);
     let exporter = wrap(&inner);
     let result = exporter.export(spans(3)).await;
     assert!(
@@ -39,7 +37,7 @@ async fn returns_an_error_rather_than_panicking_when_the_inner_exporter_fails() 
 
 #[tokio::test(start_paused = true)]
 async fn opens_after_three_consecutive_failures() {
-    let inner = Scripted::always(Step::Fail);
+    let inner = ScriptedExporter::always(Step::Fail);
     let exporter = wrap(&inner);
     export_n(&exporter, 2).await;
     assert_eq!(exporter.handle().state(), CircuitState::Closed);
@@ -57,7 +55,7 @@ async fn opens_after_three_consecutive_failures() {
 
 #[tokio::test(start_paused = true)]
 async fn closes_after_a_successful_probe() {
-    let inner = Scripted::new([Step::Fail; 3], Step::Succeed);
+    let inner = ScriptedExporter::new([Step::Fail; 3], Step::Succeed);
     let exporter = wrap(&inner);
     export_n(&exporter, 3).await;
     assert_eq!(exporter.handle().state(), CircuitState::Open);
@@ -72,7 +70,7 @@ async fn closes_after_a_successful_probe() {
 
 #[tokio::test(start_paused = true)]
 async fn drops_spans_while_open_without_calling_the_inner_exporter() {
-    let inner = Scripted::always(Step::Fail);
+    let inner = ScriptedExporter::always(Step::Fail);
     let exporter = wrap(&inner);
     export_n(&exporter, 4).await; // opens, then attempt 0 probes
     let calls = inner.calls();
@@ -90,18 +88,13 @@ async fn drops_spans_while_open_without_calling_the_inner_exporter() {
 
 #[tokio::test(start_paused = true)]
 async fn exports_normally_while_closed() {
-    let inner = Scripted::always(Step::Succeed);
+    let inner = ScriptedExporter::always(Step::Succeed);
     let exporter = wrap(&inner);
     for _ in 0..20 {
         exporter.export(spans(10)).await.unwrap();
     }
     assert_eq!(inner.calls(), 20);
-    assert_eq!(
-        inner
-            .spans_received
-            .load(std::sync::atomic::Ordering::SeqCst),
-        200
-    );
+    assert_eq!(inner.spans_received(), 200);
     let snapshot = exporter.handle().snapshot();
     assert_eq!(snapshot.state, CircuitState::Closed);
     assert_eq!(snapshot.spans.exported, 200);
@@ -109,7 +102,7 @@ async fn exports_normally_while_closed() {
 
 #[tokio::test(start_paused = true)]
 async fn the_probe_cycle_reaches_the_backend_at_attempts_0_10_and_20() {
-    let inner = Scripted::always(Step::Fail);
+    let inner = ScriptedExporter::always(Step::Fail);
     let exporter = wrap(&inner);
     export_n(&exporter, 3).await;
     let mut reached = Vec::new();
@@ -126,7 +119,7 @@ async fn the_probe_cycle_reaches_the_backend_at_attempts_0_10_and_20() {
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_inner_exporter_is_a_failure_and_the_next_call_works() {
-    let inner = Scripted::new([Step::Panic], Step::Succeed);
+    let inner = ScriptedExporter::new([Step::Panic], Step::Succeed);
     let exporter = wrap(&inner);
     let result = exporter.export(spans(2)).await;
     assert!(matches!(result, Err(OTelSdkError::InternalFailure(ref m)) if m.contains("panicked")));
@@ -138,7 +131,7 @@ async fn a_panicking_inner_exporter_is_a_failure_and_the_next_call_works() {
 
 #[tokio::test(start_paused = true)]
 async fn a_hanging_inner_exporter_is_cut_off_at_export_timeout() {
-    let inner = Scripted::new([Step::Hang], Step::Succeed);
+    let inner = ScriptedExporter::new([Step::Hang], Step::Succeed);
     let settings = ExporterConfig::DEFAULT.export_timeout(Duration::from_secs(10));
     let exporter = CircuitBreakerSpanExporter::new(inner.clone(), settings).unwrap();
     let started = tokio::time::Instant::now();
@@ -156,7 +149,7 @@ async fn a_hanging_inner_exporter_is_cut_off_at_export_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn three_hangs_open_the_circuit() {
-    let inner = Scripted::always(Step::Hang);
+    let inner = ScriptedExporter::always(Step::Hang);
     let exporter = wrap(&inner);
     export_n(&exporter, 3).await;
     assert_eq!(exporter.handle().state(), CircuitState::Open);
@@ -164,7 +157,7 @@ async fn three_hangs_open_the_circuit() {
 
 #[tokio::test(start_paused = true)]
 async fn after_shutdown_export_fails_with_already_shutdown() {
-    let inner = Scripted::always(Step::Succeed);
+    let inner = ScriptedExporter::always(Step::Succeed);
     let exporter = wrap(&inner);
     exporter.shutdown().unwrap();
     assert!(matches!(
@@ -180,8 +173,8 @@ async fn after_shutdown_export_fails_with_already_shutdown() {
 
 #[tokio::test]
 async fn shutdown_returns_within_its_timeout_when_the_inner_shutdown_hangs() {
-    let mut inner = Scripted::always(Step::Succeed);
-    inner.shutdown_hangs = true;
+    let inner = ScriptedExporter::always(Step::Succeed);
+    inner.hang_on_shutdown();
     let exporter = wrap(&inner);
     let result = exporter.shutdown_with_timeout(Duration::from_millis(100));
     assert!(
@@ -192,7 +185,7 @@ async fn shutdown_returns_within_its_timeout_when_the_inner_shutdown_hangs() {
 
 #[tokio::test(start_paused = true)]
 async fn manual_control_forces_and_resets() {
-    let inner = Scripted::always(Step::Succeed);
+    let inner = ScriptedExporter::always(Step::Succeed);
     let exporter = wrap(&inner);
     let control = exporter.control();
     control.force_open();
@@ -231,7 +224,7 @@ mod accounting {
                 .build()
                 .unwrap();
             let (total, counts, received) = runtime.block_on(async {
-                let inner = Scripted::new(script.clone(), Step::Succeed);
+                let inner = ScriptedExporter::new(script.clone(), Step::Succeed);
                 let exporter = wrap(&inner);
                 let mut total = 0u64;
                 for &n in &sizes {
@@ -239,7 +232,7 @@ mod accounting {
                     let _ = exporter.export(spans(n)).await;
                     total += n as u64;
                 }
-                let received = inner.spans_received.load(std::sync::atomic::Ordering::SeqCst);
+                let received = inner.spans_received();
                 (total, exporter.handle().snapshot().spans, received as u64)
             });
             prop_assert_eq!(counts.total(), total);

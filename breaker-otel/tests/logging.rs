@@ -6,14 +6,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 
+use breaker_otel::test_util::{ScriptedExporter, Step};
 use breaker_otel::{CircuitBreakerSpanExporter, CircuitState, ExporterConfig};
 use opentelemetry::trace::{Tracer, TracerProvider};
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use support::{Scripted, Step};
 use tracing::Level;
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -59,7 +57,7 @@ async fn an_outage_logs_one_line_per_transition_and_nothing_per_batch() {
     tracing::subscriber::set_global_default(tracing_subscriber::registry().with(capture.clone()))
         .unwrap();
 
-    let inner = Scripted::always(Step::Fail);
+    let inner = ScriptedExporter::always(Step::Fail);
     let exporter =
         CircuitBreakerSpanExporter::new(inner.clone(), ExporterConfig::default()).unwrap();
     let handle = exporter.handle();

@@ -8,8 +8,9 @@
 //!   can be told from the handlers' own.
 //! - `routes/health`, `routes/health_telemetry`, `routes/metrics`: one
 //!   request each. The `/metrics` limiter allows every request (its check is
-//!   still made); the registry holds the series the server registers: the
-//!   breaker's and the HTTP metrics of its eight routes.
+//!   still made); the registry holds the breaker's series and the HTTP
+//!   metrics of the routes this bench's own app serves (the three telemetry
+//!   routes and `/baseline`), registered as a host registers its routes.
 //! - `render/metrics_text`: gathering the registry and encoding the text
 //!   exposition, without HTTP.
 //!
@@ -19,56 +20,28 @@
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::test::{self, TestRequest};
 use actix_web::{App, HttpResponse, web};
+use breaker_otel::test_util::{ScriptedExporter, Step};
 use breaker_otel::{CircuitBreakerSpanExporter, ExporterConfig};
 use criterion::{Criterion, criterion_group, criterion_main};
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use opentelemetry_sdk::trace::SpanExporter;
 use prometheus::{Encoder, TextEncoder};
 use telemetry_http::{TelemetryHttp, TelemetryHttpConfig};
 
-/// The routes `taskman-server` registers for its HTTP metrics; the three
-/// telemetry routes register themselves.
-const SERVER_ROUTES: [(&str, &str); 5] = [
-    ("POST", "/tasks"),
-    ("GET", "/tasks"),
-    ("GET", "/tasks/{id}"),
-    ("PATCH", "/tasks/{id}"),
-    ("DELETE", "/tasks/{id}"),
-];
-
-/// A backend that is up or down as the setup needs.
-#[derive(Debug, Clone, Default)]
-struct Backend {
-    down: Arc<AtomicBool>,
-}
-
-impl SpanExporter for Backend {
-    async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
-        if self.down.load(Ordering::SeqCst) {
-            Err(OTelSdkError::InternalFailure("down".into()))
-        } else {
-            Ok(())
-        }
-    }
-}
-
 /// A breaker that exported, failed, opened, rejected and closed again.
-async fn used_breaker() -> CircuitBreakerSpanExporter<Backend> {
-    let backend = Backend::default();
+async fn used_breaker() -> CircuitBreakerSpanExporter<ScriptedExporter> {
+    let backend = ScriptedExporter::default();
     let exporter = CircuitBreakerSpanExporter::new(backend.clone(), ExporterConfig::default())
         .expect("built inside a runtime with a non-zero timeout");
     let _ = exporter.export(Vec::new()).await;
-    backend.down.store(true, Ordering::SeqCst);
+    backend.set(Step::Fail);
     for _ in 0..5 {
         let _ = exporter.export(Vec::new()).await;
     }
-    backend.down.store(false, Ordering::SeqCst);
+    backend.set(Step::Succeed);
     for _ in 0..10 {
         let _ = exporter.export(Vec::new()).await;
     }
@@ -88,8 +61,8 @@ fn handlers(c: &mut Criterion) {
     )
     .expect("a valid configuration");
     let http_metrics = telemetry.http_metrics();
-    for (method, route) in SERVER_ROUTES {
-        http_metrics.register_route(method, route);
+    for route in TelemetryHttp::ROUTES.into_iter().chain(["/baseline"]) {
+        http_metrics.register_route("GET", route);
     }
     let app = {
         let telemetry = telemetry.clone();

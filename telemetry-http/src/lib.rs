@@ -74,6 +74,8 @@ mod health;
 mod http_metrics;
 mod rate_limit;
 mod routes;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 mod trusted_proxy;
 
 pub use config::TelemetryHttpConfig;

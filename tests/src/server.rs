@@ -7,7 +7,11 @@
 //! port (`127.0.0.1:0`), its own temporary database and a clean `OTEL_*` /
 //! `TASKMAN_*` environment, so tests never share state. It knows nothing about
 //! the server's internals: only its command line, environment and output.
+//! [`ServerCommand`] is the long form: a chosen database path kept across
+//! restarts, a working directory, or a run to exit (`--help`, a start-up that
+//! must fail).
 
+use std::ffi::OsString;
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -71,6 +75,15 @@ pub enum HarnessError {
         /// Everything it wrote to stdout.
         stdout: String,
     },
+    /// A run that should end on its own was still going at the deadline
+    /// (it is killed).
+    #[error("taskman-server still running after {within:?}; stderr:\n{stderr}")]
+    StillRunning {
+        /// How long it waited.
+        within: Duration,
+        /// Everything it wrote to stderr.
+        stderr: String,
+    },
     /// A signal could not be delivered.
     #[error("cannot signal taskman-server (pid {pid}): {source}")]
     Signal {
@@ -88,8 +101,188 @@ pub struct TaskmanServer {
     addr: SocketAddr,
     stderr: Output,
     stdout: Output,
-    db_dir: tempfile::TempDir,
+    db_path: PathBuf,
+    /// The temporary directory of the database, when the harness chose it.
+    _db_dir: Option<tempfile::TempDir>,
     exit: Option<ExitStatus>,
+}
+
+/// Where the server's database goes.
+#[derive(Debug, Clone)]
+enum Database {
+    /// A fresh file in a temporary directory removed with the server.
+    Temporary,
+    /// This file, which outlives the server (restarts reuse it).
+    At(PathBuf),
+    /// Nothing set: the server's own default.
+    ServerDefault,
+}
+
+/// How to run `taskman-server`: binary, arguments, environment, database and
+/// working directory. [`start`](Self::start) runs a server and waits until it
+/// listens; [`run_to_exit`](Self::run_to_exit) runs the binary to its end
+/// (`--help`, `--print-config`, a start-up that must fail).
+///
+/// The process always gets `TASKMAN__SERVER__BIND=127.0.0.1:0` and a clean
+/// `OTEL_*` / `TASKMAN_*` environment; [`env`](Self::env) is applied last and
+/// may override anything.
+#[derive(Debug, Clone)]
+pub struct ServerCommand {
+    binary: PathBuf,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    database: Database,
+    current_dir: Option<PathBuf>,
+}
+
+impl ServerCommand {
+    /// The binary this crate builds ([`server_binary`]).
+    ///
+    /// # Errors
+    /// When the binary cannot be built.
+    pub fn new() -> Result<Self, HarnessError> {
+        Ok(Self::with_binary(server_binary()?))
+    }
+
+    /// Another build of the server (benchmarks compare two).
+    #[must_use]
+    pub fn with_binary(binary: &Path) -> Self {
+        Self {
+            binary: binary.to_path_buf(),
+            args: Vec::new(),
+            env: Vec::new(),
+            database: Database::Temporary,
+            current_dir: None,
+        }
+    }
+
+    /// Adds command-line arguments.
+    #[must_use]
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(OsString::from));
+        self
+    }
+
+    /// Sets environment variables, after the harness's own.
+    #[must_use]
+    pub fn env(mut self, env: &[(&str, &str)]) -> Self {
+        self.env.extend(
+            env.iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+        );
+        self
+    }
+
+    /// Uses this database file, which outlives the server: a later server
+    /// given the same path sees what this one stored.
+    #[must_use]
+    pub fn db_path(mut self, path: &Path) -> Self {
+        self.database = Database::At(path.to_path_buf());
+        self
+    }
+
+    /// Sets no database path, so the server uses its own default (relative
+    /// to its working directory).
+    #[must_use]
+    pub fn default_db_path(mut self) -> Self {
+        self.database = Database::ServerDefault;
+        self
+    }
+
+    /// Runs the server in `dir`.
+    #[must_use]
+    pub fn current_dir(mut self, dir: &Path) -> Self {
+        self.current_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Starts the server and waits for it to print where it listens.
+    ///
+    /// # Errors
+    /// When the binary cannot be started, or exits or stays silent instead of
+    /// listening.
+    pub fn start(&self) -> Result<TaskmanServer, HarnessError> {
+        TaskmanServer::spawn(self)
+    }
+
+    /// Runs the binary until it exits on its own, for at most `within`, and
+    /// returns how it ended and what it printed.
+    ///
+    /// # Errors
+    /// When it cannot be started, or is still running at the deadline (it is
+    /// killed then).
+    pub fn run_to_exit(&self, within: Duration) -> Result<Finished, HarnessError> {
+        let (child, db_path, db_dir) = self.spawn_child()?;
+        let mut run = TaskmanServer::collecting(child, db_path, db_dir, None);
+        match run.wait_exit(within) {
+            Some(status) => Ok(Finished {
+                status,
+                stdout: run.stdout(),
+                stderr: run.stderr(),
+            }),
+            None => Err(HarnessError::StillRunning {
+                within,
+                stderr: run.stderr(),
+            }),
+        }
+    }
+
+    fn spawn_child(&self) -> Result<(Child, PathBuf, Option<tempfile::TempDir>), HarnessError> {
+        let (db_path, db_dir) = match &self.database {
+            Database::Temporary => {
+                let dir = tempfile::tempdir().map_err(HarnessError::TempDir)?;
+                (dir.path().join("taskman.db"), Some(dir))
+            }
+            Database::At(path) => (path.clone(), None),
+            Database::ServerDefault => (
+                self.current_dir
+                    .clone()
+                    .unwrap_or_default()
+                    .join("taskman.db"),
+                None,
+            ),
+        };
+        let mut command = Command::new(&self.binary);
+        // Tests must not pick up a developer's collector or config.
+        for (key, _) in std::env::vars_os() {
+            if let Some(name) = key.to_str()
+                && (name.starts_with("OTEL_") || name.starts_with("TASKMAN_"))
+            {
+                command.env_remove(&key);
+            }
+        }
+        command
+            .args(&self.args)
+            .env("TASKMAN__SERVER__BIND", "127.0.0.1:0")
+            .env("NO_COLOR", "1");
+        if !matches!(self.database, Database::ServerDefault) {
+            command.env("TASKMAN__STORAGE__PATH", &db_path);
+        }
+        if let Some(dir) = &self.current_dir {
+            command.current_dir(dir);
+        }
+        command
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = command.spawn().map_err(|source| HarnessError::Spawn {
+            binary: self.binary.clone(),
+            source,
+        })?;
+        Ok((child, db_path, db_dir))
+    }
+}
+
+/// How a [`ServerCommand::run_to_exit`] ended.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The exit status.
+    pub status: ExitStatus,
+    /// Everything written to stdout.
+    pub stdout: String,
+    /// Everything written to stderr.
+    pub stderr: String,
 }
 
 impl TaskmanServer {
@@ -124,47 +317,39 @@ impl TaskmanServer {
         env: &[(&str, &str)],
         args: &[&str],
     ) -> Result<Self, HarnessError> {
-        let db_dir = tempfile::tempdir().map_err(HarnessError::TempDir)?;
-        let db_path = db_dir.path().join("taskman.db");
-
-        let mut command = Command::new(binary);
-        // Tests must not pick up a developer's collector or config.
-        for (key, _) in std::env::vars_os() {
-            if let Some(name) = key.to_str()
-                && (name.starts_with("OTEL_") || name.starts_with("TASKMAN_"))
-            {
-                command.env_remove(&key);
-            }
-        }
-        command
+        ServerCommand::with_binary(binary)
+            .env(env)
             .args(args)
-            .env("TASKMAN__SERVER__BIND", "127.0.0.1:0")
-            .env("TASKMAN__STORAGE__PATH", &db_path)
-            .env("NO_COLOR", "1")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().map_err(|source| HarnessError::Spawn {
-            binary: binary.to_path_buf(),
-            source,
-        })?;
+            .start()
+    }
 
+    fn spawn(command: &ServerCommand) -> Result<Self, HarnessError> {
+        let (child, db_path, db_dir) = command.spawn_child()?;
         let (listening_tx, listening_rx) = mpsc::channel();
-        let stderr = Output::collect(child.stderr.take(), Some(listening_tx));
-        let stdout = Output::collect(child.stdout.take(), None);
+        let mut server = Self::collecting(child, db_path, db_dir, Some(listening_tx));
+        server.addr = server.await_listening(&listening_rx)?;
+        Ok(server)
+    }
 
-        let mut server = Self {
+    /// Starts copying the child's output; the address is not known yet.
+    fn collecting(
+        mut child: Child,
+        db_path: PathBuf,
+        db_dir: Option<tempfile::TempDir>,
+        listening: Option<mpsc::Sender<SocketAddr>>,
+    ) -> Self {
+        let stderr = Output::collect(child.stderr.take(), listening);
+        let stdout = Output::collect(child.stdout.take(), None);
+        Self {
             child,
-            // Replaced below; the port is only known once the server says it.
+            // Replaced once the server says where it listens.
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             stderr,
             stdout,
-            db_dir,
+            db_path,
+            _db_dir: db_dir,
             exit: None,
-        };
-        server.addr = server.await_listening(&listening_rx)?;
-        Ok(server)
+        }
     }
 
     fn await_listening(
@@ -219,7 +404,7 @@ impl TaskmanServer {
     /// The database file this server was given (unless `env` overrode it).
     #[must_use]
     pub fn db_path(&self) -> PathBuf {
-        self.db_dir.path().join("taskman.db")
+        self.db_path.clone()
     }
 
     /// The process id.
@@ -238,6 +423,27 @@ impl TaskmanServer {
     #[must_use]
     pub fn stdout(&self) -> String {
         self.stdout.text()
+    }
+
+    /// Waits up to `within` for a stderr line containing `needle` and
+    /// returns the first such line (also one printed before this call);
+    /// `None` at the deadline or when stderr closed without it.
+    pub fn wait_for_stderr(&mut self, needle: &str, within: Duration) -> Option<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(line) = self.stderr().lines().find(|l| l.contains(needle)) {
+                return Some(line.to_owned());
+            }
+            if self.stderr.is_closed() || Instant::now() >= deadline {
+                // One last look: the line may have landed with the close.
+                return self
+                    .stderr()
+                    .lines()
+                    .find(|l| l.contains(needle))
+                    .map(str::to_owned);
+            }
+            thread::sleep(EXIT_POLL);
+        }
     }
 
     /// Sends SIGTERM (graceful shutdown).
@@ -314,6 +520,7 @@ impl Drop for TaskmanServer {
 struct Output {
     text: Arc<Mutex<String>>,
     closed: mpsc::Receiver<()>,
+    is_closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Output {
@@ -323,6 +530,8 @@ impl Output {
     ) -> Self {
         let text = Arc::new(Mutex::new(String::new()));
         let (closed_tx, closed) = mpsc::channel();
+        let is_closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let closed_flag = Arc::clone(&is_closed);
         let buffer = Arc::clone(&text);
         thread::spawn(move || {
             if let Some(stream) = stream {
@@ -341,9 +550,14 @@ impl Output {
                     line.clear();
                 }
             }
+            closed_flag.store(true, std::sync::atomic::Ordering::SeqCst);
             let _ = closed_tx.send(());
         });
-        Self { text, closed }
+        Self {
+            text,
+            closed,
+            is_closed,
+        }
     }
 
     fn text(&self) -> String {
@@ -351,6 +565,10 @@ impl Output {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.is_closed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn wait_closed(&self, within: Duration) {

@@ -59,7 +59,7 @@ fn read(relative: &str) -> String {
 /// `(family, type)` from every `# TYPE` line of telemetry-http's `/metrics`
 /// snapshots.
 fn exported_families() -> BTreeSet<(String, String)> {
-    let dir = root().join("telemetry-http/tests/snapshots");
+    let dir = root().join("telemetry-http/tests/http/snapshots");
     let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     let mut families = BTreeSet::new();
     for entry in entries {
@@ -68,14 +68,7 @@ fn exported_families() -> BTreeSet<(String, String)> {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let mut words = rest.split_whitespace();
-                if let (Some(name), Some(kind)) = (words.next(), words.next()) {
-                    families.insert((name.to_owned(), kind.to_owned()));
-                }
-            }
-        }
+        families.extend(telemetry_http::test_util::families(&text));
     }
     assert!(
         !families.is_empty(),

@@ -25,8 +25,9 @@ use ::tests::receiver::{ExportRequest, Mode, Outcome, Snapshot, SpanKind};
 use support::prometheus::{self, Prometheus};
 use support::{
     Call, FinalCounts, Rig, SCHEDULE_DELAY, Traffic, WAIT, assert_all_succeeded, median_latency,
-    metric, outage, recover, terminate,
+    outage, recover, terminate,
 };
+use telemetry_http::test_util::sample;
 
 /// How long the circuit may take to close once the backend is back: a probe
 /// comes after at most `probe_every` batches or `probe_after`, whichever is
@@ -159,7 +160,7 @@ fn healthy_requests_arrive_as_server_spans_with_storage_children_in_the_callers_
     assert!(health.closed(), "{health}");
     let metrics = api.get("/metrics");
     assert_eq!(metrics.status, 200);
-    assert_eq!(metric(&metrics.body, "circuit_state"), Some(0.0));
+    assert_eq!(sample(&metrics.body, "circuit_state"), Some(0.0));
 }
 
 #[test]
@@ -186,9 +187,9 @@ fn refused_connections_open_the_circuit_without_touching_requests_and_the_next_p
     assert_eq!(opened.json["status"], "fail", "{opened}");
     let metrics = rig.api.get("/metrics");
     assert_eq!(metrics.status, 200, "{metrics:?}");
-    assert_eq!(metric(&metrics.body, "circuit_state"), Some(2.0));
+    assert_eq!(sample(&metrics.body, "circuit_state"), Some(2.0));
     assert_eq!(
-        metric(
+        sample(
             &metrics.body,
             r#"circuit_transitions_total{from="closed",to="open"}"#
         ),

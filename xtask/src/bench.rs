@@ -602,8 +602,8 @@ impl Report {
             "`cargo bench -p telemetry-http --bench handlers` (criterion): one request through \
              the actix service stack (`actix_web::test::call_service`, building the test \
              request included), and rendering the `/metrics` text alone. `routes/baseline` is \
-             an empty handler in the same app: the framework's share. The registry holds what \
-             the server's holds (breaker metrics, HTTP metrics of its eight routes); the \
+             an empty handler in the same app: the framework's share. The registry holds the \
+             breaker metrics and the HTTP metrics of the bench app's own four routes; the \
              `/metrics` rate limit allows every request but is still checked.\n"
         );
         let baseline = self

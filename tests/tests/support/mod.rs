@@ -380,15 +380,6 @@ impl Health {
     }
 }
 
-/// The value of one series in Prometheus text (`name` with its labels, as
-/// written, e.g. `circuit_transitions_total{from="closed",to="open"}`).
-pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let rest = line.strip_prefix(series)?;
-        rest.strip_prefix(' ')?.trim().parse().ok()
-    })
-}
-
 /// One task request made by [`Traffic`].
 #[derive(Debug, Clone)]
 pub(crate) struct Call {

@@ -1,25 +1,20 @@
-//! What the integration tests share: a scripted span backend inside a real
-//! `CircuitBreakerSpanExporter`, request builders and metric-text readers.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! What the tests share: a real `CircuitBreakerSpanExporter` around
+//! breaker-otel's scripted exporter, the routes under test, request builders
+//! and a reader of responses.
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::SystemTime;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::HeaderMap;
 use actix_web::test::{self, TestRequest};
+use breaker_otel::test_util::{self, ScriptedExporter, Step};
 use breaker_otel::{BreakerHandle, CircuitBreakerSpanExporter, CircuitState, ExporterConfig};
-use opentelemetry::InstrumentationScope;
-use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status};
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::SpanExporter;
 use telemetry_http::{ManualClock, TelemetryHttp, TelemetryHttpConfig};
-use tokio::sync::Notify;
 
 /// The routes with the default settings over `handle`, on a clock that only
 /// the test moves.
@@ -28,57 +23,18 @@ pub(crate) fn telemetry(handle: BreakerHandle) -> TelemetryHttp {
         .unwrap()
 }
 
-/// A span backend whose answers the test decides: up, down, or holding an
-/// export until released.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ScriptedBackend {
-    down: Arc<AtomicBool>,
-    hold: Arc<AtomicBool>,
-    release: Arc<Notify>,
-}
-
-impl ScriptedBackend {
-    pub(crate) fn set_down(&self, down: bool) {
-        self.down.store(down, Ordering::SeqCst);
-    }
-
-    /// Exports from now on wait for [`release`](Self::release).
-    pub(crate) fn hold_exports(&self) {
-        self.hold.store(true, Ordering::SeqCst);
-    }
-
-    /// Lets one held export (or the next one to arrive) finish and stops holding.
-    pub(crate) fn release(&self) {
-        self.hold.store(false, Ordering::SeqCst);
-        self.release.notify_one();
-    }
-}
-
-impl SpanExporter for ScriptedBackend {
-    async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
-        if self.hold.load(Ordering::SeqCst) {
-            self.release.notified().await;
-        }
-        if self.down.load(Ordering::SeqCst) {
-            Err(OTelSdkError::InternalFailure("backend down".into()))
-        } else {
-            Ok(())
-        }
-    }
-}
-
 /// A real circuit-breaking exporter (default settings: opens after 3
-/// consecutive failures) around a [`ScriptedBackend`]. Build it inside the
+/// consecutive failures) around a [`ScriptedExporter`]. Build it inside the
 /// test's runtime.
 #[derive(Debug, Clone)]
 pub(crate) struct Breaker {
-    pub(crate) exporter: Arc<CircuitBreakerSpanExporter<ScriptedBackend>>,
-    pub(crate) backend: ScriptedBackend,
+    pub(crate) exporter: Arc<CircuitBreakerSpanExporter<ScriptedExporter>>,
+    pub(crate) backend: ScriptedExporter,
 }
 
 impl Breaker {
     pub(crate) fn new() -> Self {
-        let backend = ScriptedBackend::default();
+        let backend = ScriptedExporter::default();
         let exporter =
             CircuitBreakerSpanExporter::new(backend.clone(), ExporterConfig::default()).unwrap();
         Self {
@@ -92,38 +48,17 @@ impl Breaker {
     }
 
     pub(crate) async fn export(&self, spans: usize) -> OTelSdkResult {
-        self.exporter.export(batch(spans)).await
+        self.exporter.export(test_util::spans(spans)).await
     }
 
     /// Takes the backend down and exports failing batches until the circuit opens.
     pub(crate) async fn open(&self) {
-        self.backend.set_down(true);
+        self.backend.set(Step::Fail);
         for _ in 0..3 {
             assert!(self.export(2).await.is_err());
         }
         assert_eq!(self.handle().state(), CircuitState::Open);
     }
-}
-
-/// `n` minimal finished spans.
-pub(crate) fn batch(n: usize) -> Vec<SpanData> {
-    (0..n)
-        .map(|_| SpanData {
-            span_context: SpanContext::empty_context(),
-            parent_span_id: SpanId::INVALID,
-            parent_span_is_remote: false,
-            span_kind: SpanKind::Internal,
-            name: Cow::Borrowed("test"),
-            start_time: SystemTime::UNIX_EPOCH,
-            end_time: SystemTime::UNIX_EPOCH,
-            attributes: Vec::new(),
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status: Status::Unset,
-            instrumentation_scope: InstrumentationScope::default(),
-        })
-        .collect()
 }
 
 pub(crate) fn peer(ip: &str) -> SocketAddr {
@@ -138,17 +73,6 @@ pub(crate) fn get_from(path: &str, ip: &str) -> TestRequest {
 /// `GET /metrics` from TCP peer `ip` carrying `X-Forwarded-For: xff`.
 pub(crate) fn metrics_via(ip: &str, xff: &str) -> TestRequest {
     get_from("/metrics", ip).insert_header(("x-forwarded-for", xff))
-}
-
-/// The value of the sample `series` (name with labels exactly as rendered,
-/// e.g. `circuit_state` or `spans_processed_total{outcome="failed"}`).
-pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().unwrap())
-        })
 }
 
 /// What a test reads from one response.

@@ -1,17 +1,15 @@
 //! The HTTP server metrics middleware: bounded labels, pre-registered
 //! series, and one registry per instance.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::num::NonZeroU32;
 
 use actix_web::http::{Method, StatusCode};
 use actix_web::{App, HttpResponse, error, test, web};
 use breaker_otel::BreakerHandle;
+use telemetry_http::test_util::sample;
 use telemetry_http::{ManualClock, TelemetryHttp, TelemetryHttpConfig};
 
-use support::{get_from, sample, send};
+use crate::support::{get_from, send};
 
 fn telemetry() -> TelemetryHttp {
     TelemetryHttp::with_manual_clock(

@@ -1,7 +1,8 @@
 //! The real `taskman-server` binary, started as an operator would: bad configuration exits
 //! before serving with one line; tasks persist across restarts and `kill -9`; SIGTERM and
 //! SIGINT drain and exit 0 promptly. Every server binds 127.0.0.1:0 and announces its port
-//! on stderr; every wait polls against a deadline.
+//! on stderr; every wait polls against a deadline. The process is run by the crate's one
+//! harness, `src/server.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,15 +10,14 @@ use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use ::tests::server::{Finished, ServerCommand, TaskmanServer};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_taskman-server");
 /// Generous: a debug build on a loaded 2-core CI machine.
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -25,153 +25,57 @@ const DEADLINE: Duration = Duration::from_secs(30);
 /// machine: well below the waits the timeout exists to cut short.
 const STOP_SLACK: Duration = Duration::from_secs(10);
 
-/// A command with a clean environment, so the developer's `RUST_LOG` or `OTEL_*` cannot
-/// change what the test sees.
-fn command(env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_clear()
-        .env("RUST_LOG", "info")
-        .env("TASKMAN__SERVER__WORKERS", "2")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null());
-    cmd
+/// The binary with the settings every test here shares, so a developer's
+/// `RUST_LOG` cannot change what the test sees.
+fn command(env: &[(&str, &str)]) -> ServerCommand {
+    ServerCommand::new()
+        .expect("taskman-server builds")
+        .env(&[("RUST_LOG", "info"), ("TASKMAN__SERVER__WORKERS", "2")])
+        .env(env)
 }
 
 /// Runs the binary to completion (it must exit on its own) and returns status and output.
 fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
-    let mut child = command(env)
+    let Finished {
+        status,
+        stdout,
+        stderr,
+    } = command(env)
         .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = wait_exit(&mut child, DEADLINE).expect("the process did not exit on its own");
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+        .run_to_exit(DEADLINE)
+        .expect("the process exits on its own");
     (status, stdout, stderr)
 }
 
-fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    None
+/// A server on 127.0.0.1:0 with the database at `db`, kept across restarts.
+fn start(db: &Path, env: &[(&str, &str)]) -> TaskmanServer {
+    command(env)
+        .db_path(db)
+        .start()
+        .unwrap_or_else(|err| panic!("{err}"))
 }
 
-/// A running server; killed when dropped so a failing test leaves nothing behind.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    lines: Receiver<String>,
-    seen: Vec<String>,
+fn url(server: &TaskmanServer, path: &str) -> String {
+    format!("{}{path}", server.base_url())
 }
 
-impl Server {
-    fn start(db: &Path, env: &[(&str, &str)]) -> Self {
-        let db = db.to_str().unwrap();
-        let mut all = vec![
-            ("TASKMAN__SERVER__BIND", "127.0.0.1:0"),
-            ("TASKMAN__STORAGE__PATH", db),
-        ];
-        all.extend_from_slice(env);
-        Self::spawn(command(&all))
-    }
-
-    fn spawn(mut cmd: Command) -> Self {
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut server = Self {
-            child,
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            lines,
-            seen: Vec::new(),
-        };
-        let line = server
-            .wait_for_line("listening on http://")
-            .unwrap_or_else(|| panic!("no address announced; stderr: {:#?}", server.seen));
-        let start = line.find("http://").unwrap() + "http://".len();
-        let addr: String = line[start..]
-            .chars()
-            .take_while(|c| !c.is_whitespace() && !matches!(c, ',' | '"'))
-            .collect();
-        server.addr = addr
-            .parse()
-            .unwrap_or_else(|_| panic!("bad address in {line:?}"));
-        server
-    }
-
-    /// The first stderr line containing `needle`, waiting up to the deadline.
-    fn wait_for_line(&mut self, needle: &str) -> Option<String> {
-        if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
-            return Some(line.clone());
-        }
-        let deadline = Instant::now() + DEADLINE;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            let line = self.lines.recv_timeout(left).ok()?;
-            self.seen.push(line.clone());
-            if line.contains(needle) {
-                return Some(line);
-            }
-        }
-        None
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{name} failed");
-    }
-
-    /// Sends `signal` and returns the exit status and how long the exit took.
-    fn stop_with(mut self, signal: &str, timeout: Duration) -> (ExitStatus, Duration) {
-        let started = Instant::now();
-        self.signal(signal);
-        let status = wait_exit(&mut self.child, timeout)
-            .unwrap_or_else(|| panic!("no exit within {timeout:?} of {signal}"));
-        (status, started.elapsed())
-    }
+/// Sends `signal` and returns the exit status and how long the exit took.
+fn stop_with(mut server: TaskmanServer, signal: &str) -> (ExitStatus, Duration) {
+    let started = Instant::now();
+    send_signal(&server, signal);
+    let status = server
+        .wait_exit(DEADLINE)
+        .unwrap_or_else(|| panic!("no exit within {DEADLINE:?} of SIG{signal}"));
+    (status, started.elapsed())
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+fn send_signal(server: &TaskmanServer, signal: &str) {
+    match signal {
+        "TERM" => server.sigterm(),
+        "INT" => server.sigint(),
+        other => unreachable!("no signal {other} in these tests"),
     }
+    .unwrap_or_else(|err| panic!("{err}"));
 }
 
 fn agent() -> ureq::Agent {
@@ -210,10 +114,10 @@ fn request(
     ))
 }
 
-fn all_tasks(agent: &ureq::Agent, server: &Server) -> BTreeMap<i64, Value> {
+fn all_tasks(agent: &ureq::Agent, server: &TaskmanServer) -> BTreeMap<i64, Value> {
     let mut tasks = BTreeMap::new();
     loop {
-        let url = server.url(&format!("/tasks?limit=100&offset={}", tasks.len()));
+        let url = url(server, &format!("/tasks?limit=100&offset={}", tasks.len()));
         let (status, page) = request(agent, "GET", &url, None).unwrap();
         assert_eq!(status, 200);
         let items = page["items"].as_array().unwrap();
@@ -304,8 +208,8 @@ fn bad_configuration_exits_before_serving_with_one_line() {
 #[test]
 fn address_in_use_is_one_line_naming_server_bind() {
     let dir = tempfile::tempdir().unwrap();
-    let first = Server::start(&dir.path().join("a.db"), &[]);
-    let taken = first.addr.to_string();
+    let first = start(&dir.path().join("a.db"), &[]);
+    let taken = first.addr().to_string();
     let db = dir.path().join("b.db");
     let (status, _, stderr) = run_to_exit(
         &[],
@@ -331,12 +235,12 @@ fn tasks_survive_a_restart() {
     let db = dir.path().join("tasks.db");
     let agent = agent();
 
-    let server = Server::start(&db, &[]);
+    let server = start(&db, &[]);
     for title in ["one", "two", "three"] {
         let (status, _) = request(
             &agent,
             "POST",
-            &server.url("/tasks"),
+            &url(&server, "/tasks"),
             Some(&json!({ "title": title })),
         )
         .unwrap();
@@ -345,18 +249,18 @@ fn tasks_survive_a_restart() {
     let (status, _) = request(
         &agent,
         "PATCH",
-        &server.url("/tasks/2"),
+        &url(&server, "/tasks/2"),
         Some(&json!({ "status": "done" })),
     )
     .unwrap();
     assert_eq!(status, 200);
-    let (status, _) = request(&agent, "DELETE", &server.url("/tasks/3"), None).unwrap();
+    let (status, _) = request(&agent, "DELETE", &url(&server, "/tasks/3"), None).unwrap();
     assert_eq!(status, 204);
     let before = all_tasks(&agent, &server);
-    let (exit, _) = server.stop_with("TERM", DEADLINE);
+    let (exit, _) = stop_with(server, "TERM");
     assert!(exit.success(), "{exit:?}");
 
-    let server = Server::start(&db, &[]);
+    let server = start(&db, &[]);
     let after = all_tasks(&agent, &server);
     assert_eq!(after, before);
     assert_eq!(after.len(), 2);
@@ -365,7 +269,7 @@ fn tasks_survive_a_restart() {
     let (_, created) = request(
         &agent,
         "POST",
-        &server.url("/tasks"),
+        &url(&server, "/tasks"),
         Some(&json!({ "title": "four" })),
     )
     .unwrap();
@@ -378,12 +282,12 @@ fn acknowledged_writes_survive_kill_9() {
     const BEFORE_KILL: usize = 60;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("tasks.db");
-    let mut server = Server::start(&db, &[]);
+    let mut server = start(&db, &[]);
 
     let acknowledged: Arc<Mutex<Vec<(i64, String)>>> = Arc::default();
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
-            let url = server.url("/tasks");
+            let url = url(&server, "/tasks");
             let acknowledged = Arc::clone(&acknowledged);
             thread::spawn(move || {
                 let agent = agent();
@@ -407,15 +311,17 @@ fn acknowledged_writes_survive_kill_9() {
         assert!(Instant::now() < deadline, "writers too slow");
         thread::sleep(Duration::from_millis(5));
     }
-    server.child.kill().unwrap(); // SIGKILL, mid-write-loop
-    server.child.wait().unwrap();
+    server.sigkill().unwrap(); // mid-write-loop
+    server
+        .wait_exit(DEADLINE)
+        .expect("SIGKILL ends the process");
     for writer in writers {
         writer.join().unwrap();
     }
     let acknowledged = acknowledged.lock().unwrap().clone();
     drop(server);
 
-    let server = Server::start(&db, &[]);
+    let server = start(&db, &[]);
     let stored = all_tasks(&agent(), &server);
     for (id, title) in &acknowledged {
         let task = stored
@@ -432,7 +338,7 @@ fn acknowledged_writes_survive_kill_9() {
 fn sigterm_and_sigint_drain_requests_in_flight_and_exit_0() {
     for signal in ["TERM", "INT"] {
         let dir = tempfile::tempdir().unwrap();
-        let mut server = Server::start(
+        let mut server = start(
             &dir.path().join("tasks.db"),
             &[("TASKMAN__SERVER__SHUTDOWN_TIMEOUT", "5s")],
         );
@@ -441,7 +347,7 @@ fn sigterm_and_sigint_drain_requests_in_flight_and_exit_0() {
         // application: only then is it in flight. (A request still in the listen backlog, or
         // not yet parsed, is not drained: the connection is closed.)
         let body = json!({ "title": format!("sent across SIG{signal}") }).to_string();
-        let mut stream = TcpStream::connect(server.addr).unwrap();
+        let mut stream = TcpStream::connect(server.addr()).unwrap();
         stream.set_read_timeout(Some(DEADLINE)).unwrap();
         write!(
             stream,
@@ -451,12 +357,13 @@ fn sigterm_and_sigint_drain_requests_in_flight_and_exit_0() {
         .unwrap();
         assert!(read_response(&mut stream).starts_with("HTTP/1.1 100 Continue"));
 
-        server.signal(signal);
+        send_signal(&server, signal);
         server
-            .wait_for_line("stopping")
-            .unwrap_or_else(|| panic!("SIG{signal} not acted on: {:#?}", server.seen));
+            .wait_for_stderr("stopping", DEADLINE)
+            .unwrap_or_else(|| panic!("SIG{signal} not acted on: {}", server.stderr()));
         // New connections are refused once stopping began...
-        let refused = wait_until(|| TcpStream::connect(server.addr).is_err());
+        let addr = server.addr();
+        let refused = wait_until(|| TcpStream::connect(addr).is_err());
         assert!(refused, "SIG{signal}: still accepting connections");
         // ...while the request in flight is finished.
         stream.write_all(body.as_bytes()).unwrap();
@@ -467,9 +374,9 @@ fn sigterm_and_sigint_drain_requests_in_flight_and_exit_0() {
         );
         assert!(response.contains("sent across"), "SIG{signal}: {response}");
 
-        let status = wait_exit(&mut server.child, DEADLINE).expect("no exit after draining");
+        let status = server.wait_exit(DEADLINE).expect("no exit after draining");
         assert_eq!(status.code(), Some(0), "SIG{signal}");
-        assert!(server.wait_for_line("stopped").is_some());
+        assert!(server.wait_for_stderr("stopped", DEADLINE).is_some());
     }
 }
 
@@ -501,11 +408,11 @@ fn read_response(stream: &mut TcpStream) -> String {
 #[test]
 fn a_stuck_request_delays_exit_by_the_shutdown_timeout_only() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
+    let server = start(
         &dir.path().join("tasks.db"),
         &[("TASKMAN__SERVER__SHUTDOWN_TIMEOUT", "2s")],
     );
-    let mut stuck = TcpStream::connect(server.addr).unwrap();
+    let mut stuck = TcpStream::connect(server.addr()).unwrap();
     stuck.set_read_timeout(Some(DEADLINE)).unwrap();
     write!(
         stuck,
@@ -514,7 +421,7 @@ fn a_stuck_request_delays_exit_by_the_shutdown_timeout_only() {
     .unwrap();
     assert!(read_response(&mut stuck).starts_with("HTTP/1.1 100 Continue"));
 
-    let (status, took) = server.stop_with("TERM", DEADLINE);
+    let (status, took) = stop_with(server, "TERM");
     assert_eq!(status.code(), Some(0));
     assert!(
         took >= Duration::from_secs(2),
@@ -544,33 +451,32 @@ fn defaults_need_no_configuration() {
     // Only the port is overridden (8080 may be taken on this machine): the database lands in
     // the working directory as taskman.db and text logs go to stderr.
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = command(&[("TASKMAN__SERVER__BIND", "127.0.0.1:0")]);
-    cmd.current_dir(dir.path());
-    let server = Server::spawn(cmd);
+    let server = command(&[])
+        .default_db_path()
+        .current_dir(dir.path())
+        .start()
+        .unwrap_or_else(|err| panic!("{err}"));
     let (status, _) = request(
         &agent(),
         "POST",
-        &server.url("/tasks"),
+        &url(&server, "/tasks"),
         Some(&json!({ "title": "hello" })),
     )
     .unwrap();
     assert_eq!(status, 201);
     assert!(dir.path().join("taskman.db").exists());
-    assert!(
-        !server.seen.iter().any(|l| l.starts_with('{')),
-        "text logs: {:#?}",
-        server.seen
-    );
+    let log = server.stderr();
+    assert!(!log.lines().any(|l| l.starts_with('{')), "text logs: {log}");
 }
 
 #[test]
 fn json_logs_are_one_object_per_line() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(
+    let mut server = start(
         &dir.path().join("tasks.db"),
         &[("TASKMAN__LOG__FORMAT", "json")],
     );
-    let line = server.wait_for_line("listening on").unwrap();
+    let line = server.wait_for_stderr("listening on", DEADLINE).unwrap();
     let event: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
     assert_eq!(event["level"], "INFO");
     assert!(
@@ -579,7 +485,7 @@ fn json_logs_are_one_object_per_line() {
             .unwrap()
             .starts_with("listening on http://127.0.0.1:")
     );
-    for line in &server.seen {
+    for line in server.stderr().lines() {
         assert!(
             serde_json::from_str::<Value>(line).is_ok(),
             "not JSON: {line}"
@@ -661,7 +567,7 @@ fn sigterm_exits_0_within_the_shutdown_timeout_while_the_backend_hangs() {
     let dir = tempfile::tempdir().unwrap();
     // The export timeout is longer than the shutdown timeout: the worst case, where an
     // export is still stuck on the backend when the stop signal comes.
-    let server = Server::start(
+    let server = start(
         &dir.path().join("tasks.db"),
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
@@ -675,7 +581,7 @@ fn sigterm_exits_0_within_the_shutdown_timeout_while_the_backend_hangs() {
         let (status, _) = request(
             &agent,
             "POST",
-            &server.url("/tasks"),
+            &url(&server, "/tasks"),
             Some(&json!({ "title": format!("task {i}") })),
         )
         .unwrap();
@@ -688,7 +594,7 @@ fn sigterm_exits_0_within_the_shutdown_timeout_while_the_backend_hangs() {
         wait_until(|| accepted.load(std::sync::atomic::Ordering::SeqCst) > 0),
         "the exporter never reached the backend"
     );
-    let (status, took) = server.stop_with("TERM", DEADLINE);
+    let (status, took) = stop_with(server, "TERM");
     assert_eq!(status.code(), Some(0));
     // 3 s of budget, and slack for signal delivery and exit on a loaded
     // machine; waiting for the hanging export would take 60 s.

@@ -1,18 +1,17 @@
 //! The contract's endpoint behaviour, driven through actix's test service
 //! with a real circuit-breaking exporter around a scripted backend.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime};
 
 use actix_web::http::{Method, StatusCode};
 use actix_web::{App, test};
+use breaker_otel::test_util::Step;
 use breaker_otel::{BreakerHandle, CircuitState};
+use telemetry_http::test_util::sample;
 use telemetry_http::{ManualClock, TelemetryHttp, TelemetryHttpConfig};
 
-use support::{Breaker, Served, get_from, sample, send, telemetry};
+use crate::support::{Breaker, Served, get_from, send, telemetry};
 
 #[actix_web::test]
 async fn health_telemetry_is_200_pass_while_the_circuit_is_closed() {
@@ -72,7 +71,7 @@ async fn health_telemetry_is_503_while_a_probe_is_in_flight() {
     let telemetry = telemetry(breaker.handle());
     let app = test::init_service(App::new().configure(|cfg| telemetry.configure(cfg))).await;
     breaker.open().await;
-    breaker.backend.hold_exports();
+    breaker.backend.hold();
     let probe = {
         let breaker = breaker.clone();
         actix_web::rt::spawn(async move { breaker.export(1).await })
@@ -88,7 +87,7 @@ async fn health_telemetry_is_503_while_a_probe_is_in_flight() {
     assert_eq!(reply.json()["circuit_state"], "half_open");
     assert_eq!(reply.json()["status"], "fail");
 
-    breaker.backend.set_down(false);
+    breaker.backend.set(Step::Succeed);
     breaker.backend.release();
     probe.await.unwrap().unwrap();
     let reply = send(
@@ -376,8 +375,8 @@ async fn the_circuit_state_gauge_follows_the_breaker() {
     breaker.open().await;
     assert_eq!(gauge().await, Some(2.0), "open");
 
-    breaker.backend.set_down(false);
-    breaker.backend.hold_exports();
+    breaker.backend.set(Step::Succeed);
+    breaker.backend.hold();
     let probe = {
         let breaker = breaker.clone();
         actix_web::rt::spawn(async move { breaker.export(1).await })
@@ -413,7 +412,7 @@ async fn other_methods_on_the_routes_are_not_served() {
     for path in TelemetryHttp::ROUTES {
         let req = test::TestRequest::post()
             .uri(path)
-            .peer_addr(support::peer("192.0.2.1"));
+            .peer_addr(crate::support::peer("192.0.2.1"));
         let reply = send(&app, req.to_request()).await;
         assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
         assert_eq!(reply.header("allow"), Some("GET, HEAD"), "{path}");
@@ -455,7 +454,7 @@ async fn head_on_metrics_spends_the_same_rate_budget_as_get() {
         test::TestRequest::default()
             .method(Method::HEAD)
             .uri("/metrics")
-            .peer_addr(support::peer("192.0.2.1"))
+            .peer_addr(crate::support::peer("192.0.2.1"))
             .to_request()
     };
     for n in 0..5 {

@@ -1,9 +1,6 @@
 //! Who the `/metrics` limit counts: a client cannot escape it by writing
 //! `X-Forwarded-For`, a trusted proxy's clients are limited one by one, and
 //! the limiter forgets idle clients so its memory stays bounded.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::time::Duration;
 
@@ -12,7 +9,7 @@ use actix_web::{App, test};
 use breaker_otel::BreakerHandle;
 use telemetry_http::{ManualClock, TelemetryHttp, TelemetryHttpConfig};
 
-use support::{get_from, metrics_via, send};
+use crate::support::{get_from, metrics_via, send};
 
 fn behind_proxies(clock: &ManualClock) -> TelemetryHttp {
     TelemetryHttp::with_manual_clock(

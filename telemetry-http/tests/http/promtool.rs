@@ -5,9 +5,6 @@
 //! the test says so and passes without checking, unless
 //! `TASKMAN_REQUIRE_PROMTOOL=1` (as `cargo xtask ci` sets), where it fails.
 //! `PROMTOOL` may name the binary.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::io::{ErrorKind, Write};
 use std::process::{Command, Stdio};
@@ -16,7 +13,7 @@ use actix_web::http::StatusCode;
 use actix_web::{App, HttpResponse, test, web};
 use telemetry_http::{ManualClock, TelemetryHttp, TelemetryHttpConfig};
 
-use support::{Breaker, get_from, send};
+use crate::support::{Breaker, get_from, send};
 
 const INSTALL_HINT: &str = "promtool not found: install Debian's prometheus package \
      (apt-get install --no-install-recommends prometheus) or set PROMTOOL to its path";

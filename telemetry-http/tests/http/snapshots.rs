@@ -1,14 +1,11 @@
 //! Snapshots of what operators and scrapers see: the health JSON (times
 //! redacted) and the full `/metrics` text of a fresh instance. CI runs with
 //! `INSTA_UPDATE=no`; review changes with `cargo insta review`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use actix_web::{App, test};
 use breaker_otel::BreakerHandle;
 
-use support::{Breaker, get_from, send, telemetry};
+use crate::support::{Breaker, get_from, send, telemetry};
 
 #[actix_web::test]
 async fn health_telemetry_json_while_closed() {
