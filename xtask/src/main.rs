@@ -40,6 +40,8 @@ commands:
                       `cargo install cargo-llvm-cov --locked`)
   bench               run every benchmark (about 15 minutes) and rewrite docs/benchmarks.md
   bench --quick       short runs to try it out; writes target/bench/benchmarks-quick.md
+  docs                regenerate the generated parts of docs/ (the configuration reference
+                      tables, from the settings' declarations)
   receiver [-- ARGS]  run the test OTLP/gRPC receiver standalone for demos
                       (default --port 4317; type `help` at its prompt)
   help, --help, -h    print this text
@@ -52,6 +54,7 @@ enum Task {
     ListGates,
     Bench(bench::Options),
     Receiver(Vec<String>),
+    Docs,
     Help,
 }
 
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         Task::Ci(selection) => ci::run(&root, &selection),
         Task::Bench(options) => bench::run(&root, &options),
         Task::Receiver(args) => receiver(&root, &args),
+        Task::Docs => docs(&root),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -96,6 +100,8 @@ fn parse_args(args: &[String]) -> Result<Task, String> {
         "help" | "--help" | "-h" => Ok(Task::Help),
         "ci" => parse_ci_args(rest),
         "bench" => parse_bench_args(rest),
+        "docs" if rest.is_empty() => Ok(Task::Docs),
+        "docs" => Err(format!("unexpected argument `{}` to docs", rest[0])),
         "receiver" => match rest.split_first() {
             None => Ok(Task::Receiver(Vec::new())),
             Some((dashes, receiver_args)) if dashes == "--" => {
@@ -107,6 +113,24 @@ fn parse_args(args: &[String]) -> Result<Task, String> {
         },
         other => Err(format!("unknown command `{other}`")),
     }
+}
+
+/// Rewrites the generated block of `docs/configuration.md`: the test that checks it writes
+/// it instead when `TASKMAN_UPDATE_DOCS` is set, so the generator and the check are one code.
+fn docs(root: &Path) -> anyhow::Result<()> {
+    let mut command = process::cargo(root);
+    command
+        .args([
+            "test",
+            "--package",
+            "taskman-server",
+            "--test",
+            "docs_configuration",
+            "--",
+            "the_reference_tables_are_generated_from_the_declarations",
+        ])
+        .env("TASKMAN_UPDATE_DOCS", "1");
+    process::run(&mut command)
 }
 
 /// Runs the `tests` crate's OTLP receiver in the foreground.

@@ -339,6 +339,24 @@ pub(crate) fn reference(defaults: &mut impl Walk) -> String {
         current: "",
     };
     defaults.walk(&mut tables);
+    tables.out.push_str(
+        "\n### OpenTelemetry variables\n\nRead by `breaker-otel`'s one reader of the OTLP environment and checked at start-up: a bad value stops the server with one line naming the variable. A `_TRACES_` variable wins over its general twin.\n\n| variable | default | effect |\n|---|---|---|\n",
+    );
+    for var in breaker_otel::OtlpEnv::VARIABLES {
+        let default = if var.default.starts_with("OTEL_") {
+            format!("as `{}`", var.default)
+        } else if var.default == "none" || var.default.contains(' ') {
+            var.default.to_owned()
+        } else {
+            format!("`{}`", var.default)
+        };
+        let _ = writeln!(
+            tables.out,
+            "| `{}` | {default} | {} |",
+            var.name,
+            var.doc.replace('|', "\\|"),
+        );
+    }
     tables.out
 }
 
