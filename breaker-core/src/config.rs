@@ -25,7 +25,7 @@ impl Setting {
     }
 }
 
-/// Walks the settings of a configuration type declared with [`settings!`],
+/// Walks the settings of a configuration type declared with [`settings!`](crate::settings!),
 /// lending each typed value: a loader assigns it, a printer reads it, a
 /// documentation generator reads its default.
 ///
