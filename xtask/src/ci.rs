@@ -76,7 +76,7 @@ const COVERAGE_MIN_LINES: f64 = 90.0;
 const REQUIRE_PROMTOOL: &str = "TASKMAN_REQUIRE_PROMTOOL";
 
 /// The test that pipes `/metrics` through `promtool check metrics`.
-const PROMTOOL_TEST: &str = "telemetry-http/tests/promtool.rs";
+const PROMTOOL_TEST: &str = "telemetry-http/tests/http/promtool.rs";
 
 /// Which gates to run, always in table order, and whether they may install
 /// the tools they need.
@@ -408,7 +408,7 @@ mod tests {
         let missing = ["true", "xtask-no-such-promtool"];
         // `--no-install`: the missing program fails the gate, naming the install.
         let mut installer = Installer::new(false);
-        std::fs::create_dir_all(root.join("telemetry-http/tests")).unwrap();
+        std::fs::create_dir_all(root.join(PROMTOOL_TEST).parent().unwrap()).unwrap();
         let before = require_promtool(&root, &mut installer, &missing);
         std::fs::write(root.join(PROMTOOL_TEST), "").unwrap();
         let after = require_promtool(&root, &mut installer, &missing);
@@ -469,5 +469,16 @@ mod tests {
             "gate `second` failed: the widget is crooked"
         );
         assert!(run_gates(Path::new("."), table[..1].iter(), &mut installer).is_ok());
+    }
+
+    /// The gate skips its install when this test is absent, so a move of the test must
+    /// move the constant too.
+    #[test]
+    fn the_promtool_test_is_where_the_gate_looks() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        assert!(
+            root.join(PROMTOOL_TEST).is_file(),
+            "{PROMTOOL_TEST} is missing: update PROMTOOL_TEST in xtask/src/ci.rs"
+        );
     }
 }
