@@ -72,11 +72,13 @@ impl Path {
 
     fn core(self, now: Instant) -> CircuitBreaker {
         // Probing only every 2^32-1 attempts or after an hour is this
-        // side's "long backoff".
+        // side's "long backoff". No time floor, so that the setup's attempt 0
+        // probes at once, as the check after the measurements expects.
         let config = BreakerConfig::DEFAULT
             .failure_threshold(nz(FAILURE_THRESHOLD))
             .probe_every(nz(u32::MAX))
-            .probe_after(NO_PROBE_FOR);
+            .probe_after(NO_PROBE_FOR)
+            .min_probe_interval(Duration::ZERO);
         let mut breaker = CircuitBreaker::new(config, now);
         if let Self::Open = self {
             // Three failures open it; attempt 0 probes and fails, so every

@@ -163,6 +163,13 @@ settings! {
         ///
         /// Zero makes every attempt a probe while no probe is in flight.
         probe_after: duration Duration = Duration::from_secs(30),
+        /// While open, no probe starts sooner than this after the previous probe ended (or the circuit opened), whatever the attempt's number.
+        ///
+        /// After each consecutive failed probe the wait doubles, with equal
+        /// jitter (half fixed, half random), up to `probe_after`; it returns
+        /// to this value when the circuit closes. Zero turns the floor off:
+        /// probes are then paced by `probe_every` and `probe_after` alone.
+        min_probe_interval: duration Duration = Duration::from_secs(1),
         /// Probes allowed to be in flight at once while half-open.
         max_probes_in_flight: count NonZeroU32 = non_zero(1),
         /// A probe that has not reported back after this long is abandoned and counted as failed.
@@ -203,6 +210,7 @@ mod tests {
                 ("failure_threshold", "3".to_owned()),
                 ("probe_every", "10".to_owned()),
                 ("probe_after", "30s".to_owned()),
+                ("min_probe_interval", "1s".to_owned()),
                 ("max_probes_in_flight", "1".to_owned()),
                 ("probe_timeout", "15s".to_owned()),
             ]

@@ -10,9 +10,13 @@
 //! The semantics, in short: closed permits everything and opens after
 //! `failure_threshold` consecutive failures; open numbers its attempts from 0
 //! and lets attempt `k` through as a probe when `k % probe_every == 0` or
-//! `probe_after` has passed since the last probe (started or failed); half-open has a probe in
-//! flight and rejects the rest; a probe's success closes the circuit, its
-//! failure or timeout reopens it. See [`CircuitBreaker`] for the calling
+//! `probe_after` has passed since the last probe (started or failed), but
+//! never sooner than a floor after the last probe ended (or the circuit
+//! opened): `min_probe_interval`, doubled with jitter after each failed
+//! probe, at most `probe_after`. Half-open has a probe in flight and rejects
+//! the rest; a probe's success closes the circuit, its failure or timeout
+//! reopens it. Jitter comes from a small deterministic generator inside the
+//! machine, seeded by the caller or by a fixed default. See [`CircuitBreaker`] for the calling
 //! protocol and [`CircuitState`] for the diagram.
 
 mod config;
@@ -20,5 +24,5 @@ mod machine;
 mod state;
 
 pub use config::{BreakerConfig, Setting, VisitSettings};
-pub use machine::{CircuitBreaker, Mode, Outcome, Permit, Rejected, Stats};
+pub use machine::{CircuitBreaker, DEFAULT_JITTER_SEED, Mode, Outcome, Permit, Rejected, Stats};
 pub use state::{CircuitState, REACHABLE_TRANSITIONS, Transition, TransitionReason};

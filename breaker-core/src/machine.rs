@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::BreakerConfig;
 use crate::state::{CircuitState, Transition, TransitionReason};
@@ -11,6 +11,11 @@ use crate::state::{CircuitState, Transition, TransitionReason};
 /// that drains after every call never comes near it; one that never drains
 /// must not make the machine grow without bound.
 const TRANSITION_QUEUE_LIMIT: usize = 64;
+
+/// The jitter generator's seed unless the caller picks one
+/// ([`CircuitBreaker::with_jitter_seed`]): fixed, so that a breaker built
+/// the same way decides the same way, which is what tests want.
+pub const DEFAULT_JITTER_SEED: u64 = 0x5EED_F00D_B4EA_4E45;
 
 /// A pure circuit breaker: it reads no clock, does no I/O and calls nothing
 /// back. The caller passes `now`, asks for a decision, runs the call, reports
@@ -53,8 +58,9 @@ const TRANSITION_QUEUE_LIMIT: usize = 64;
 /// assert_eq!((opened.from, opened.to), (CircuitState::Closed, CircuitState::Open));
 /// assert!(breaker.poll_transition().is_none());
 ///
-/// // The first attempt after opening is a probe; the next nine are not.
-/// let later = start + Duration::from_secs(1);
+/// // The first attempt after opening is a probe, once `min_probe_interval`
+/// // (1 s) has passed; the next nine are not.
+/// let later = start + Duration::from_secs(2);
 /// let probe = breaker.try_acquire(later).expect("attempt 0 probes");
 /// assert!(probe.is_probe());
 /// breaker.record(probe, Outcome::Success, later);
@@ -76,8 +82,78 @@ pub struct CircuitBreaker {
     probe_due_at: Option<Instant>,
     next_probe_id: u64,
     probes: Vec<InFlightProbe>,
+    pacing: Pacing,
     transitions: VecDeque<Transition>,
     stats: Counters,
+}
+
+/// The time floor between probes and its backoff.
+#[derive(Debug, Clone, Copy)]
+struct Pacing {
+    /// The un-jittered floor: `min_probe_interval`, doubled after each
+    /// consecutive failed probe, never above `probe_after`.
+    floor: Duration,
+    /// The wait drawn from `floor` when it last changed.
+    wait: Duration,
+    /// Where `wait` counts from: the circuit opening, the last probe's start
+    /// or the last probe's failure, whichever came last.
+    from: Instant,
+    /// splitmix64 state; the breaker's only source of randomness.
+    rng: u64,
+}
+
+impl Pacing {
+    fn new(config: &BreakerConfig, now: Instant, seed: u64) -> Self {
+        let floor = config.min_probe_interval.min(config.probe_after);
+        Self {
+            floor,
+            wait: floor,
+            from: now,
+            rng: seed,
+        }
+    }
+
+    /// The circuit opened: the floor starts again at `min_probe_interval`,
+    /// without jitter, so the first probe's time is predictable.
+    fn restart(&mut self, config: &BreakerConfig, now: Instant) {
+        self.floor = config.min_probe_interval.min(config.probe_after);
+        self.wait = self.floor;
+        self.from = now;
+    }
+
+    /// A probe failed: double the floor (capped) and draw the next wait.
+    fn back_off(&mut self, config: &BreakerConfig, now: Instant) {
+        self.floor = self.floor.saturating_mul(2).min(config.probe_after);
+        self.wait = equal_jitter(self.floor, splitmix64(&mut self.rng));
+        self.from = now;
+    }
+
+    fn permits(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.from) >= self.wait
+    }
+}
+
+/// Finagle's "equal jitter": the upper half of `floor` fixed, the lower half
+/// random, so a wait lies in `[floor / 2, floor]` and breakers that failed
+/// together do not probe together.
+fn equal_jitter(floor: Duration, random: u64) -> Duration {
+    let half = floor / 2;
+    let span = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+    let offset = match span.checked_add(1) {
+        Some(n) => random % n,
+        None => random,
+    };
+    (floor - half) + Duration::from_nanos(offset)
+}
+
+/// One step of splitmix64 (Steele, Lea and Flood): a few lines of `std`, good
+/// enough for jitter, and deterministic for a given seed.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Who decides the state: the rules, or an operator.
@@ -206,9 +282,20 @@ impl CircuitBreaker {
             probe_due_at: now.checked_add(config.probe_after),
             next_probe_id: 0,
             probes: Vec::with_capacity(config.max_probes_in_flight.get() as usize),
+            pacing: Pacing::new(&config, now, DEFAULT_JITTER_SEED),
             transitions: VecDeque::with_capacity(4),
             stats: Counters::default(),
         }
+    }
+
+    /// The same breaker with its jitter drawn from `seed` instead of
+    /// [`DEFAULT_JITTER_SEED`]. Adapters that run many breakers against one
+    /// backend seed each differently (from the clock, say), so that their
+    /// probes spread out; tests keep the default and stay deterministic.
+    #[must_use]
+    pub fn with_jitter_seed(mut self, seed: u64) -> Self {
+        self.pacing.rng = seed;
+        self
     }
 
     /// The settings this breaker runs with.
@@ -248,7 +335,11 @@ impl CircuitBreaker {
     /// probes); it is a probe when `k % probe_every == 0` or when
     /// `probe_after` has passed since the last probe started and since a
     /// probe last failed, and fewer than `max_probes_in_flight` probes are
-    /// outstanding. Everything else is rejected.
+    /// outstanding, and the probe floor has passed: `min_probe_interval`
+    /// after opening, then after each failed probe a wait in
+    /// `[floor / 2, floor]` with the floor doubled (at most `probe_after`),
+    /// counted from that failure (or from the last probe's start, if later).
+    /// Everything else is rejected, and still counted as an attempt.
     #[inline]
     pub fn try_acquire(&mut self, now: Instant) -> Result<Permit, Rejected> {
         if self.state == CircuitState::Closed {
@@ -273,13 +364,16 @@ impl CircuitBreaker {
         let due = attempt.is_multiple_of(u64::from(self.config.probe_every.get()))
             || self.probe_due_at.is_some_and(|due| now >= due);
         let room = self.probes.len() < self.config.max_probes_in_flight.get() as usize;
-        if !(due && room) {
+        if !(due && room && self.pacing.permits(now)) {
             return Err(self.reject());
         }
         let id = self.next_probe_id;
         self.next_probe_id += 1;
         self.probes.push(InFlightProbe { id, started: now });
         self.probe_due_at = now.checked_add(self.config.probe_after);
+        // With several probes allowed in flight, they still start at most
+        // one per wait.
+        self.pacing.from = now;
         self.stats.permitted += 1;
         self.stats.probes += 1;
         if self.state == CircuitState::Open {
@@ -425,6 +519,7 @@ impl CircuitBreaker {
                 {
                     self.next_attempt = 0;
                     self.probe_due_at = now.checked_add(self.config.probe_after);
+                    self.pacing.restart(&self.config, now);
                     self.transition(CircuitState::Open, TransitionReason::FailureThreshold, now);
                 }
             }
@@ -460,8 +555,10 @@ impl CircuitBreaker {
     /// `probe_after` counts from the end of the last probe, not its start:
     /// a probe that hung for longer than `probe_after` must not make every
     /// following attempt a probe.
+    /// The floor backs off from the same moment.
     fn probe_failed_at(&mut self, now: Instant) {
         self.probe_due_at = now.checked_add(self.config.probe_after);
+        self.pacing.back_off(&self.config, now);
     }
 
     fn reject(&mut self) -> Rejected {
@@ -492,5 +589,31 @@ impl CircuitBreaker {
             at: now,
             reason,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_jitter_stays_within_half_the_floor_and_the_floor() {
+        let mut rng = DEFAULT_JITTER_SEED;
+        let floors = [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_nanos(3),
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+            Duration::MAX,
+        ];
+        for floor in floors {
+            let mut draws = [0, u64::MAX].to_vec();
+            draws.extend((0..1_000).map(|_| splitmix64(&mut rng)));
+            for random in draws {
+                let wait = equal_jitter(floor, random);
+                assert!(wait >= floor / 2 && wait <= floor, "{floor:?}: {wait:?}");
+            }
+        }
     }
 }

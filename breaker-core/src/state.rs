@@ -8,17 +8,25 @@ use std::time::Instant;
 /// ```text
 ///                 failure_threshold consecutive failures
 ///     +--------+ -------------------------------------> +------+
-///     | Closed |                                        | Open | <--+
+///     | Closed |            (floor := min_probe_interval) | Open | <--+
 ///     +--------+ <--+                                   +------+    |
-///         ^         | probe succeeded        attempt k % probe_every == 0   |
-///         |         |                        or probe_after elapsed |
-///         |    +----------+  <------------------------------+       |
+///         ^         | probe succeeded                      |        |
+///         |         |                (k % probe_every == 0 |        |
+///         |         |                 or probe_after elapsed)       |
+///         |         |                 and the floor elapsed|        |
+///         |    +----------+  <-----------------------------+        |
 ///         |    | HalfOpen |                                         |
 ///         |    +----------+ ----------------------------------------+
 ///         |                   probe failed or timed out
+///         |                   (floor doubles, at most probe_after;
+///         |                    wait drawn in [floor / 2, floor])
 ///         |
 ///    reset / force_closed (from any state); force_open goes to Open
 /// ```
+///
+/// The floor is a time: no probe starts sooner than the current wait after
+/// the circuit opened or the last probe started or failed. An attempt that
+/// comes earlier is rejected, whatever its number `k`, and still counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CircuitState {
     /// Every call is permitted; failures are counted.

@@ -33,8 +33,10 @@ struct Settings {
     failure_threshold: u32,
     probe_every: u32,
     probe_after_ms: u64,
+    min_probe_interval_ms: u64,
     max_probes_in_flight: u32,
     probe_timeout_ms: u64,
+    jitter_seed: u64,
     /// Whether the operator may force or reset the circuit in this case; a
     /// forced state hides the rules, so half the cases run without.
     manual_controls: bool,
@@ -46,6 +48,7 @@ impl Settings {
             .failure_threshold(nz(self.failure_threshold))
             .probe_every(nz(self.probe_every))
             .probe_after(Duration::from_millis(self.probe_after_ms))
+            .min_probe_interval(Duration::from_millis(self.min_probe_interval_ms))
             .max_probes_in_flight(nz(self.max_probes_in_flight))
             .probe_timeout(Duration::from_millis(self.probe_timeout_ms))
     }
@@ -101,6 +104,42 @@ enum Held {
     Probe { started_ms: u64, counts: bool },
 }
 
+/// The floor as the contract states it: `min_probe_interval` from opening;
+/// after each failed probe the floor doubles, at most `probe_after`, and the
+/// wait is drawn in `[floor / 2, floor]` (equal jitter, splitmix64 from the
+/// seed); the wait counts from the failure, or from a later probe start.
+#[derive(Debug, Clone, Copy)]
+struct Floor {
+    floor: Duration,
+    wait: Duration,
+    from_ms: u64,
+    rng: u64,
+}
+
+impl Floor {
+    fn start(settings: &Settings) -> Duration {
+        Duration::from_millis(settings.min_probe_interval_ms.min(settings.probe_after_ms))
+    }
+
+    fn passed(&self, now_ms: u64) -> bool {
+        Duration::from_millis(now_ms - self.from_ms) >= self.wait
+    }
+
+    fn failed(&mut self, settings: &Settings, now_ms: u64) {
+        self.floor = (self.floor * 2).min(Duration::from_millis(settings.probe_after_ms));
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        let random = z ^ (z >> 31);
+        let half = self.floor / 2;
+        let half_nanos = u64::try_from(half.as_nanos()).expect("test floors are milliseconds");
+        self.wait = self.floor - half + Duration::from_nanos(random % (half_nanos + 1));
+        assert!(self.wait >= self.floor / 2 && self.wait <= self.floor);
+        self.from_ms = now_ms;
+    }
+}
+
 /// Running totals, named as in [`Stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Totals {
@@ -125,6 +164,8 @@ struct Model {
     attempt: u64,
     /// Time of the last probe, or of opening if none since.
     last_probe_ms: u64,
+    /// The time floor between probes.
+    floor: Floor,
     held: Vec<Held>,
     totals: Totals,
     /// Outputs of the last step.
@@ -143,6 +184,12 @@ impl Model {
             consecutive_failures: 0,
             attempt: 0,
             last_probe_ms: 0,
+            floor: Floor {
+                floor: Floor::start(&settings),
+                wait: Floor::start(&settings),
+                from_ms: 0,
+                rng: settings.jitter_seed,
+            },
             held: Vec::new(),
             totals: Totals::default(),
             decision: None,
@@ -180,6 +227,10 @@ impl Model {
             // counts from opening until the first probe.
             self.attempt = 0;
             self.last_probe_ms = self.now_ms;
+            let floor = Floor::start(&self.settings);
+            self.floor.floor = floor;
+            self.floor.wait = floor;
+            self.floor.from_ms = self.now_ms;
         }
         self.changes.push((self.state, to, reason, self.now_ms));
         self.state = to;
@@ -218,8 +269,9 @@ impl Model {
         self.totals.failures += timed_out;
         self.totals.probe_timeouts += timed_out;
         if timed_out > 0 {
-            // `probe_after` counts from the end of the last probe.
+            // `probe_after` and the floor count from the end of the last probe.
             self.last_probe_ms = now;
+            self.floor.failed(&self.settings, now);
         }
         if timed_out > 0 && self.state == HalfOpen {
             self.enter(Open, TransitionReason::ProbeTimedOut);
@@ -238,12 +290,16 @@ impl Model {
             self.attempt += 1;
             let due = k.is_multiple_of(u64::from(self.settings.probe_every))
                 || self.now_ms - self.last_probe_ms >= self.settings.probe_after_ms;
-            if due && self.probes_in_flight() < self.settings.max_probes_in_flight {
+            if due
+                && self.probes_in_flight() < self.settings.max_probes_in_flight
+                && self.floor.passed(self.now_ms)
+            {
                 self.held.push(Held::Probe {
                     started_ms: self.now_ms,
                     counts: true,
                 });
                 self.last_probe_ms = self.now_ms;
+                self.floor.from_ms = self.now_ms;
                 self.totals.probes += 1;
                 self.enter(HalfOpen, TransitionReason::ProbeStarted);
                 Decision::Probe
@@ -290,6 +346,7 @@ impl Model {
                 self.count(outcome);
                 if outcome == Outcome::Failure {
                     self.last_probe_ms = self.now_ms;
+                    self.floor.failed(&self.settings, self.now_ms);
                 }
                 match outcome {
                     Outcome::Success => self.close(TransitionReason::ProbeSucceeded),
@@ -312,23 +369,25 @@ impl ReferenceStateMachine for BreakerModel {
 
     fn init_state() -> BoxedStrategy<Model> {
         (
-            1..=4u32,
-            1..=5u32,
-            1..=40u64,
-            1..=3u32,
-            1..=40u64,
-            any::<bool>(),
+            (1..=4u32, 1..=5u32, 1..=40u64),
+            (1..=3u32, 1..=40u64, any::<bool>()),
+            // The floor off, shorter than probe_after, or capped by it.
+            (prop_oneof![Just(0u64), 1..=12u64, 1..=60u64], any::<u64>()),
         )
-            .prop_map(|(threshold, every, after, max, timeout, manual)| {
-                Model::new(Settings {
-                    failure_threshold: threshold,
-                    probe_every: every,
-                    probe_after_ms: after,
-                    max_probes_in_flight: max,
-                    probe_timeout_ms: timeout,
-                    manual_controls: manual,
-                })
-            })
+            .prop_map(
+                |((threshold, every, after), (max, timeout, manual), (floor, seed))| {
+                    Model::new(Settings {
+                        failure_threshold: threshold,
+                        probe_every: every,
+                        probe_after_ms: after,
+                        min_probe_interval_ms: floor,
+                        max_probes_in_flight: max,
+                        probe_timeout_ms: timeout,
+                        jitter_seed: seed,
+                        manual_controls: manual,
+                    })
+                },
+            )
             .boxed()
     }
 
@@ -343,6 +402,7 @@ impl ReferenceStateMachine for BreakerModel {
             Just(s.probe_after_ms),
             Just(s.probe_timeout_ms - 1),
             Just(s.probe_timeout_ms),
+            Just(s.min_probe_interval_ms),
             0..=2 * longest,
         ];
         let outcome = prop_oneof![3 => Just(Outcome::Failure), 2 => Just(Outcome::Success)];
@@ -429,7 +489,8 @@ impl StateMachineTest for BreakerModel {
 
     fn init_test(model: &Model) -> Driven {
         let origin = Instant::now();
-        let breaker = CircuitBreaker::new(model.settings.config(), origin);
+        let breaker = CircuitBreaker::new(model.settings.config(), origin)
+            .with_jitter_seed(model.settings.jitter_seed);
         assert_eq!(*breaker.config(), model.settings.config());
         Driven {
             origin,
@@ -605,6 +666,7 @@ prop_state_machine! {
 fn a_stale_call_report_notices_a_lost_probe() {
     let config = BreakerConfig::DEFAULT
         .failure_threshold(nz(1))
+        .min_probe_interval(Duration::ZERO)
         .probe_timeout(Duration::from_millis(10));
     let start = Instant::now();
     let mut breaker = CircuitBreaker::new(config, start);

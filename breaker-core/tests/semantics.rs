@@ -1,5 +1,9 @@
 //! The contract's breaker semantics, as deterministic simulations on a
 //! virtual clock: nothing here sleeps or reads the time twice.
+//!
+//! Calls come one at a time, `min_probe_interval` apart (1 ms apart when
+//! the floor is off), so the count rule shows as the contract states it;
+//! the tests of the floor itself send calls faster than that.
 
 use std::time::{Duration, Instant};
 
@@ -16,10 +20,18 @@ fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).expect("count settings are at least 1")
 }
 
+/// The default settings without the time floor between probes: for the
+/// tests of other rules that send calls faster than the floor.
+fn unpaced() -> BreakerConfig {
+    BreakerConfig::DEFAULT.min_probe_interval(Duration::ZERO)
+}
+
 /// A virtual clock: one real `Instant` as the origin, moved by hand.
 struct Sim {
     origin: Instant,
     elapsed: Duration,
+    /// How far apart [`Sim::call`] spaces calls.
+    step: Duration,
     breaker: CircuitBreaker,
 }
 
@@ -29,8 +41,15 @@ impl Sim {
         Self {
             origin,
             elapsed: Duration::ZERO,
+            step: config.min_probe_interval.max(Duration::from_millis(1)),
             breaker: CircuitBreaker::new(config, origin),
         }
+    }
+
+    /// Calls `step` apart instead.
+    fn every(mut self, step: Duration) -> Self {
+        self.step = step;
+        self
     }
 
     fn now(&self) -> Instant {
@@ -41,10 +60,10 @@ impl Sim {
         self.elapsed += by;
     }
 
-    /// One call, one millisecond later than the last: returns whether it was
+    /// One call, one step later than the last: returns whether it was
     /// permitted, and if so reports `outcome` for it.
     fn call(&mut self, outcome: Outcome) -> bool {
-        self.advance(Duration::from_millis(1));
+        self.advance(self.step);
         let now = self.now();
         match self.breaker.try_acquire(now) {
             Ok(permit) => {
@@ -160,7 +179,7 @@ fn successful_probe_closes_and_resets_the_count() {
 
 #[test]
 fn probe_after_fires_without_counting_traffic() {
-    let mut sim = Sim::new(BreakerConfig::default());
+    let mut sim = Sim::new(unpaced());
     run(&mut sim, "FFFF"); // opens, attempt 0 probes and fails
     assert_eq!(run(&mut sim, "FFF").0, "---");
     sim.advance(Duration::from_secs(29));
@@ -177,7 +196,7 @@ fn probe_after_fires_without_counting_traffic() {
 
 #[test]
 fn a_lost_probe_times_out_and_counts_as_failure() {
-    let config = BreakerConfig::DEFAULT.probe_timeout(Duration::from_secs(5));
+    let config = unpaced().probe_timeout(Duration::from_secs(5));
     let mut sim = Sim::new(config);
     run(&mut sim, "FFF");
     let _ = sim.transitions();
@@ -217,7 +236,7 @@ fn a_lost_probe_times_out_and_counts_as_failure() {
 
 #[test]
 fn the_probe_timeout_is_noticed_by_the_next_call_too() {
-    let mut sim = Sim::new(BreakerConfig::default());
+    let mut sim = Sim::new(unpaced());
     run(&mut sim, "FFF");
     let _lost = sim.breaker.try_acquire(sim.now()).unwrap();
     sim.advance(Duration::from_secs(15));
@@ -230,9 +249,7 @@ fn the_probe_timeout_is_noticed_by_the_next_call_too() {
 
 #[test]
 fn probes_in_flight_are_bounded() {
-    let config = BreakerConfig::DEFAULT
-        .probe_every(nz(1))
-        .max_probes_in_flight(nz(2));
+    let config = unpaced().probe_every(nz(1)).max_probes_in_flight(nz(2));
     let mut sim = Sim::new(config);
     run(&mut sim, "FFF");
     let now = sim.now();
@@ -315,7 +332,7 @@ fn stats_account_for_every_call() {
 
 #[test]
 fn undrained_transitions_are_bounded() {
-    let config = BreakerConfig::DEFAULT.failure_threshold(nz(1));
+    let config = unpaced().failure_threshold(nz(1));
     let mut sim = Sim::new(config);
     // Each "FS" pair opens then closes via a successful probe: 3 transitions.
     for _ in 0..100 {
@@ -329,7 +346,7 @@ fn undrained_transitions_are_bounded() {
 
 #[test]
 fn rejected_says_which_state_rejected() {
-    let mut sim = Sim::new(BreakerConfig::default());
+    let mut sim = Sim::new(unpaced());
     run(&mut sim, "FFFF");
     let err = sim.breaker.try_acquire(sim.now()).unwrap_err();
     assert_eq!(err.state, Open);
@@ -340,7 +357,7 @@ fn rejected_says_which_state_rejected() {
 fn probe_after_counts_from_the_end_of_a_slow_failed_probe() {
     // A probe that takes longer than probe_after (a hanging backend) must not
     // make every following attempt a probe.
-    let config = BreakerConfig::DEFAULT
+    let config = unpaced()
         .probe_after(Duration::from_secs(1))
         .probe_timeout(Duration::from_secs(60));
     let mut sim = Sim::new(config);
@@ -356,7 +373,7 @@ fn probe_after_counts_from_the_end_of_a_slow_failed_probe() {
 
 #[test]
 fn probe_after_counts_from_a_probe_timeout_too() {
-    let config = BreakerConfig::DEFAULT
+    let config = unpaced()
         .probe_after(Duration::from_secs(1))
         .probe_timeout(Duration::from_secs(5));
     let mut sim = Sim::new(config);
@@ -368,4 +385,163 @@ fn probe_after_counts_from_a_probe_timeout_too() {
     assert!(!sim.call(Failure), "timed out just now: not due yet");
     sim.advance(Duration::from_secs(1));
     assert!(sim.call(Failure));
+}
+
+/// Opens a default breaker with calls 1 ms apart, then keeps calling 1 ms
+/// apart for `for_how_long`, every probe failing unless `until_success` says
+/// which probe (0-based) succeeds; returns when each probe started, as time
+/// since the circuit opened.
+fn probes_under_fast_traffic(
+    config: BreakerConfig,
+    for_how_long: Duration,
+    until_success: Option<usize>,
+) -> (Sim, Vec<Duration>) {
+    let mut sim = Sim::new(config).every(Duration::from_millis(1));
+    run(&mut sim, "FFF");
+    assert_eq!(sim.breaker.state(), Open);
+    let opened = sim.elapsed;
+    let mut starts = Vec::new();
+    while sim.elapsed - opened < for_how_long {
+        let outcome = if until_success == Some(starts.len()) {
+            Success
+        } else {
+            Failure
+        };
+        let before = sim.breaker.stats().probes;
+        sim.call(outcome);
+        if sim.breaker.stats().probes > before {
+            starts.push(sim.elapsed - opened);
+            if outcome == Success {
+                break;
+            }
+        }
+    }
+    (sim, starts)
+}
+
+#[test]
+fn attempts_1_ms_apart_probe_at_most_once_per_floor_period() {
+    let (sim, starts) =
+        probes_under_fast_traffic(BreakerConfig::default(), Duration::from_secs(10), None);
+    let floor = sim.breaker.config().min_probe_interval;
+    assert!(
+        starts[0] >= floor,
+        "first probe {:?} after opening",
+        starts[0]
+    );
+    for pair in starts.windows(2) {
+        assert!(pair[1] - pair[0] >= floor, "probes at {starts:?}");
+    }
+    // 10 000 attempts, 1 000 of them multiples of probe_every: the floor
+    // lets a handful through, and the backoff fewer than one per second.
+    assert!((2..=10).contains(&starts.len()), "probes at {starts:?}");
+    assert_eq!(
+        sim.breaker.stats().rejected as usize + starts.len(),
+        10_000 - 1 + 1
+    );
+}
+
+#[test]
+fn the_waits_between_probes_double_with_jitter_up_to_probe_after() {
+    let config = BreakerConfig::default();
+    let (_, starts) = probes_under_fast_traffic(config, Duration::from_secs(600), None);
+    let cap = config.probe_after;
+    // An attempt is a probe only at a multiple of probe_every, 10 ms apart here.
+    let slack = Duration::from_millis(10);
+    let mut floor = config.min_probe_interval;
+    assert!(
+        starts[0] >= floor && starts[0] <= floor + slack,
+        "{starts:?}"
+    );
+    for (n, pair) in starts.windows(2).enumerate() {
+        floor = (floor * 2).min(cap);
+        let wait = pair[1] - pair[0];
+        assert!(
+            wait >= floor / 2 && wait <= (floor + slack).min(cap),
+            "wait {n} is {wait:?}, floor {floor:?}: {starts:?}"
+        );
+    }
+    assert_eq!(floor, cap, "reached the cap: {starts:?}");
+    let waits: Vec<Duration> = starts.windows(2).map(|p| p[1] - p[0]).collect();
+    let distinct: std::collections::BTreeSet<_> = waits.iter().rev().take(10).collect();
+    assert!(distinct.len() > 1, "jittered, not fixed: {waits:?}");
+}
+
+#[test]
+fn a_success_returns_the_floor_to_min_probe_interval() {
+    let config = BreakerConfig::default();
+    // Five failed probes grow the floor to 16 s; the sixth succeeds.
+    let (mut sim, starts) = probes_under_fast_traffic(config, Duration::from_secs(600), Some(5));
+    assert_eq!(starts.len(), 6, "{starts:?}");
+    assert!(
+        starts[5] - starts[4] >= Duration::from_secs(8),
+        "{starts:?}"
+    );
+    assert_eq!(sim.breaker.state(), Closed);
+    // Opened again: the first probe waits min_probe_interval, not 32 s.
+    let _ = sim.transitions();
+    let (_, again) = {
+        let opened_at = sim.elapsed;
+        run(&mut sim, "FFF");
+        assert_eq!(sim.breaker.state(), Open);
+        let mut first = None;
+        for _ in 0..5_000 {
+            let before = sim.breaker.stats().probes;
+            sim.call(Failure);
+            if sim.breaker.stats().probes > before {
+                first = Some(sim.elapsed - opened_at);
+                break;
+            }
+        }
+        (opened_at, first)
+    };
+    let first = again.expect("a probe within 5 s");
+    assert!(
+        first >= Duration::from_secs(1) && first <= Duration::from_millis(1_020),
+        "first probe after reopening at {first:?}"
+    );
+}
+
+#[test]
+fn probes_in_flight_together_still_start_a_floor_apart() {
+    let config = BreakerConfig::DEFAULT
+        .probe_every(nz(1))
+        .max_probes_in_flight(nz(2));
+    let mut sim = Sim::new(config);
+    run(&mut sim, "FFF");
+    sim.advance(Duration::from_secs(1));
+    let now = sim.now();
+    let first = sim.breaker.try_acquire(now).unwrap();
+    assert!(first.is_probe());
+    assert!(sim.breaker.try_acquire(now).is_err(), "same instant");
+    sim.advance(Duration::from_millis(999));
+    assert!(sim.breaker.try_acquire(sim.now()).is_err(), "999 ms later");
+    sim.advance(Duration::from_millis(1));
+    let second = sim.breaker.try_acquire(sim.now()).unwrap();
+    assert!(second.is_probe(), "a floor later, with room for two");
+    assert_eq!(sim.breaker.stats().probes_in_flight, 2);
+}
+
+#[test]
+fn the_jitter_seed_changes_the_waits_and_only_them() {
+    let starts = |seed: u64| {
+        let origin = Instant::now();
+        let mut breaker =
+            CircuitBreaker::new(BreakerConfig::default(), origin).with_jitter_seed(seed);
+        let mut at = Vec::new();
+        for ms in 0..120_000u64 {
+            let now = origin + Duration::from_millis(ms);
+            if let Ok(permit) = breaker.try_acquire(now) {
+                if permit.is_probe() {
+                    at.push(ms);
+                }
+                breaker.record(permit, Failure, now);
+            }
+        }
+        at
+    };
+    let (a, b) = (starts(1), starts(2));
+    assert_eq!(a, starts(1), "deterministic for one seed");
+    assert_eq!(a[0], b[0], "the first probe is not jittered");
+    assert_ne!(a, b, "another seed, other waits");
 }

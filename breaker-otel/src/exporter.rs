@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use breaker_core::{BreakerConfig, CircuitBreaker, CircuitState, Outcome, Permit, Transition};
+use breaker_core::{
+    BreakerConfig, CircuitBreaker, CircuitState, Outcome, Permit, Transition, TransitionReason,
+};
 use futures_util::future::{Either, select};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
@@ -50,6 +52,12 @@ breaker_core::settings! {
         breaker: nested BreakerConfig = BreakerConfig::DEFAULT,
         /// The longest one export may take, whatever the inner exporter does; then it counts as failed.
         export_timeout: duration Duration = Duration::from_secs(10),
+        /// While the circuit stays open, at most one "still open" summary is logged per this long.
+        ///
+        /// The outage's start (warn) and end (info) are always logged; what
+        /// happens in between (failed probes, half-open flips) is at debug.
+        /// Zero turns the summary off.
+        log_interval: duration Duration = Duration::from_secs(300),
     }
 }
 
@@ -113,13 +121,46 @@ struct Shared {
     published: Arc<Published>,
     clock: Arc<dyn Clock>,
     origin: Instant,
+    log_interval: Duration,
 }
 
 #[derive(Debug)]
 struct Core {
     breaker: CircuitBreaker,
-    /// Span counts when the last transition happened, for the log line of the next.
-    spans_at_last_transition: SpanCounts,
+    /// The outage going on, if the circuit is not closed.
+    outage: Option<Outage>,
+}
+
+/// What the log says about an outage when it ends, counted from its start.
+#[derive(Debug, Clone, Copy)]
+struct Outage {
+    started: Instant,
+    probes: u64,
+    spans: SpanCounts,
+    /// When the last "still open" summary was logged (the start, if none).
+    summarized: Instant,
+}
+
+/// A log line decided under the lock and written after it is released.
+#[derive(Debug)]
+enum Line {
+    Opened {
+        transition: Transition,
+        cause: Option<String>,
+        spans_failed: u64,
+    },
+    Closed {
+        transition: Transition,
+        lasted: Duration,
+        probes: u64,
+        spans: SpanCounts,
+    },
+    StillOpen {
+        lasted: Duration,
+        probes: u64,
+        spans: SpanCounts,
+    },
+    Changed(Transition),
 }
 
 impl Shared {
@@ -134,11 +175,16 @@ impl Shared {
     }
 
     /// Runs `step` on the breaker under the lock, then publishes the new
-    /// state and logs the transitions with the lock released.
-    fn drive<T>(&self, step: impl FnOnce(&mut CircuitBreaker, Instant) -> T) -> T {
+    /// state and logs what changed with the lock released. `cause` is why
+    /// the call being recorded failed, for the line that says an outage began.
+    fn drive<T>(
+        &self,
+        cause: Option<&str>,
+        step: impl FnOnce(&mut CircuitBreaker, Instant) -> T,
+    ) -> T {
         let now = self.clock.now();
         let mut transitions = Vec::new();
-        let (result, spans_before) = {
+        let (result, lines) = {
             let mut core = self.lock();
             let result = step(&mut core.breaker, now);
             while let Some(t) = core.breaker.poll_transition() {
@@ -151,60 +197,136 @@ impl Shared {
                 stats.state,
                 stats.since.saturating_duration_since(self.origin),
             );
-            let before = core.spans_at_last_transition;
-            if !transitions.is_empty() {
-                core.spans_at_last_transition = self.published.spans();
-            }
-            (result, before)
+            let lines = self.account(&mut core, &transitions, cause, now);
+            (result, lines)
         };
         for t in &transitions {
             self.published.count_transition(t.from, t.to);
         }
-        if !transitions.is_empty() {
-            log_transitions(&transitions, spans_before, self.published.spans());
+        for line in lines {
+            line.log();
         }
         result
     }
+
+    /// Follows the outage through `transitions` and decides the log lines:
+    /// one when it starts, one when it ends, a summary at most once per
+    /// `log_interval` in between, and the rest at debug.
+    fn account(
+        &self,
+        core: &mut Core,
+        transitions: &[Transition],
+        cause: Option<&str>,
+        now: Instant,
+    ) -> Vec<Line> {
+        let mut lines = Vec::new();
+        let spans = self.published.spans();
+        let probes = self.published.probes();
+        for &t in transitions {
+            match (core.outage, t.to) {
+                (None, CircuitState::Open | CircuitState::HalfOpen) => {
+                    core.outage = Some(Outage {
+                        started: t.at,
+                        probes,
+                        spans,
+                        summarized: t.at,
+                    });
+                    lines.push(Line::Opened {
+                        transition: t,
+                        cause: cause.map(str::to_owned),
+                        spans_failed: spans.failed,
+                    });
+                }
+                (Some(outage), CircuitState::Closed) => {
+                    core.outage = None;
+                    lines.push(Line::Closed {
+                        transition: t,
+                        lasted: t.at.saturating_duration_since(outage.started),
+                        probes: probes - outage.probes,
+                        spans: since(spans, outage.spans),
+                    });
+                }
+                _ => lines.push(Line::Changed(t)),
+            }
+        }
+        if let Some(outage) = &mut core.outage
+            && !self.log_interval.is_zero()
+            && now.saturating_duration_since(outage.summarized) >= self.log_interval
+        {
+            outage.summarized = now;
+            lines.push(Line::StillOpen {
+                lasted: now.saturating_duration_since(outage.started),
+                probes: probes - outage.probes,
+                spans: since(spans, outage.spans),
+            });
+        }
+        lines
+    }
 }
 
-/// One log line per transition: warn when the circuit opens, info otherwise,
-/// with the span counts since the previous transition (several transitions
-/// from one call share those counts: they go with the first).
-fn log_transitions(all: &[Transition], before: SpanCounts, now: SpanCounts) {
-    for (i, t) in all.iter().enumerate() {
-        let (exported, dropped, failed) = if i == 0 {
-            (
-                now.exported - before.exported,
-                now.dropped - before.dropped,
-                now.failed - before.failed,
-            )
-        } else {
-            (0, 0, 0)
-        };
-        if t.to == CircuitState::Open {
-            tracing::warn!(
+/// The counts between `start` and `now`.
+fn since(now: SpanCounts, start: SpanCounts) -> SpanCounts {
+    SpanCounts {
+        exported: now.exported - start.exported,
+        dropped: now.dropped - start.dropped,
+        failed: now.failed - start.failed,
+    }
+}
+
+impl Line {
+    fn log(self) {
+        match self {
+            Self::Opened {
+                transition: t,
+                cause,
+                spans_failed,
+            } => tracing::warn!(
                 from = t.from.as_str(),
                 to = t.to.as_str(),
                 reason = t.reason.as_str(),
-                spans_exported = exported,
-                spans_dropped = dropped,
-                spans_failed = failed,
+                cause = cause.as_deref().unwrap_or(match t.reason {
+                    TransitionReason::ForcedOpen => "forced open by an operator",
+                    _ => "unknown",
+                }),
+                spans_failed,
                 "telemetry circuit opened: spans are dropped until a probe succeeds"
-            );
-        } else {
-            tracing::info!(
+            ),
+            Self::Closed {
+                transition: t,
+                lasted,
+                probes,
+                spans,
+            } => tracing::info!(
                 from = t.from.as_str(),
                 to = t.to.as_str(),
                 reason = t.reason.as_str(),
-                spans_exported = exported,
-                spans_dropped = dropped,
-                spans_failed = failed,
+                outage_secs = lasted.as_secs_f64(),
+                probes,
+                spans_dropped = spans.dropped,
+                spans_failed = spans.failed,
+                "telemetry circuit closed: exporting again"
+            ),
+            Self::StillOpen {
+                lasted,
+                probes,
+                spans,
+            } => tracing::info!(
+                outage_secs = lasted.as_secs_f64(),
+                probes,
+                spans_dropped = spans.dropped,
+                spans_failed = spans.failed,
+                "telemetry circuit still open: spans are being dropped"
+            ),
+            Self::Changed(t) => tracing::debug!(
+                from = t.from.as_str(),
+                to = t.to.as_str(),
+                reason = t.reason.as_str(),
                 "telemetry circuit {}",
                 match t.to {
-                    CircuitState::Closed => "closed: exporting again",
-                    _ => "half-open: probing the backend",
+                    CircuitState::HalfOpen => "half-open: probing the backend",
+                    _ => "open again: the probe failed",
                 }
-            );
+            ),
         }
     }
 }
@@ -219,17 +341,17 @@ pub struct BreakerControl {
 impl BreakerControl {
     /// Holds the circuit open: every batch is dropped, nothing probes.
     pub fn force_open(&self) {
-        self.shared.drive(|b, now| b.force_open(now));
+        self.shared.drive(None, |b, now| b.force_open(now));
     }
 
     /// Holds the circuit closed: every batch is exported, failures never open it.
     pub fn force_closed(&self) {
-        self.shared.drive(|b, now| b.force_closed(now));
+        self.shared.drive(None, |b, now| b.force_closed(now));
     }
 
     /// Back to automatic, closed, with no failures counted.
     pub fn reset(&self) {
-        self.shared.drive(|b, now| b.reset(now));
+        self.shared.drive(None, |b, now| b.reset(now));
     }
 }
 
@@ -265,12 +387,14 @@ impl<E: SpanExporter + 'static> CircuitBreakerSpanExporter<E> {
         let published = Arc::new(Published::new(SystemTime::now()));
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
-                breaker: CircuitBreaker::new(config.breaker, origin),
-                spans_at_last_transition: SpanCounts::default(),
+                breaker: CircuitBreaker::new(config.breaker, origin)
+                    .with_jitter_seed(jitter_seed()),
+                outage: None,
             }),
             published,
             clock,
             origin,
+            log_interval: config.log_interval,
         });
         Ok(Self {
             inner: Arc::new(inner),
@@ -341,7 +465,7 @@ impl<E: SpanExporter + 'static> SpanExporter for CircuitBreakerSpanExporter<E> {
             return Err(OTelSdkError::AlreadyShutdown);
         }
         let spans = batch.len() as u64;
-        let permit: Permit = match self.shared.drive(|b, now| b.try_acquire(now)) {
+        let permit: Permit = match self.shared.drive(None, |b, now| b.try_acquire(now)) {
             Ok(permit) => permit,
             Err(rejected) => {
                 self.shared.published.count_dropped(spans);
@@ -364,7 +488,9 @@ impl<E: SpanExporter + 'static> SpanExporter for CircuitBreakerSpanExporter<E> {
                 Outcome::Failure
             }
         };
-        self.shared.drive(|b, now| b.record(permit, outcome, now));
+        let cause = result.as_ref().err().map(|(_, err)| err.to_string());
+        self.shared
+            .drive(cause.as_deref(), |b, now| b.record(permit, outcome, now));
         result.map_err(|(_, err)| err)
     }
 
@@ -394,6 +520,16 @@ impl<E: SpanExporter + 'static> SpanExporter for CircuitBreakerSpanExporter<E> {
             }
         }
     }
+}
+
+/// A seed that differs between processes and between breakers built at
+/// different moments, so that services failing together do not probe in
+/// step. Not secret and not uniform: jitter needs neither.
+fn jitter_seed() -> u64 {
+    let wall = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    wall ^ (u64::from(std::process::id()) << 32)
 }
 
 /// Runs a blocking call of the inner exporter on its own thread and waits at

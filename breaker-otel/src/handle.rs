@@ -78,6 +78,10 @@ impl Published {
         self.probes.fetch_add(1, Relaxed);
     }
 
+    pub(crate) fn probes(&self) -> u64 {
+        self.probes.load(Relaxed)
+    }
+
     pub(crate) fn count_ended(&self) {
         self.ended.fetch_add(1, Relaxed);
     }

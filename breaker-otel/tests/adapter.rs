@@ -15,6 +15,10 @@ fn wrap(inner: &ScriptedExporter) -> CircuitBreakerSpanExporter<ScriptedExporter
     CircuitBreakerSpanExporter::new(inner.clone(), ExporterConfig::default()).unwrap()
 }
 
+/// The default time floor between probes: the first probe after opening
+/// waits this long.
+const FLOOR: Duration = Duration::from_secs(1);
+
 /// Exports `n` one-span batches, one virtual millisecond apart.
 async fn export_n(exporter: &CircuitBreakerSpanExporter<ScriptedExporter>, n: usize) {
     for _ in 0..n {
@@ -59,6 +63,7 @@ async fn closes_after_a_successful_probe() {
     let exporter = wrap(&inner);
     export_n(&exporter, 3).await;
     assert_eq!(exporter.handle().state(), CircuitState::Open);
+    tokio::time::advance(FLOOR).await;
     let probe = exporter.export(spans(2)).await;
     assert!(probe.is_ok());
     let snapshot = exporter.handle().snapshot();
@@ -72,7 +77,10 @@ async fn closes_after_a_successful_probe() {
 async fn drops_spans_while_open_without_calling_the_inner_exporter() {
     let inner = ScriptedExporter::always(Step::Fail);
     let exporter = wrap(&inner);
-    export_n(&exporter, 4).await; // opens, then attempt 0 probes
+    export_n(&exporter, 3).await;
+    tokio::time::advance(FLOOR).await;
+    export_n(&exporter, 1).await; // attempt 0 probes
+    assert_eq!(exporter.handle().snapshot().probes, 1);
     let calls = inner.calls();
     for _ in 0..9 {
         let result = exporter.export(spans(5)).await;
@@ -106,8 +114,10 @@ async fn the_probe_cycle_reaches_the_backend_at_attempts_0_10_and_20() {
     let exporter = wrap(&inner);
     export_n(&exporter, 3).await;
     let mut reached = Vec::new();
+    // One batch per floor: the floor never decides, the count does.
     for attempt in 0..=20 {
         let before = inner.calls();
+        tokio::time::advance(FLOOR).await;
         export_n(&exporter, 1).await;
         if inner.calls() > before {
             reached.push(attempt);
@@ -115,6 +125,24 @@ async fn the_probe_cycle_reaches_the_backend_at_attempts_0_10_and_20() {
     }
     assert_eq!(reached, [0, 10, 20]);
     assert_eq!(exporter.handle().snapshot().probes, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn batches_10_ms_apart_against_a_dead_backend_probe_less_than_once_a_second() {
+    let inner = ScriptedExporter::always(Step::Fail);
+    let exporter = wrap(&inner);
+    export_n(&exporter, 3).await;
+    assert_eq!(exporter.handle().state(), CircuitState::Open);
+    // 1 000 batches in 10 s: the count rule alone would probe 100 times.
+    for _ in 0..1_000 {
+        tokio::time::advance(Duration::from_millis(10)).await;
+        let _ = exporter.export(spans(1)).await;
+    }
+    // Waits of at least 1 s, then at least 1, 2 and 4 s (half of a floor
+    // that doubles): at most 4 probes in 10 s, and at least 2.
+    let probes = exporter.handle().snapshot().probes;
+    assert!((2..=4).contains(&probes), "{probes} probes");
+    assert_eq!(inner.calls() as u64, 3 + probes);
 }
 
 #[tokio::test(start_paused = true)]

@@ -81,8 +81,16 @@ fn answer_unavailable(stream: std::net::TcpStream, requests: &AtomicUsize) {
     }
 }
 
+/// The default settings with `export_timeout`, and without the time floor
+/// between probes: these tests flush batches back to back on real time,
+/// where the floor would make which batch probes a matter of timing.
 fn settings(export_timeout: Duration) -> ExporterConfig {
-    ExporterConfig::DEFAULT.export_timeout(export_timeout)
+    let breaker = ExporterConfig::DEFAULT
+        .breaker
+        .min_probe_interval(Duration::ZERO);
+    ExporterConfig::DEFAULT
+        .export_timeout(export_timeout)
+        .breaker(breaker)
 }
 
 async fn flush_batches(pipeline: &TracingPipeline, batches: usize) {

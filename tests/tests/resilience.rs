@@ -363,6 +363,9 @@ fn during_a_long_outage_only_probes_reach_the_backend_one_request_at_a_time() {
         ("TASKMAN__BREAKER__PROBE_EVERY", "5"),
         // Far away, so that only probe_every decides when to probe.
         ("TASKMAN__BREAKER__PROBE_AFTER", "10m"),
+        // A floor far below one batch (it doubles to a few tens of ms over
+        // the six probes), so that it never decides either.
+        ("TASKMAN__BREAKER__MIN_PROBE_INTERVAL", "1ms"),
         ("TASKMAN__BREAKER__EXPORT_TIMEOUT", "500ms"),
     ]);
     let traffic = warm_up(&rig);

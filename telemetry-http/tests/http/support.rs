@@ -24,8 +24,9 @@ pub(crate) fn telemetry(handle: BreakerHandle) -> TelemetryHttp {
 }
 
 /// A real circuit-breaking exporter (default settings: opens after 3
-/// consecutive failures) around a [`ScriptedExporter`]. Build it inside the
-/// test's runtime.
+/// consecutive failures; but no time floor between probes, since these tests
+/// run on real time and expect attempt 0 after opening to probe at once)
+/// around a [`ScriptedExporter`]. Build it inside the test's runtime.
 #[derive(Debug, Clone)]
 pub(crate) struct Breaker {
     pub(crate) exporter: Arc<CircuitBreakerSpanExporter<ScriptedExporter>>,
@@ -35,8 +36,7 @@ pub(crate) struct Breaker {
 impl Breaker {
     pub(crate) fn new() -> Self {
         let backend = ScriptedExporter::default();
-        let exporter =
-            CircuitBreakerSpanExporter::new(backend.clone(), ExporterConfig::default()).unwrap();
+        let exporter = CircuitBreakerSpanExporter::new(backend.clone(), unpaced()).unwrap();
         Self {
             exporter: Arc::new(exporter),
             backend,
@@ -59,6 +59,13 @@ impl Breaker {
         }
         assert_eq!(self.handle().state(), CircuitState::Open);
     }
+}
+
+fn unpaced() -> ExporterConfig {
+    let breaker = ExporterConfig::DEFAULT
+        .breaker
+        .min_probe_interval(std::time::Duration::ZERO);
+    ExporterConfig::DEFAULT.breaker(breaker)
 }
 
 pub(crate) fn peer(ip: &str) -> SocketAddr {
