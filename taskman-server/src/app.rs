@@ -1,4 +1,4 @@
-//! Assembles the application and serves it until SIGTERM or SIGINT.
+//! Assembles the application and serves it until SIGTERM, SIGINT or SIGHUP.
 //!
 //! This is the one place where the parts meet, and so the one place telemetry joins them:
 //!
@@ -11,9 +11,11 @@
 //!   the nine the HTTP conventions know gets a span named `HTTP {route}` (see
 //!   `app/other_methods.rs`).
 //!
-//! Shutdown: actix's own signal handling is off (it treats SIGINT as a forced stop). Both
-//! SIGTERM and SIGINT stop accepting connections and give requests in flight up to
-//! `server.shutdown_timeout` to finish.
+//! Shutdown: actix's own signal handling is off (it treats SIGINT as a forced stop). SIGTERM,
+//! SIGINT and SIGHUP all stop accepting connections and give requests in flight up to
+//! `server.shutdown_timeout` to finish. SIGHUP is a stop, not a reload: the server has nothing
+//! to reload, and a supervisor or closing terminal that sends it expects the process to end,
+//! which by default it would at once, cutting requests and losing unflushed spans.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -122,7 +124,7 @@ async fn open_store(storage: &StorageSettings) -> anyhow::Result<Store> {
 }
 
 /// Binds `server.bind`, logs `listening on http://ADDRESS` once bound (port 0 is resolved),
-/// and serves `state` until SIGTERM or SIGINT, then drains requests in flight. The moment
+/// and serves `state` until SIGTERM, SIGINT or SIGHUP, then drains requests in flight. The moment
 /// the stop signal arrived is recorded in `stop_requested`.
 pub async fn serve(
     settings: &Settings,
@@ -142,7 +144,7 @@ pub async fn serve(
     let urls: Vec<String> = http.addrs().iter().map(|a| format!("http://{a}")).collect();
     // Installed before the address is announced: whoever waits for that line may signal us
     // at once, and an uncaught SIGTERM would kill the process instead of stopping it.
-    let signals = StopSignals::install().context("cannot handle SIGTERM/SIGINT")?;
+    let signals = StopSignals::install().context("cannot handle SIGTERM/SIGINT/SIGHUP")?;
     let running = http.run();
     tracing::info!(
         storage.path = %settings.storage.path.display(),
@@ -187,13 +189,15 @@ async fn stop_on_signal(
     }
 }
 
-/// SIGTERM and SIGINT as a stream of names.
+/// SIGTERM, SIGINT and SIGHUP as a stream of names.
 #[derive(Debug)]
 struct StopSignals {
     #[cfg(unix)]
     terminate: tokio::signal::unix::Signal,
     #[cfg(unix)]
     interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
 }
 
 impl StopSignals {
@@ -203,6 +207,7 @@ impl StopSignals {
         Ok(Self {
             terminate: signal(SignalKind::terminate())?,
             interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
         })
     }
 
@@ -211,6 +216,7 @@ impl StopSignals {
         tokio::select! {
             _ = self.terminate.recv() => "SIGTERM",
             _ = self.interrupt.recv() => "SIGINT",
+            _ = self.hangup.recv() => "SIGHUP",
         }
     }
 
