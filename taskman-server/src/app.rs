@@ -69,7 +69,9 @@ pub fn app(
         .service(
             tasks::scope(state.max_body_bytes)
                 // Innermost first: `restore` runs inside the server span `RequestTracing`
-                // opens, `hide` before it.
+                // opens, `hide` before it; the body deadline inside both, so a timed-out
+                // body is a traced 408.
+                .wrap(from_fn(tasks::body_deadline))
                 .wrap(from_fn(other_methods::restore))
                 .wrap(RequestTracing::new())
                 .wrap(from_fn(other_methods::hide)),
@@ -81,6 +83,7 @@ pub fn app(
 /// tracing is shut down, all within `server.shutdown_timeout` of the signal. Errors name the
 /// setting at fault, for instance `storage.path = ...: cannot open ...`.
 pub async fn run(settings: Settings, telemetry: Telemetry) -> anyhow::Result<()> {
+    raise_open_file_limit();
     // Before the first write to the database: see `storage::handle_file_size_signal`.
     if let Err(err) = crate::storage::handle_file_size_signal() {
         telemetry.abandon().await;
@@ -112,6 +115,36 @@ pub async fn run(settings: Settings, telemetry: Telemetry) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Raises the soft limit on open files to the hard limit and logs the limit in use. Every
+/// connection is a file descriptor; the soft limit is often 1024, which a few hundred slow
+/// clients and the database would exhaust, while the hard limit the operator set is the real
+/// ceiling. A refusal is logged, not fatal: the server still runs with the old limit.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+            Ok(limits) => limits,
+            Err(err) => {
+                tracing::warn!("cannot read the open file limit: {err}");
+                return;
+            }
+        };
+        let limit = if soft < hard {
+            match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                Ok(()) => hard,
+                Err(err) => {
+                    tracing::warn!(soft, hard, "cannot raise the open file limit: {err}");
+                    soft
+                }
+            }
+        } else {
+            soft
+        };
+        tracing::info!(limit, "open file limit");
+    }
+}
+
 /// The least time tracing gets to flush on shutdown.
 const SHUTDOWN_FLOOR: Duration = Duration::from_millis(200);
 
@@ -132,9 +165,13 @@ pub async fn serve(
     stop_requested: Arc<OnceLock<Instant>>,
 ) -> anyhow::Result<()> {
     let server = &settings.server;
-    let mut http = HttpServer::new(move || app(state.clone()))
+    let body_timeout = tasks::BodyTimeout(server.request_body_timeout);
+    let mut http = HttpServer::new(move || app(state.clone()).app_data(body_timeout))
         .disable_signals()
-        .shutdown_timeout(whole_seconds(server.shutdown_timeout));
+        .shutdown_timeout(whole_seconds(server.shutdown_timeout))
+        .client_request_timeout(server.request_head_timeout)
+        .keep_alive(server.keep_alive)
+        .client_disconnect_timeout(server.client_disconnect_timeout);
     if let Some(workers) = server.workers {
         http = http.workers(workers.get());
     }
