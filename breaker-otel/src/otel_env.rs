@@ -35,6 +35,16 @@ const OTEL_SDK_DISABLED: &str = "OTEL_SDK_DISABLED";
 const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
 const OTEL_RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
 const OTEL_BSP_MAX_CONCURRENT_EXPORTS: &str = "OTEL_BSP_MAX_CONCURRENT_EXPORTS";
+const OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT: &str = "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT";
+const OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT: &str = "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT";
+const OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT: &str = "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT";
+
+/// Bytes a string attribute value keeps when no length limit variable is set. The
+/// specification's default is no limit; spans carry client input (user agents, URLs), and
+/// an unbounded value times the batch queue is unbounded memory.
+pub(crate) const DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT: usize = 256;
+/// Attributes a span keeps when `OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT` is unset (the SDK's default).
+pub(crate) const DEFAULT_SPAN_ATTRIBUTE_COUNT_LIMIT: u32 = 128;
 
 /// Where spans go over gRPC when no endpoint variable is set.
 const DEFAULT_GRPC_ENDPOINT: &str = "http://localhost:4317";
@@ -189,6 +199,10 @@ pub(crate) struct Resolved {
     max_queue_size: usize,
     max_export_batch_size: usize,
     pub(crate) service_name: Option<String>,
+    /// Bytes kept of each string attribute value (cut on a UTF-8 character boundary).
+    pub(crate) attribute_value_length_limit: usize,
+    /// Attributes kept per span.
+    pub(crate) span_attribute_count_limit: u32,
 }
 
 /// Where spans go, and which variable said so (`None`: the default).
@@ -354,6 +368,24 @@ impl OtlpEnv {
             "1",
             "A whole number; ignored by this pipeline's batch processor, which exports one batch at a time.",
         ),
+        var(
+            OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT,
+            Kind::Count,
+            "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+            "Bytes kept of each string attribute value of a span (at least 1), cut on a UTF-8 character boundary; wins over OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT.",
+        ),
+        var(
+            OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT,
+            Kind::Count,
+            "256",
+            "Bytes kept of each string attribute value (at least 1). Not the specification's unlimited default: spans carry client input such as user agents.",
+        ),
+        var(
+            OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT,
+            Kind::Count,
+            "128",
+            "Attributes kept per span (at least 1); later ones are dropped.",
+        ),
     ];
 
     /// Reads the process environment (each time a value is needed).
@@ -450,8 +482,11 @@ impl OtlpEnv {
             max_queue_size: OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT,
             max_export_batch_size: OTEL_BSP_MAX_EXPORT_BATCH_SIZE_DEFAULT,
             service_name: None,
+            attribute_value_length_limit: DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT,
+            span_attribute_count_limit: DEFAULT_SPAN_ATTRIBUTE_COUNT_LIMIT,
         };
         let mut protocol = None;
+        let mut value_length = None;
         let mut headers = None;
         let mut compression = None;
         // VARIABLES lists each signal-specific variable before its generic twin, so the
@@ -488,11 +523,27 @@ impl OtlpEnv {
                     }
                 }
                 Kind::Count => {
-                    let count = parse_at_least_one::<usize>(var, &raw, "items")?;
-                    if var.name == OTEL_BSP_MAX_QUEUE_SIZE {
-                        resolved.max_queue_size = count;
+                    let unit = if var.name.ends_with("VALUE_LENGTH_LIMIT") {
+                        "bytes"
                     } else {
-                        resolved.max_export_batch_size = count;
+                        "items"
+                    };
+                    let count = parse_at_least_one::<usize>(var, &raw, unit)?;
+                    match var.name {
+                        OTEL_BSP_MAX_QUEUE_SIZE => resolved.max_queue_size = count,
+                        OTEL_BSP_MAX_EXPORT_BATCH_SIZE => resolved.max_export_batch_size = count,
+                        OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT => {
+                            resolved.span_attribute_count_limit =
+                                u32::try_from(count).map_err(|_| {
+                                    OtlpEnvError::new(
+                                        var,
+                                        &raw,
+                                        format!("expected at most {}", u32::MAX),
+                                    )
+                                })?;
+                        }
+                        // The span-specific variable comes first and wins.
+                        _ => value_length = value_length.or(Some(count)),
                     }
                 }
                 Kind::Ignored => {
@@ -514,6 +565,9 @@ impl OtlpEnv {
             }
         }
         resolved.protocol = protocol.unwrap_or_default();
+        if let Some(limit) = value_length {
+            resolved.attribute_value_length_limit = limit;
+        }
         resolved.headers = headers.unwrap_or_default();
         resolved.gzip = compression.unwrap_or(false);
         Ok(resolved)
@@ -1244,6 +1298,53 @@ mod tests {
         assert!(!text.contains("hunter2"), "{text}");
         assert!(!text.contains("PATH"), "{text}");
         assert!(text.lines().all(|l| l.starts_with("# ")), "{text}");
+    }
+
+    #[test]
+    fn attribute_limits_default_to_256_bytes_and_128_attributes() {
+        let resolved = env(&[]).resolve().unwrap();
+        assert_eq!(resolved.attribute_value_length_limit, 256);
+        assert_eq!(resolved.span_attribute_count_limit, 128);
+        let resolved = env(&[
+            (OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT, "1000"),
+            (OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT, "16"),
+        ])
+        .resolve()
+        .unwrap();
+        assert_eq!(resolved.attribute_value_length_limit, 1000);
+        assert_eq!(resolved.span_attribute_count_limit, 16);
+        // The span-specific length wins over the generic one.
+        let resolved = env(&[
+            (OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT, "64"),
+            (OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT, "1000"),
+        ])
+        .resolve()
+        .unwrap();
+        assert_eq!(resolved.attribute_value_length_limit, 64);
+    }
+
+    #[test]
+    fn bad_attribute_limits_are_refused_by_name() {
+        for (name, value, expected) in [
+            (
+                OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT,
+                "0",
+                "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT = \"0\": expected at least 1 (bytes)",
+            ),
+            (
+                OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT,
+                "1kb",
+                "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT = \"1kb\": expected a whole number of bytes",
+            ),
+            (
+                OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT,
+                "99999999999",
+                "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT = \"99999999999\": expected at most 4294967295",
+            ),
+        ] {
+            let err = env(&[(name, value)]).validate().unwrap_err();
+            assert_eq!(err.to_string(), expected);
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry::Context;
+use opentelemetry::{Array, Context, KeyValue, StringValue, Value};
 use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
 use opentelemetry_otlp::{
     Compression, RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig,
@@ -352,9 +352,15 @@ impl TracingPipelineBuilder {
     ) -> SdkTracerProvider {
         SdkTracerProvider::builder()
             .with_span_processor(EndedSpans {
-                inner: batch,
+                inner: TruncatedAttributes {
+                    inner: batch,
+                    limit: env.attribute_value_length_limit,
+                },
                 published: handle.published(),
             })
+            // Set explicitly, so that the SDK's own reading of the process environment
+            // never overrides the checked value.
+            .with_max_attributes_per_span(env.span_attribute_count_limit)
             .with_resource(self.resource(env))
             .build()
     }
@@ -553,9 +559,102 @@ impl<P: SpanProcessor> SpanProcessor for EndedSpans<P> {
     }
 }
 
+/// Cuts every string attribute value of an ended span (and of its events) to `limit` bytes,
+/// on a UTF-8 character boundary, before the batch queue holds it. The SDK limits how many
+/// attributes a span keeps but not how long they are, and the HTTP instrumentation records
+/// client input (user agent, path, query) as it comes: without this, the queue's memory is
+/// its length times whatever clients send.
+#[derive(Debug)]
+struct TruncatedAttributes<P> {
+    inner: P,
+    limit: usize,
+}
+
+impl<P: SpanProcessor> SpanProcessor for TruncatedAttributes<P> {
+    fn on_start(&self, span: &mut Span, cx: &Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, mut span: SpanData) {
+        truncate_all(&mut span.attributes, self.limit);
+        for event in &mut span.events.events {
+            truncate_all(&mut event.attributes, self.limit);
+        }
+        self.inner.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+fn truncate_all(attributes: &mut [KeyValue], limit: usize) {
+    for attribute in attributes {
+        match &mut attribute.value {
+            Value::String(value) => truncate_value(value, limit),
+            Value::Array(Array::String(values)) => {
+                for value in values {
+                    truncate_value(value, limit);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Replaces `value` by its first `limit` bytes, fewer if `limit` falls inside a character.
+/// Short values are left alone, without a copy.
+fn truncate_value(value: &mut StringValue, limit: usize) {
+    let text = value.as_str();
+    if text.len() <= limit {
+        return;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    *value = StringValue::from(text[..end].to_owned());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_60_kb_attribute_is_cut_to_the_limit_on_a_char_boundary() {
+        // 'é' is two bytes: 255 ASCII bytes then 'é' puts byte 256 inside a character.
+        let long = format!("{}{}", "a".repeat(255), "é".repeat(30_000));
+        assert!(long.len() > 60_000);
+        let mut attributes = vec![
+            KeyValue::new("user_agent.original", long.clone()),
+            KeyValue::new("short", "kept"),
+            KeyValue::new("count", 7_i64),
+            KeyValue::new(
+                "list",
+                Value::Array(Array::String(vec![StringValue::from(long)])),
+            ),
+        ];
+        truncate_all(&mut attributes, 256);
+        assert_eq!(attributes[0].value.as_str(), "a".repeat(255));
+        assert_eq!(attributes[1].value.as_str(), "kept");
+        assert_eq!(attributes[2].value, Value::I64(7));
+        let Value::Array(Array::String(list)) = &attributes[3].value else {
+            panic!("not a string array");
+        };
+        assert_eq!(list[0].as_str(), "a".repeat(255));
+
+        let mut on_boundary = vec![KeyValue::new("k", "é".repeat(200))];
+        truncate_all(&mut on_boundary, 256);
+        assert_eq!(on_boundary[0].value.as_str(), "é".repeat(128));
+    }
 
     #[test]
     fn protocol_comes_from_the_signal_variable_first() {

@@ -1,4 +1,4 @@
-//! Assembles the application and serves it until SIGTERM or SIGINT.
+//! Assembles the application and serves it until SIGTERM, SIGINT or SIGHUP.
 //!
 //! This is the one place where the parts meet, and so the one place telemetry joins them:
 //!
@@ -11,9 +11,11 @@
 //!   the nine the HTTP conventions know gets a span named `HTTP {route}` (see
 //!   `app/other_methods.rs`).
 //!
-//! Shutdown: actix's own signal handling is off (it treats SIGINT as a forced stop). Both
-//! SIGTERM and SIGINT stop accepting connections and give requests in flight up to
-//! `server.shutdown_timeout` to finish.
+//! Shutdown: actix's own signal handling is off (it treats SIGINT as a forced stop). SIGTERM,
+//! SIGINT and SIGHUP all stop accepting connections and give requests in flight up to
+//! `server.shutdown_timeout` to finish. SIGHUP is a stop, not a reload: the server has nothing
+//! to reload, and a supervisor or closing terminal that sends it expects the process to end,
+//! which by default it would at once, cutting requests and losing unflushed spans.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -67,7 +69,9 @@ pub fn app(
         .service(
             tasks::scope(state.max_body_bytes)
                 // Innermost first: `restore` runs inside the server span `RequestTracing`
-                // opens, `hide` before it.
+                // opens, `hide` before it; the body deadline inside both, so a timed-out
+                // body is a traced 408.
+                .wrap(from_fn(tasks::body_deadline))
                 .wrap(from_fn(other_methods::restore))
                 .wrap(RequestTracing::new())
                 .wrap(from_fn(other_methods::hide)),
@@ -79,6 +83,7 @@ pub fn app(
 /// tracing is shut down, all within `server.shutdown_timeout` of the signal. Errors name the
 /// setting at fault, for instance `storage.path = ...: cannot open ...`.
 pub async fn run(settings: Settings, telemetry: Telemetry) -> anyhow::Result<()> {
+    raise_open_file_limit();
     // Before the first write to the database: see `storage::handle_file_size_signal`.
     if let Err(err) = crate::storage::handle_file_size_signal() {
         telemetry.abandon().await;
@@ -110,6 +115,36 @@ pub async fn run(settings: Settings, telemetry: Telemetry) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Raises the soft limit on open files to the hard limit and logs the limit in use. Every
+/// connection is a file descriptor; the soft limit is often 1024, which a few hundred slow
+/// clients and the database would exhaust, while the hard limit the operator set is the real
+/// ceiling. A refusal is logged, not fatal: the server still runs with the old limit.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+            Ok(limits) => limits,
+            Err(err) => {
+                tracing::warn!("cannot read the open file limit: {err}");
+                return;
+            }
+        };
+        let limit = if soft < hard {
+            match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                Ok(()) => hard,
+                Err(err) => {
+                    tracing::warn!(soft, hard, "cannot raise the open file limit: {err}");
+                    soft
+                }
+            }
+        } else {
+            soft
+        };
+        tracing::info!(limit, "open file limit");
+    }
+}
+
 /// The least time tracing gets to flush on shutdown.
 const SHUTDOWN_FLOOR: Duration = Duration::from_millis(200);
 
@@ -122,7 +157,7 @@ async fn open_store(storage: &StorageSettings) -> anyhow::Result<Store> {
 }
 
 /// Binds `server.bind`, logs `listening on http://ADDRESS` once bound (port 0 is resolved),
-/// and serves `state` until SIGTERM or SIGINT, then drains requests in flight. The moment
+/// and serves `state` until SIGTERM, SIGINT or SIGHUP, then drains requests in flight. The moment
 /// the stop signal arrived is recorded in `stop_requested`.
 pub async fn serve(
     settings: &Settings,
@@ -130,9 +165,13 @@ pub async fn serve(
     stop_requested: Arc<OnceLock<Instant>>,
 ) -> anyhow::Result<()> {
     let server = &settings.server;
-    let mut http = HttpServer::new(move || app(state.clone()))
+    let body_timeout = tasks::BodyTimeout(server.request_body_timeout);
+    let mut http = HttpServer::new(move || app(state.clone()).app_data(body_timeout))
         .disable_signals()
-        .shutdown_timeout(whole_seconds(server.shutdown_timeout));
+        .shutdown_timeout(whole_seconds(server.shutdown_timeout))
+        .client_request_timeout(server.request_head_timeout)
+        .keep_alive(server.keep_alive)
+        .client_disconnect_timeout(server.client_disconnect_timeout);
     if let Some(workers) = server.workers {
         http = http.workers(workers.get());
     }
@@ -142,7 +181,7 @@ pub async fn serve(
     let urls: Vec<String> = http.addrs().iter().map(|a| format!("http://{a}")).collect();
     // Installed before the address is announced: whoever waits for that line may signal us
     // at once, and an uncaught SIGTERM would kill the process instead of stopping it.
-    let signals = StopSignals::install().context("cannot handle SIGTERM/SIGINT")?;
+    let signals = StopSignals::install().context("cannot handle SIGTERM/SIGINT/SIGHUP")?;
     let running = http.run();
     tracing::info!(
         storage.path = %settings.storage.path.display(),
@@ -187,13 +226,15 @@ async fn stop_on_signal(
     }
 }
 
-/// SIGTERM and SIGINT as a stream of names.
+/// SIGTERM, SIGINT and SIGHUP as a stream of names.
 #[derive(Debug)]
 struct StopSignals {
     #[cfg(unix)]
     terminate: tokio::signal::unix::Signal,
     #[cfg(unix)]
     interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
 }
 
 impl StopSignals {
@@ -203,6 +244,7 @@ impl StopSignals {
         Ok(Self {
             terminate: signal(SignalKind::terminate())?,
             interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
         })
     }
 
@@ -211,6 +253,7 @@ impl StopSignals {
         tokio::select! {
             _ = self.terminate.recv() => "SIGTERM",
             _ = self.interrupt.recv() => "SIGINT",
+            _ = self.hangup.recv() => "SIGHUP",
         }
     }
 

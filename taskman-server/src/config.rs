@@ -99,12 +99,20 @@ section! {
     pub struct ServerSettings {
         /// `host:port` to listen on; port `0` picks a free port, named by the log line `listening on http://…`.
         bind: String as BindAddress = "127.0.0.1:8080".to_owned(),
-        /// After SIGTERM or SIGINT, how long requests in flight may take to finish; queued spans are then flushed within what is left of it.
+        /// After SIGTERM, SIGINT or SIGHUP, how long requests in flight may take to finish; queued spans are then flushed within what is left of it.
         shutdown_timeout: Duration as HumanDuration = Duration::from_secs(10),
         /// HTTP worker threads; unset: one per CPU core.
         workers: Option<NonZeroUsize> as Workers = None,
         /// Largest request body accepted; a larger one is answered `413` (`payload_too_large`).
         max_body_bytes: NonZeroUsize as Bytes = NonZeroUsize::MIN.saturating_add(64 * 1024 - 1),
+        /// How long a client may take to send a request's head (request line and headers) once it has connected or its previous request was answered; a slower client is answered `408` and disconnected.
+        request_head_timeout: Duration as HumanDuration = Duration::from_secs(5),
+        /// How long a client may take to send a task request's whole body, counted from the end of its head; a slower one is answered `408` (`request_timeout`) and disconnected.
+        request_body_timeout: Duration as HumanDuration = Duration::from_secs(10),
+        /// How long an idle keep-alive connection stays open waiting for the next request.
+        keep_alive: Duration as HumanDuration = Duration::from_secs(5),
+        /// After the server has closed its side of a connection, how long it waits for the client to close its own before dropping the connection.
+        client_disconnect_timeout: Duration as HumanDuration = Duration::from_secs(1),
     }
 }
 

@@ -30,7 +30,7 @@ The span exporter reads the standard OpenTelemetry variables: OTEL_EXPORTER_OTLP
 and OTEL_EXPORTER_OTLP_PROTOCOL (default grpc to http://localhost:4317), OTEL_BSP_*,
 OTEL_SERVICE_NAME. RUST_LOG sets the log level (default info).
 
-SIGTERM or SIGINT stops the server gracefully within server.shutdown_timeout."
+SIGTERM, SIGINT or SIGHUP stops the server gracefully within server.shutdown_timeout."
 )]
 struct Cli {
     /// TOML configuration file; overrides TASKMAN_CONFIG.

@@ -1,6 +1,6 @@
 //! The real `taskman-server` binary, started as an operator would: bad configuration exits
-//! before serving with one line; tasks persist across restarts and `kill -9`; SIGTERM and
-//! SIGINT drain and exit 0 promptly. Every server binds 127.0.0.1:0 and announces its port
+//! before serving with one line; tasks persist across restarts and `kill -9`; SIGTERM,
+//! SIGINT and SIGHUP drain and exit 0 promptly. Every server binds 127.0.0.1:0 and announces its port
 //! on stderr; every wait polls against a deadline. The process is run by the crate's one
 //! harness, `src/server.rs`.
 
@@ -71,8 +71,14 @@ fn stop_with(mut server: TaskmanServer, signal: &str) -> (ExitStatus, Duration) 
 
 fn send_signal(server: &TaskmanServer, signal: &str) {
     match signal {
-        "TERM" => server.sigterm(),
-        "INT" => server.sigint(),
+        "TERM" => server.sigterm().map_err(|err| err.to_string()),
+        "INT" => server.sigint().map_err(|err| err.to_string()),
+        // The harness has no SIGHUP of its own; send it as `kill -HUP` would.
+        "HUP" => {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(server.pid()).unwrap());
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP)
+                .map_err(|err| format!("SIGHUP: {err}"))
+        }
         other => unreachable!("no signal {other} in these tests"),
     }
     .unwrap_or_else(|err| panic!("{err}"));
@@ -335,8 +341,10 @@ fn acknowledged_writes_survive_kill_9() {
 /// A POST whose body is not yet sent when the signal arrives still completes, and the process
 /// then exits 0.
 #[test]
-fn sigterm_and_sigint_drain_requests_in_flight_and_exit_0() {
-    for signal in ["TERM", "INT"] {
+fn sigterm_sigint_and_sighup_drain_requests_in_flight_and_exit_0() {
+    // SIGHUP is a stop too: the server has nothing to reload, and its default action would
+    // cut the request below.
+    for signal in ["TERM", "INT", "HUP"] {
         let dir = tempfile::tempdir().unwrap();
         let mut server = start(
             &dir.path().join("tasks.db"),

@@ -14,12 +14,25 @@
 //! Bodies reject unknown fields; in a PATCH, `"description": null` removes the description,
 //! while `null` for `title` or `status` is an error (they cannot be absent). `limit` is 0 to
 //! 100 (default 20), `offset` 0 or more. Errors are described in [`super::error`].
+//!
+//! A body must arrive within `server.request_body_timeout` of the request's head
+//! ([`body_deadline`]); actix bounds the head and idle connections but not bodies, so without
+//! it a client that announces a `Content-Length` and then stalls holds its connection, and
+//! the request's memory, for as long as it likes. Such a request is answered `408`
+//! `request_timeout` and its connection closed.
 
 use std::fmt;
+use std::io;
 use std::marker::PhantomData;
+use std::time::Duration;
 
-use actix_web::http::header;
-use actix_web::{HttpResponse, Scope, web};
+use actix_web::body::MessageBody;
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::error::{JsonPayloadError, PayloadError};
+use actix_web::http::{ConnectionType, StatusCode, header};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, Scope, web};
+use futures_util::StreamExt as _;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -53,7 +66,7 @@ pub fn scope(max_body_bytes: usize) -> Scope {
         .app_data(
             web::JsonConfig::default()
                 .limit(max_body_bytes)
-                .error_handler(json_error),
+                .error_handler(body_error),
         )
         .app_data(web::PathConfig::default().error_handler(path_error))
         .app_data(web::QueryConfig::default().error_handler(query_error))
@@ -76,6 +89,80 @@ pub fn scope(max_body_bytes: usize) -> Scope {
                     "GET, HEAD, PATCH, DELETE",
                 ))),
         )
+}
+
+/// How long a request body may take to arrive, counted from the end of the head: the
+/// `server.request_body_timeout` that [`body_deadline`] reads from the application's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyTimeout(pub Duration);
+
+impl Default for BodyTimeout {
+    /// The default of `server.request_body_timeout`, for applications that set none.
+    fn default() -> Self {
+        Self(Duration::from_secs(10))
+    }
+}
+
+/// Middleware: the request's body stream ends with a timeout error once [`BodyTimeout`] has
+/// passed since the head arrived, and the answer to such a request (`408`) closes the
+/// connection, so a stalled client cannot hold it open afterwards.
+///
+/// # Errors
+/// Those of the wrapped service.
+pub async fn body_deadline(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let BodyTimeout(timeout) = req.app_data::<BodyTimeout>().copied().unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let payload = req.take_payload();
+    // `Some(payload)` while reading; `None` once the deadline has passed, so the stream ends.
+    let stream = futures_util::stream::unfold(Some(payload), move |payload| async move {
+        let mut payload = payload?;
+        match tokio::time::timeout_at(deadline, payload.next()).await {
+            Ok(Some(chunk)) => Some((chunk, Some(payload))),
+            Ok(None) => None,
+            Err(_) => Some((Err(body_timed_out(timeout)), None)),
+        }
+    });
+    req.set_payload(Payload::from(
+        Box::pin(stream) as std::pin::Pin<Box<dyn futures_util::Stream<Item = _>>>
+    ));
+    let mut res = next.call(req).await?;
+    if res.status() == StatusCode::REQUEST_TIMEOUT {
+        // The rest of the body may never come: waiting for it would keep the connection.
+        res.response_mut()
+            .head_mut()
+            .set_connection_type(ConnectionType::Close);
+    }
+    Ok(res)
+}
+
+/// The error a body stream ends with at its deadline; [`body_error`] recognises it by kind.
+fn body_timed_out(timeout: Duration) -> PayloadError {
+    PayloadError::Io(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "the body did not arrive within {} (server.request_body_timeout)",
+            humantime::format_duration(timeout)
+        ),
+    ))
+}
+
+/// `JsonConfig` error handler: a body that missed its deadline is `408 request_timeout`;
+/// everything else is [`json_error`]'s.
+fn body_error(err: JsonPayloadError, req: &HttpRequest) -> actix_web::Error {
+    match err {
+        JsonPayloadError::Payload(PayloadError::Io(io)) if io.kind() == io::ErrorKind::TimedOut => {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                io.to_string(),
+            )
+            .into()
+        }
+        other => json_error(other, req),
+    }
 }
 
 #[derive(Debug, Deserialize)]
