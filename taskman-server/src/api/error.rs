@@ -11,6 +11,7 @@
 //! | 400 | `unreadable_body` | the body could not be read (truncated, bad encoding) |
 //! | 404 | `not_found` | no such task (including non-numeric ids) or no such route |
 //! | 405 | `method_not_allowed` | the route exists, the method does not (see `Allow`) |
+//! | 408 | `request_timeout` | the body did not arrive within `server.request_body_timeout`; the connection is closed |
 //! | 413 | `payload_too_large` | the body exceeds `server.max_body_bytes` |
 //! | 415 | `unsupported_media_type` | the body is not sent as `application/json` |
 //! | 500 | `storage_error` | a database statement failed: a bug (details in the server log only) |
