@@ -83,7 +83,6 @@ pub fn app(
 /// tracing is shut down, all within `server.shutdown_timeout` of the signal. Errors name the
 /// setting at fault, for instance `storage.path = ...: cannot open ...`.
 pub async fn run(settings: Settings, telemetry: Telemetry) -> anyhow::Result<()> {
-    raise_open_file_limit();
     // Before the first write to the database: see `storage::handle_file_size_signal`.
     if let Err(err) = crate::storage::handle_file_size_signal() {
         telemetry.abandon().await;
@@ -115,11 +114,11 @@ pub async fn run(settings: Settings, telemetry: Telemetry) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Raises the soft limit on open files to the hard limit and logs the limit in use. Every
-/// connection is a file descriptor; the soft limit is often 1024, which a few hundred slow
-/// clients and the database would exhaust, while the hard limit the operator set is the real
-/// ceiling. A refusal is logged, not fatal: the server still runs with the old limit.
-fn raise_open_file_limit() {
+/// Raises the soft limit on open files to the hard limit and returns the limit in use (the
+/// listening line logs it). Every connection is a file descriptor; the soft limit is often
+/// 1024, which a few hundred slow clients and the database would exhaust, while the hard
+/// limit the operator set is the real ceiling. A refusal is logged, not fatal: the server still runs with the old limit.
+fn raise_open_file_limit() -> Option<u64> {
     #[cfg(unix)]
     {
         use nix::sys::resource::{Resource, getrlimit, setrlimit};
@@ -127,7 +126,7 @@ fn raise_open_file_limit() {
             Ok(limits) => limits,
             Err(err) => {
                 tracing::warn!("cannot read the open file limit: {err}");
-                return;
+                return None;
             }
         };
         let limit = if soft < hard {
@@ -141,8 +140,10 @@ fn raise_open_file_limit() {
         } else {
             soft
         };
-        tracing::info!(limit, "open file limit");
+        Some(limit)
     }
+    #[cfg(not(unix))]
+    None
 }
 
 /// The least time tracing gets to flush on shutdown.
@@ -182,9 +183,12 @@ pub async fn serve(
     // Installed before the address is announced: whoever waits for that line may signal us
     // at once, and an uncaught SIGTERM would kill the process instead of stopping it.
     let signals = StopSignals::install().context("cannot handle SIGTERM/SIGINT/SIGHUP")?;
+    // Raised once the start can no longer fail, so that a failed start stays one line.
+    let open_file_limit = raise_open_file_limit();
     let running = http.run();
     tracing::info!(
         storage.path = %settings.storage.path.display(),
+        open_file_limit,
         "listening on {}",
         urls.join(", ")
     );
