@@ -78,7 +78,7 @@ fn stalled_bodies_do_not_starve_the_server_and_are_closed_after_the_body_timeout
     );
     assert!(
         server
-            .wait_for_stderr("open file limit", DEADLINE)
+            .wait_for_stderr("open_file_limit=", DEADLINE)
             .is_some(),
         "the limit in use is logged: {}",
         server.stderr()
