@@ -351,12 +351,10 @@ impl TracingPipelineBuilder {
         handle: &BreakerHandle,
     ) -> SdkTracerProvider {
         SdkTracerProvider::builder()
-            .with_span_processor(EndedSpans {
-                inner: TruncatedAttributes {
-                    inner: batch,
-                    limit: env.attribute_value_length_limit,
-                },
+            .with_span_processor(BeforeQueue {
+                inner: batch,
                 published: handle.published(),
+                attribute_value_limit: env.attribute_value_length_limit,
             })
             // Set explicitly, so that the SDK's own reading of the process environment
             // never overrides the checked value.
@@ -525,60 +523,34 @@ impl<E: SpanExporter + 'static> SpanExporter for OnRuntime<E> {
     }
 }
 
-/// Counts every span that ends, before the batch processor's queue can drop
-/// it, so that spans lost to a full queue are accounted for:
-/// `ended = exported + dropped + failed + lost in the queue` after shutdown.
+/// What happens to every ended span before the batch processor's queue holds it:
+///
+/// - it is counted, so that spans lost to a full queue are accounted for:
+///   `ended = exported + dropped + failed + lost in the queue` after shutdown;
+/// - every string attribute value (the span's and its events') is cut to
+///   `attribute_value_limit` bytes on a UTF-8 character boundary. The SDK limits how many
+///   attributes a span keeps but not how long they are, and the HTTP instrumentation records
+///   client input (user agent, path, query) as it comes: without this, the queue's memory is
+///   its length times whatever clients send.
 #[derive(Debug)]
-struct EndedSpans<P> {
+struct BeforeQueue<P> {
     inner: P,
     published: Arc<Published>,
+    attribute_value_limit: usize,
 }
 
-impl<P: SpanProcessor> SpanProcessor for EndedSpans<P> {
-    fn on_start(&self, span: &mut Span, cx: &Context) {
-        self.inner.on_start(span, cx);
-    }
-
-    fn on_end(&self, span: SpanData) {
-        if span.span_context.is_sampled() {
-            self.published.count_ended();
-        }
-        self.inner.on_end(span);
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource);
-    }
-}
-
-/// Cuts every string attribute value of an ended span (and of its events) to `limit` bytes,
-/// on a UTF-8 character boundary, before the batch queue holds it. The SDK limits how many
-/// attributes a span keeps but not how long they are, and the HTTP instrumentation records
-/// client input (user agent, path, query) as it comes: without this, the queue's memory is
-/// its length times whatever clients send.
-#[derive(Debug)]
-struct TruncatedAttributes<P> {
-    inner: P,
-    limit: usize,
-}
-
-impl<P: SpanProcessor> SpanProcessor for TruncatedAttributes<P> {
+impl<P: SpanProcessor> SpanProcessor for BeforeQueue<P> {
     fn on_start(&self, span: &mut Span, cx: &Context) {
         self.inner.on_start(span, cx);
     }
 
     fn on_end(&self, mut span: SpanData) {
-        truncate_all(&mut span.attributes, self.limit);
+        if span.span_context.is_sampled() {
+            self.published.count_ended();
+        }
+        truncate_all(&mut span.attributes, self.attribute_value_limit);
         for event in &mut span.events.events {
-            truncate_all(&mut event.attributes, self.limit);
+            truncate_all(&mut event.attributes, self.attribute_value_limit);
         }
         self.inner.on_end(span);
     }
