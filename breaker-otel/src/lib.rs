@@ -15,6 +15,7 @@
 mod exporter;
 mod handle;
 mod otel_env;
+mod otlp;
 mod pipeline;
 #[cfg(feature = "test-util")]
 pub mod test_util;
@@ -25,4 +26,8 @@ pub use exporter::{
 };
 pub use handle::{BreakerHandle, BreakerSnapshot, FailedBatches, SpanCounts, TransitionCounts};
 pub use otel_env::{EnvVar, OtlpEnv, OtlpEnvError};
+pub use otlp::{
+    ExportFailure, ExportReport, FailureCause, OtlpExporterConfig, OtlpExporterError,
+    OtlpSpanExporter, classify_http, classify_status,
+};
 pub use pipeline::{PipelineError, Protocol, TracingPipeline, TracingPipelineBuilder};
