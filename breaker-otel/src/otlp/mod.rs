@@ -14,6 +14,7 @@ mod http;
 mod report;
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_sc
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use tokio::runtime::Handle;
 
 use crate::otel_env::mask_endpoint;
 use crate::pipeline::Protocol;
@@ -132,7 +134,7 @@ pub enum OtlpExporterError {
     /// The HTTP client could not be built.
     #[error("the HTTP client could not be built: {0}")]
     Client(String),
-    /// The gRPC channel runs on Tokio and was built outside a runtime.
+    /// Built outside a Tokio runtime, which the transports run on.
     #[error("the OTLP exporter must be built inside a Tokio runtime")]
     NoRuntime,
 }
@@ -148,9 +150,11 @@ enum Transport {
 ///
 /// It never retries: whether and when to send again is the caller's decision (the
 /// breaker's), made from the report. The gRPC channel connects lazily, so the exporter
-/// builds with no collector running. Exports must run inside a Tokio runtime.
+/// builds with no collector running. It is built inside a Tokio runtime and its requests
+/// run there, also when an export is driven from elsewhere (the SDK's batch thread).
 pub struct OtlpSpanExporter {
-    transport: Transport,
+    transport: Arc<Transport>,
+    runtime: Handle,
     resource: ResourceAttributesWithSchema,
     timeout: Duration,
     shut_down: AtomicBool,
@@ -177,8 +181,7 @@ impl OtlpSpanExporter {
     /// # Errors
     ///
     /// An endpoint that is not an `http://` URL with a host (`https://` needs TLS, which
-    /// this build does not have), an HTTP client that cannot be built, or, for gRPC, no
-    /// Tokio runtime.
+    /// this build does not have), an HTTP client that cannot be built, or no Tokio runtime.
     pub fn new(config: OtlpExporterConfig) -> Result<Self, OtlpExporterError> {
         let masked = mask_endpoint(&config.endpoint);
         let invalid = |reason: String| OtlpExporterError::InvalidEndpoint {
@@ -204,22 +207,21 @@ impl OtlpSpanExporter {
             .authority()
             .and_then(|authority| authority.as_str().rsplit_once('@'))
             .map(|(userinfo, _)| userinfo.to_owned());
+        // The gRPC channel's worker is spawned at once, and every request runs on it.
+        let runtime = Handle::try_current().map_err(|_| OtlpExporterError::NoRuntime)?;
         let transport = match config.protocol {
-            Protocol::Grpc => {
-                // The channel's worker is spawned on Tokio at once: check, not panic.
-                tokio::runtime::Handle::try_current().map_err(|_| OtlpExporterError::NoRuntime)?;
-                Transport::Grpc(
-                    grpc::GrpcTransport::new(uri, &config.headers, config.gzip)
-                        .map_err(|err| invalid(scrub(err, userinfo.as_deref())))?,
-                )
-            }
+            Protocol::Grpc => Transport::Grpc(
+                grpc::GrpcTransport::new(uri, &config.headers, config.gzip)
+                    .map_err(|err| invalid(scrub(err, userinfo.as_deref())))?,
+            ),
             Protocol::HttpProtobuf => Transport::Http(
                 http::HttpTransport::new(uri, &config.headers, config.gzip, config.timeout)
                     .map_err(|err| OtlpExporterError::Client(scrub(err, userinfo.as_deref())))?,
             ),
         };
         Ok(Self {
-            transport,
+            transport: Arc::new(transport),
+            runtime,
             resource: ResourceAttributesWithSchema::default(),
             timeout: config.timeout,
             shut_down: AtomicBool::new(false),
@@ -231,7 +233,7 @@ impl OtlpSpanExporter {
     /// The transport in use.
     #[must_use]
     pub fn protocol(&self) -> Protocol {
-        match self.transport {
+        match *self.transport {
             Transport::Grpc(_) => Protocol::Grpc,
             Transport::Http(_) => Protocol::HttpProtobuf,
         }
@@ -254,19 +256,37 @@ impl OtlpSpanExporter {
         let request = ExportTraceServiceRequest {
             resource_spans: group_spans_by_resource_and_scope(batch, &self.resource),
         };
-        let sent = async {
-            match &self.transport {
-                Transport::Grpc(grpc) => grpc.send(request, self.timeout).await,
-                Transport::Http(http) => http.send(request).await,
+        let transport = Arc::clone(&self.transport);
+        let timeout = self.timeout;
+        let sent = async move {
+            let sent = async {
+                match &*transport {
+                    Transport::Grpc(grpc) => grpc.send(request, timeout).await,
+                    Transport::Http(http) => http.send(request).await,
+                }
+            };
+            match tokio::time::timeout(timeout, sent).await {
+                Ok(report) => report,
+                Err(_) => ExportReport::Failed(ExportFailure::new(
+                    FailureCause::Timeout,
+                    true,
+                    format!("no answer within the export timeout of {timeout:?}"),
+                )),
             }
         };
-        let report = match tokio::time::timeout(self.timeout, sent).await {
-            Ok(report) => report,
-            Err(_) => ExportReport::Failed(ExportFailure::new(
-                FailureCause::Timeout,
-                true,
-                format!("no answer within the export timeout of {:?}", self.timeout),
-            )),
+        let report = if Handle::try_current().is_ok() {
+            sent.await
+        } else {
+            // Outside a runtime (the SDK's own batch thread): the timer and the HTTP
+            // client need one, so the request runs as a task on ours.
+            match self.runtime.spawn(sent).await {
+                Ok(report) => report,
+                Err(_) => ExportReport::Failed(ExportFailure::new(
+                    FailureCause::Internal,
+                    false,
+                    "the export task panicked or was cancelled",
+                )),
+            }
         };
         match report {
             ExportReport::Failed(mut failure) => {
@@ -367,13 +387,13 @@ mod tests {
     }
 
     #[test]
-    fn grpc_outside_a_runtime_is_an_error_not_a_panic() {
-        let err = OtlpSpanExporter::new(OtlpExporterConfig::new(
-            Protocol::Grpc,
-            "http://127.0.0.1:4317",
-        ))
-        .unwrap_err();
-        assert!(matches!(err, OtlpExporterError::NoRuntime), "{err:?}");
+    fn building_outside_a_runtime_is_an_error_not_a_panic() {
+        for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
+            let err =
+                OtlpSpanExporter::new(OtlpExporterConfig::new(protocol, "http://127.0.0.1:4317"))
+                    .unwrap_err();
+            assert!(matches!(err, OtlpExporterError::NoRuntime), "{err:?}");
+        }
     }
 
     #[tokio::test]
