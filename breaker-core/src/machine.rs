@@ -520,8 +520,8 @@ impl CircuitBreaker {
             return;
         }
         let hold = asked.min(self.config.max_throttle);
-        // An end that does not fit in an `Instant` cannot be kept; only a
-        // `max_throttle` of centuries lets one through.
+        // An end that does not fit in an `Instant` cannot be kept, so that
+        // hold is ignored; only a `max_throttle` of centuries lets one through.
         if let Some(until) = now.checked_add(hold)
             && hold > Duration::ZERO
             && self.throttled_until.is_none_or(|current| current < until)
