@@ -238,6 +238,10 @@ fn a_hung_backend_and_60_kb_user_agents_grow_the_server_by_megabytes_not_the_who
             // Exports hang for a minute, so the queue fills and stays full.
             ("TASKMAN__BREAKER__EXPORT_TIMEOUT", "60s"),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "60000"),
+            // On a loaded machine the load outlasts a few hung exports; the
+            // circuit must stay closed, or it would drop the queued spans
+            // the end of the test waits for (and the queue would not stay full).
+            ("TASKMAN__BREAKER__FAILURE_THRESHOLD", "1000"),
             ("TASKMAN__SERVER__WORKERS", "2"),
             ("RUST_LOG", "info"),
         ])
