@@ -1,6 +1,6 @@
 //! A real OTLP trace receiver for tests, run in-process on loopback: OTLP/gRPC
-//! on `opentelemetry-proto`'s tonic server ([`grpc`]) or OTLP/HTTP with
-//! protobuf bodies on hyper ([`http`]), behind one [`Receiver`] API.
+//! on `opentelemetry-proto`'s tonic server (`grpc.rs`) or OTLP/HTTP with
+//! protobuf bodies on hyper (`http.rs`), behind one [`Receiver`] API.
 //!
 //! It counts the spans it accepts (by `service.name` and by span name) and
 //! the spans it rejects, keeps the identity of each accepted span (trace,
