@@ -12,6 +12,7 @@
 //! This crate knows OpenTelemetry and nothing about HTTP or Prometheus; the
 //! breaker's rules live in `breaker-core`, never here.
 
+mod cause_interim;
 mod exporter;
 mod handle;
 mod otel_env;
@@ -20,9 +21,13 @@ mod pipeline;
 pub mod test_util;
 
 pub use breaker_core::{BreakerConfig, CircuitState, Setting, VisitSettings};
+pub use cause_interim::FailureCause;
 pub use exporter::{
     AdapterError, BreakerControl, CircuitBreakerSpanExporter, Clock, ExporterConfig, TokioClock,
 };
-pub use handle::{BreakerHandle, BreakerSnapshot, FailedBatches, SpanCounts, TransitionCounts};
+pub use handle::{
+    BreakerHandle, BreakerSnapshot, CauseCounts, FailureCounts, LastFailure, SpanCounts,
+    TransitionCounts,
+};
 pub use otel_env::{EnvVar, OtlpEnv, OtlpEnvError};
 pub use pipeline::{PipelineError, Protocol, TracingPipeline, TracingPipelineBuilder};
