@@ -176,6 +176,11 @@ settings! {
         ///
         /// Zero abandons a probe at the first timeout check after it started.
         probe_timeout: duration Duration = Duration::from_secs(15),
+        /// The longest a backend's request to hold off (throttling) is honoured; a longer request is cut to this.
+        ///
+        /// See [`Outcome::Throttled`](crate::Outcome::Throttled). The cap keeps a hostile or broken backend from silencing the caller for
+        /// good. Zero ignores throttles: they are counted and hold nothing off.
+        max_throttle: duration Duration = Duration::from_secs(300),
     }
 }
 
@@ -213,6 +218,7 @@ mod tests {
                 ("min_probe_interval", "1s".to_owned()),
                 ("max_probes_in_flight", "1".to_owned()),
                 ("probe_timeout", "15s".to_owned()),
+                ("max_throttle", "300s".to_owned()),
             ]
         );
         for (name, doc, _) in names.0 {

@@ -16,7 +16,11 @@
 //! probe, at most `probe_after`. Half-open has a probe in flight and rejects
 //! the rest; a probe's success closes the circuit, its failure or timeout
 //! reopens it. Jitter comes from a small deterministic generator inside the
-//! machine, seeded by the caller or by a fixed default. See [`CircuitBreaker`] for the calling
+//! machine, seeded by the caller or by a fixed default. Besides success and
+//! failure, a call can be refused (the backend is up but refused its data:
+//! no failure) or throttled (the backend asked to hold off: every call is
+//! rejected for that long, at most `max_throttle`, whatever the state); see
+//! [`Outcome`]. See [`CircuitBreaker`] for the calling
 //! protocol and [`CircuitState`] for the diagram.
 
 mod config;

@@ -83,6 +83,9 @@ pub struct CircuitBreaker {
     next_probe_id: u64,
     probes: Vec<InFlightProbe>,
     pacing: Pacing,
+    /// Until when every call is rejected because the backend asked to hold
+    /// off; kept past its end until a `try_acquire` notices.
+    throttled_until: Option<Instant>,
     transitions: VecDeque<Transition>,
     stats: Counters,
 }
@@ -181,6 +184,8 @@ struct Counters {
     rejected: u64,
     successes: u64,
     failures: u64,
+    refusals: u64,
+    throttles: u64,
     probes: u64,
     probe_timeouts: u64,
     late_reports: u64,
@@ -211,28 +216,107 @@ impl Permit {
 }
 
 /// The call must not be made: the circuit is open (or a probe is already in
-/// flight). Drop the work; do not queue or retry it.
+/// flight), or the backend asked to hold off. Drop the work; do not queue or
+/// retry it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Rejected {
-    /// The state that rejected the call.
+    /// The state that rejected the call. A throttle rejects in any state,
+    /// closed included.
     pub state: CircuitState,
+    /// `Some(end)` when the call was rejected because the backend asked to
+    /// hold off ([`Outcome::Throttled`]) until `end`; `None` when the
+    /// circuit's rules rejected it.
+    pub throttled_until: Option<Instant>,
 }
 
 impl fmt::Display for Rejected {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "circuit {}: call rejected", self.state)
+        write!(f, "circuit {}: call rejected", self.state)?;
+        if self.throttled_until.is_some() {
+            f.write_str(", the backend asked to hold off")?;
+        }
+        Ok(())
     }
 }
 
 impl std::error::Error for Rejected {}
 
-/// What happened to a permitted call.
+/// What happened to a permitted call, in the classes that matter to the
+/// breaker: whether the backend is reachable, and whether it asked to wait.
+/// The adapter maps its protocol's answers onto these; the core knows none.
+///
+/// | outcome | closed: failure streak | a probe's outcome | counted in |
+/// |---|---|---|---|
+/// | `Success` | reset to 0 | closes | `successes` |
+/// | `Failure` | +1, opens at `failure_threshold` | reopens, floor doubles | `failures` |
+/// | `Refused` | unchanged | closes | `refusals` |
+/// | `Throttled(d)` | unchanged | reopens, floor unchanged | `throttles` |
+///
+/// `Throttled(d)` also rejects every call, probes included, in every state,
+/// until `d` (at most `max_throttle`) after it was recorded.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use breaker_core::{BreakerConfig, CircuitBreaker, CircuitState, Outcome};
+///
+/// let start = Instant::now();
+/// let mut breaker = CircuitBreaker::new(BreakerConfig::default(), start);
+///
+/// // Refusals neither open the circuit nor hide the failures around them.
+/// for outcome in [Outcome::Failure, Outcome::Refused, Outcome::Failure, Outcome::Refused] {
+///     let permit = breaker.try_acquire(start).expect("closed");
+///     breaker.record(permit, outcome, start);
+/// }
+/// assert_eq!(breaker.consecutive_failures(), 2);
+/// assert_eq!(breaker.state(), CircuitState::Closed);
+///
+/// // "Come back in 10 s": everything is rejected until then, without opening.
+/// let permit = breaker.try_acquire(start).expect("closed");
+/// breaker.record(permit, Outcome::Throttled(Duration::from_secs(10)), start);
+/// let rejected = breaker.try_acquire(start + Duration::from_secs(9)).unwrap_err();
+/// assert_eq!(rejected.state, CircuitState::Closed);
+/// assert_eq!(rejected.throttled_until, Some(start + Duration::from_secs(10)));
+/// assert!(breaker.try_acquire(start + Duration::from_secs(10)).is_ok());
+/// assert_eq!(breaker.consecutive_failures(), 2);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
     /// The backend took it.
     Success,
-    /// The backend failed, timed out or the call could not be made.
+    /// The backend failed, timed out or the call could not be made: the
+    /// backend may be down. It counts toward opening the circuit and fails a
+    /// probe.
     Failure,
+    /// The backend is up but refused this call's data (it answered, and
+    /// sending the same data again would be refused again). It does not
+    /// count toward opening.
+    ///
+    /// In closed state it leaves the consecutive-failure count as it is:
+    /// it neither adds to it nor resets it. Resetting would be unsafe: a
+    /// backend that refuses every other call while the others time out
+    /// would then never open the circuit, and every second call would wait
+    /// for its timeout. As a probe's outcome it closes the circuit, as a
+    /// success does: the backend answered, which is all a probe asks.
+    Refused,
+    /// The backend is up and asked the caller to hold off for at least this
+    /// long (a retry delay, `Retry-After`). From the moment it is recorded
+    /// every call is rejected, probes included and in every state (a closed
+    /// circuit stays closed), for this long but at most
+    /// [`max_throttle`](crate::BreakerConfig::max_throttle); a later end
+    /// already in effect is kept. When it ends the circuit carries on from
+    /// its state, by its usual rules.
+    ///
+    /// It is no failure: in closed state it leaves the consecutive-failure
+    /// count as it is; as a probe's outcome it reopens the circuit without
+    /// backing off the probe floor (the throttle is the wait), and the floor
+    /// and `probe_after` count from this report. A throttle always applies,
+    /// even from a permit granted before the last transition or from a probe
+    /// already abandoned: the backend's request concerns the backend now.
+    /// Only a circuit forced closed ignores it (it permits every call), and
+    /// [`reset`](CircuitBreaker::reset) and
+    /// [`force_closed`](CircuitBreaker::force_closed) lift it.
+    Throttled(Duration),
 }
 
 /// A copy of the breaker's counters and state at one moment.
@@ -255,6 +339,11 @@ pub struct Stats {
     pub successes: u64,
     /// Failures recorded, abandoned probes included.
     pub failures: u64,
+    /// Refusals recorded ([`Outcome::Refused`]).
+    pub refusals: u64,
+    /// Throttles recorded ([`Outcome::Throttled`]), whether or not they
+    /// extended the hold.
+    pub throttles: u64,
     /// Probes permitted.
     pub probes: u64,
     /// Probes abandoned after `probe_timeout` (also counted in `failures`).
@@ -265,6 +354,8 @@ pub struct Stats {
     pub probes_in_flight: u32,
     /// Transitions discarded because the caller did not drain them.
     pub transitions_discarded: u64,
+    /// As [`CircuitBreaker::throttled_until`].
+    pub throttled_until: Option<Instant>,
 }
 
 impl CircuitBreaker {
@@ -283,6 +374,7 @@ impl CircuitBreaker {
             next_probe_id: 0,
             probes: Vec::with_capacity(config.max_probes_in_flight.get() as usize),
             pacing: Pacing::new(&config, now, DEFAULT_JITTER_SEED),
+            throttled_until: None,
             transitions: VecDeque::with_capacity(4),
             stats: Counters::default(),
         }
@@ -328,6 +420,16 @@ impl CircuitBreaker {
         self.consecutive_failures
     }
 
+    /// When the backend's latest request to hold off
+    /// ([`Outcome::Throttled`]) ends: calls are rejected while `now` is
+    /// before it. The breaker learns the time only from calls, so this may
+    /// lie in the past (a `try_acquire` after it returns it to `None`):
+    /// compare it with your clock.
+    #[must_use]
+    pub fn throttled_until(&self) -> Option<Instant> {
+        self.throttled_until
+    }
+
     /// Asks whether a call may be made now.
     ///
     /// In closed state every call is permitted. Otherwise the call is attempt
@@ -340,8 +442,15 @@ impl CircuitBreaker {
     /// `[floor / 2, floor]` with the floor doubled (at most `probe_after`),
     /// counted from that failure (or from the last probe's start, if later).
     /// Everything else is rejected, and still counted as an attempt.
+    ///
+    /// While the backend's request to hold off lasts ([`Outcome::Throttled`])
+    /// every call is rejected before these rules are consulted: it is no
+    /// attempt, and its [`Rejected::throttled_until`] says until when.
     #[inline]
     pub fn try_acquire(&mut self, now: Instant) -> Result<Permit, Rejected> {
+        if self.throttled_until.is_some() {
+            self.throttle_gate(now)?;
+        }
         if self.state == CircuitState::Closed {
             self.stats.permitted += 1;
             return Ok(Permit {
@@ -385,9 +494,50 @@ impl CircuitBreaker {
         })
     }
 
-    /// Reports the outcome of a permitted call.
+    /// Rejects the call while a throttle holds at `now` (noticing lost
+    /// probes first, as `try_acquire` promises); forgets one that has ended.
+    fn throttle_gate(&mut self, now: Instant) -> Result<(), Rejected> {
+        if self.throttled(now) {
+            if !self.probes.is_empty() {
+                self.expire_probes(now);
+            }
+            return Err(self.reject());
+        }
+        self.throttled_until = None;
+        Ok(())
+    }
+
+    /// Whether the backend's request to hold off still holds at `now`.
+    fn throttled(&self, now: Instant) -> bool {
+        self.throttled_until.is_some_and(|until| now < until)
+    }
+
+    /// The backend asked to hold off for `asked`: every call is rejected
+    /// until then, capped by `max_throttle`; a later end already set stays.
+    fn hold_off(&mut self, asked: Duration, now: Instant) {
+        if self.mode == Mode::ForcedClosed {
+            // The operator disabled the breaker: every call is permitted.
+            return;
+        }
+        let hold = asked.min(self.config.max_throttle);
+        // An end that does not fit in an `Instant` cannot be kept, so that
+        // hold is ignored; only a `max_throttle` of centuries lets one through.
+        if let Some(until) = now.checked_add(hold)
+            && hold > Duration::ZERO
+            && self.throttled_until.is_none_or(|current| current < until)
+        {
+            self.throttled_until = Some(until);
+        }
+    }
+
+    /// Reports the outcome of a permitted call. See [`Outcome`] for what
+    /// each one does.
     #[inline]
     pub fn record(&mut self, permit: Permit, outcome: Outcome, now: Instant) {
+        if let Outcome::Throttled(asked) = outcome {
+            // Whatever the permit: the request concerns the backend now.
+            self.hold_off(asked, now);
+        }
         if permit.kind == PermitKind::Call
             && self.state == CircuitState::Closed
             && permit.generation == self.generation
@@ -395,7 +545,7 @@ impl CircuitBreaker {
             self.count(outcome);
             match outcome {
                 Outcome::Success => self.consecutive_failures = 0,
-                Outcome::Failure => self.record_closed(outcome, now),
+                _ => self.record_closed(outcome, now),
             }
             return;
         }
@@ -428,13 +578,25 @@ impl CircuitBreaker {
                 if outcome == Outcome::Failure {
                     self.probe_failed_at(now);
                 }
+                if let Outcome::Throttled(_) = outcome {
+                    // The probe ended without failing: `probe_after` and the
+                    // floor count from now, and the floor does not double.
+                    self.probe_due_at = now.checked_add(self.config.probe_after);
+                    self.pacing.from = now;
+                }
                 match outcome {
                     Outcome::Success => self.close(TransitionReason::ProbeSucceeded, now),
+                    // The backend answered: it is reachable, which is what a
+                    // probe asks. Refusals then leave the closed count alone.
+                    Outcome::Refused => self.close(TransitionReason::ProbeRefused, now),
                     Outcome::Failure if self.state == CircuitState::HalfOpen => {
                         self.transition(CircuitState::Open, TransitionReason::ProbeFailed, now);
                     }
+                    Outcome::Throttled(_) if self.state == CircuitState::HalfOpen => {
+                        self.transition(CircuitState::Open, TransitionReason::ProbeThrottled, now);
+                    }
                     // Another probe already failed and reopened the circuit.
-                    Outcome::Failure => {}
+                    Outcome::Failure | Outcome::Throttled(_) => {}
                 }
             }
         }
@@ -478,13 +640,15 @@ impl CircuitBreaker {
     /// permitted and failures never open it.
     pub fn force_closed(&mut self, now: Instant) {
         self.mode = Mode::ForcedClosed;
+        self.throttled_until = None;
         self.close(TransitionReason::ForcedClosed, now);
     }
 
-    /// Back to automatic mode, closed, with no failures counted. Statistics
-    /// are kept: they are running totals.
+    /// Back to automatic mode, closed, with no failures counted and no
+    /// throttle held. Statistics are kept: they are running totals.
     pub fn reset(&mut self, now: Instant) {
         self.mode = Mode::Automatic;
+        self.throttled_until = None;
         self.close(TransitionReason::Reset, now);
     }
 
@@ -501,11 +665,14 @@ impl CircuitBreaker {
             rejected: c.rejected,
             successes: c.successes,
             failures: c.failures,
+            refusals: c.refusals,
+            throttles: c.throttles,
             probes: c.probes,
             probe_timeouts: c.probe_timeouts,
             late_reports: c.late_reports,
             probes_in_flight: u32::try_from(self.probes.len()).unwrap_or(u32::MAX),
             transitions_discarded: c.transitions_discarded,
+            throttled_until: self.throttled_until,
         }
     }
 
@@ -523,6 +690,9 @@ impl CircuitBreaker {
                     self.transition(CircuitState::Open, TransitionReason::FailureThreshold, now);
                 }
             }
+            // Neither resets the streak: see `Outcome::Refused`. A throttle's
+            // hold was applied by `record`.
+            Outcome::Refused | Outcome::Throttled(_) => {}
         }
     }
 
@@ -563,13 +733,19 @@ impl CircuitBreaker {
 
     fn reject(&mut self) -> Rejected {
         self.stats.rejected += 1;
-        Rejected { state: self.state }
+        Rejected {
+            state: self.state,
+            // `try_acquire` forgets an ended throttle before any rule rejects.
+            throttled_until: self.throttled_until,
+        }
     }
 
     fn count(&mut self, outcome: Outcome) {
         match outcome {
             Outcome::Success => self.stats.successes += 1,
             Outcome::Failure => self.stats.failures += 1,
+            Outcome::Refused => self.stats.refusals += 1,
+            Outcome::Throttled(_) => self.stats.throttles += 1,
         }
     }
 

@@ -10,7 +10,7 @@ use std::time::Instant;
 ///     +--------+ -------------------------------------> +------+
 ///     | Closed |            (floor := min_probe_interval) | Open | <--+
 ///     +--------+ <--+                                   +------+    |
-///         ^         | probe succeeded                      |        |
+///         ^         | probe succeeded or refused           |        |
 ///         |         |                (k % probe_every == 0 |        |
 ///         |         |                 or probe_after elapsed)       |
 ///         |         |                 and the floor elapsed|        |
@@ -19,10 +19,17 @@ use std::time::Instant;
 ///         |    +----------+ ----------------------------------------+
 ///         |                   probe failed or timed out
 ///         |                   (floor doubles, at most probe_after;
-///         |                    wait drawn in [floor / 2, floor])
+///         |                    wait drawn in [floor / 2, floor]),
+///         |                   or throttled (floor unchanged)
 ///         |
 ///    reset / force_closed (from any state); force_open goes to Open
 /// ```
+///
+/// A throttle ([`Outcome::Throttled`](crate::Outcome::Throttled)) is not a
+/// state: it rejects every call for a while in whatever state the circuit is
+/// in, and the circuit carries on from that state when it ends. It shows in
+/// [`Stats::throttled_until`](crate::Stats::throttled_until) and
+/// [`Rejected::throttled_until`](crate::Rejected::throttled_until).
 ///
 /// The floor is a time: no probe starts sooner than the current wait after
 /// the circuit opened or the last probe started or failed. An attempt that
@@ -68,8 +75,14 @@ pub enum TransitionReason {
     ProbeStarted,
     /// A probe succeeded.
     ProbeSucceeded,
+    /// A probe was refused ([`Outcome::Refused`](crate::Outcome::Refused)):
+    /// the backend answered, so the circuit closes.
+    ProbeRefused,
     /// A probe failed.
     ProbeFailed,
+    /// A probe was throttled ([`Outcome::Throttled`](crate::Outcome::Throttled)):
+    /// the circuit opens again, without backing off the probe floor.
+    ProbeThrottled,
     /// A probe did not report back within `probe_timeout`.
     ProbeTimedOut,
     /// [`CircuitBreaker::force_open`](crate::CircuitBreaker::force_open).
@@ -88,7 +101,9 @@ impl TransitionReason {
             Self::FailureThreshold => "failure_threshold",
             Self::ProbeStarted => "probe_started",
             Self::ProbeSucceeded => "probe_succeeded",
+            Self::ProbeRefused => "probe_refused",
             Self::ProbeFailed => "probe_failed",
+            Self::ProbeThrottled => "probe_throttled",
             Self::ProbeTimedOut => "probe_timed_out",
             Self::ForcedOpen => "forced_open",
             Self::ForcedClosed => "forced_closed",
@@ -144,7 +159,9 @@ mod tests {
             TransitionReason::FailureThreshold,
             TransitionReason::ProbeStarted,
             TransitionReason::ProbeSucceeded,
+            TransitionReason::ProbeRefused,
             TransitionReason::ProbeFailed,
+            TransitionReason::ProbeThrottled,
             TransitionReason::ProbeTimedOut,
             TransitionReason::ForcedOpen,
             TransitionReason::ForcedClosed,

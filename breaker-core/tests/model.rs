@@ -36,6 +36,8 @@ struct Settings {
     min_probe_interval_ms: u64,
     max_probes_in_flight: u32,
     probe_timeout_ms: u64,
+    /// Zero ignores throttles.
+    max_throttle_ms: u64,
     jitter_seed: u64,
     /// Whether the operator may force or reset the circuit in this case; a
     /// forced state hides the rules, so half the cases run without.
@@ -51,6 +53,7 @@ impl Settings {
             .min_probe_interval(Duration::from_millis(self.min_probe_interval_ms))
             .max_probes_in_flight(nz(self.max_probes_in_flight))
             .probe_timeout(Duration::from_millis(self.probe_timeout_ms))
+            .max_throttle(Duration::from_millis(self.max_throttle_ms))
     }
 }
 
@@ -89,7 +92,9 @@ impl Which {
 enum Decision {
     Call,
     Probe,
-    Rejected(CircuitState),
+    /// The state that rejected, and the end of the throttle (in ms) if a
+    /// throttle rejected it.
+    Rejected(CircuitState, Option<u64>),
 }
 
 /// A permit the caller holds and has not reported yet.
@@ -147,6 +152,8 @@ struct Totals {
     rejected: u64,
     successes: u64,
     failures: u64,
+    refusals: u64,
+    throttles: u64,
     probes: u64,
     probe_timeouts: u64,
     late_reports: u64,
@@ -166,6 +173,8 @@ struct Model {
     last_probe_ms: u64,
     /// The time floor between probes.
     floor: Floor,
+    /// "Hold off until": the latest end the backend asked for, capped.
+    hold_off_until_ms: Option<u64>,
     held: Vec<Held>,
     totals: Totals,
     /// Outputs of the last step.
@@ -190,6 +199,7 @@ impl Model {
                 from_ms: 0,
                 rng: settings.jitter_seed,
             },
+            hold_off_until_ms: None,
             held: Vec::new(),
             totals: Totals::default(),
             decision: None,
@@ -278,13 +288,37 @@ impl Model {
         }
     }
 
+    /// The end of the throttle if one holds now.
+    fn throttle(&self) -> Option<u64> {
+        self.hold_off_until_ms.filter(|&end| self.now_ms < end)
+    }
+
+    /// "Every call is rejected until `now + d`, `d` capped by
+    /// `max_throttle`", from whatever permit; a circuit forced closed
+    /// permits everything and ignores it.
+    fn asked_to_hold_off(&mut self, d: Duration) {
+        if self.mode == Mode::ForcedClosed {
+            return;
+        }
+        let hold_ms = u64::try_from(d.as_millis())
+            .unwrap_or(u64::MAX)
+            .min(self.settings.max_throttle_ms);
+        let end = self.now_ms + hold_ms;
+        if self.throttle().is_none_or(|current| current < end) && hold_ms > 0 {
+            self.hold_off_until_ms = Some(end);
+        }
+    }
+
     fn acquire(&mut self) -> Decision {
         self.time_out_probes();
-        let decision = if self.state == Closed {
+        let decision = if let Some(end) = self.throttle() {
+            // Before any rule: not an attempt.
+            Decision::Rejected(self.state, Some(end))
+        } else if self.state == Closed {
             self.held.push(Held::Call { closed_spell: true });
             Decision::Call
         } else if self.mode == Mode::ForcedOpen {
-            Decision::Rejected(self.state)
+            Decision::Rejected(self.state, None)
         } else {
             let k = self.attempt;
             self.attempt += 1;
@@ -304,11 +338,11 @@ impl Model {
                 self.enter(HalfOpen, TransitionReason::ProbeStarted);
                 Decision::Probe
             } else {
-                Decision::Rejected(self.state)
+                Decision::Rejected(self.state, None)
             }
         };
         match decision {
-            Decision::Rejected(_) => self.totals.rejected += 1,
+            Decision::Rejected(..) => self.totals.rejected += 1,
             Decision::Call | Decision::Probe => self.totals.permitted += 1,
         }
         decision
@@ -318,11 +352,16 @@ impl Model {
         match outcome {
             Outcome::Success => self.totals.successes += 1,
             Outcome::Failure => self.totals.failures += 1,
+            Outcome::Refused => self.totals.refusals += 1,
+            Outcome::Throttled(_) => self.totals.throttles += 1,
         }
     }
 
     fn record(&mut self, index: usize, outcome: Outcome) {
         self.time_out_probes();
+        if let Outcome::Throttled(d) = outcome {
+            self.asked_to_hold_off(d);
+        }
         match self.held.remove(index) {
             Held::Call { closed_spell } => {
                 self.count(outcome);
@@ -339,6 +378,8 @@ impl Model {
                             self.enter(Open, TransitionReason::FailureThreshold);
                         }
                     }
+                    // "Neither increments nor resets" the count.
+                    Outcome::Refused | Outcome::Throttled(_) => {}
                 }
             }
             Held::Probe { counts: false, .. } => self.totals.late_reports += 1,
@@ -348,13 +389,23 @@ impl Model {
                     self.last_probe_ms = self.now_ms;
                     self.floor.failed(&self.settings, self.now_ms);
                 }
+                if let Outcome::Throttled(_) = outcome {
+                    // The probe ended, not failed: the wait counts from now
+                    // and does not grow.
+                    self.last_probe_ms = self.now_ms;
+                    self.floor.from_ms = self.now_ms;
+                }
                 match outcome {
                     Outcome::Success => self.close(TransitionReason::ProbeSucceeded),
+                    Outcome::Refused => self.close(TransitionReason::ProbeRefused),
                     Outcome::Failure if self.state == HalfOpen => {
                         self.enter(Open, TransitionReason::ProbeFailed);
                     }
+                    Outcome::Throttled(_) if self.state == HalfOpen => {
+                        self.enter(Open, TransitionReason::ProbeThrottled);
+                    }
                     // The circuit is open already: another probe failed first.
-                    Outcome::Failure => {}
+                    Outcome::Failure | Outcome::Throttled(_) => {}
                 }
             }
         }
@@ -372,10 +423,14 @@ impl ReferenceStateMachine for BreakerModel {
             (1..=4u32, 1..=5u32, 1..=40u64),
             (1..=3u32, 1..=40u64, any::<bool>()),
             // The floor off, shorter than probe_after, or capped by it.
-            (prop_oneof![Just(0u64), 1..=12u64, 1..=60u64], any::<u64>()),
+            (
+                prop_oneof![Just(0u64), 1..=12u64, 1..=60u64],
+                any::<u64>(),
+                prop_oneof![Just(0u64), 1..=50u64],
+            ),
         )
             .prop_map(
-                |((threshold, every, after), (max, timeout, manual), (floor, seed))| {
+                |((threshold, every, after), (max, timeout, manual), (floor, seed, throttle))| {
                     Model::new(Settings {
                         failure_threshold: threshold,
                         probe_every: every,
@@ -383,6 +438,7 @@ impl ReferenceStateMachine for BreakerModel {
                         min_probe_interval_ms: floor,
                         max_probes_in_flight: max,
                         probe_timeout_ms: timeout,
+                        max_throttle_ms: throttle,
                         jitter_seed: seed,
                         manual_controls: manual,
                     })
@@ -403,9 +459,25 @@ impl ReferenceStateMachine for BreakerModel {
             Just(s.probe_timeout_ms - 1),
             Just(s.probe_timeout_ms),
             Just(s.min_probe_interval_ms),
+            Just(s.max_throttle_ms),
             0..=2 * longest,
         ];
-        let outcome = prop_oneof![3 => Just(Outcome::Failure), 2 => Just(Outcome::Success)];
+        // Throttles shorter than, equal to and longer than `max_throttle`.
+        let max = s.max_throttle_ms;
+        let throttle = prop_oneof![
+            0..=3u64,
+            0..=max + 5,
+            Just(max),
+            Just(max + 1),
+            Just(u64::MAX / 2),
+        ]
+        .prop_map(|ms| Outcome::Throttled(Duration::from_millis(ms)));
+        let outcome = prop_oneof![
+            3 => Just(Outcome::Failure),
+            2 => Just(Outcome::Success),
+            1 => Just(Outcome::Refused),
+            1 => throttle,
+        ];
         let which = prop_oneof![Just(Which::Newest), any::<Index>().prop_map(Which::Any)];
         // Reports only when a permit is held, so generation never rejects.
         let record_weight = if state.held.is_empty() { 0 } else { 10 };
@@ -448,10 +520,12 @@ impl ReferenceStateMachine for BreakerModel {
             }
             Step::ForceClosed => {
                 state.mode = Mode::ForcedClosed;
+                state.hold_off_until_ms = None;
                 state.close(TransitionReason::ForcedClosed);
             }
             Step::Reset => {
                 state.mode = Mode::Automatic;
+                state.hold_off_until_ms = None;
                 state.close(TransitionReason::Reset);
             }
         }
@@ -468,6 +542,8 @@ struct Driven {
     reported: u64,
     reported_successes: u64,
     reported_failures: u64,
+    reported_refusals: u64,
+    reported_throttles: u64,
     /// State before the current step, to check the chain of transitions.
     last_state: CircuitState,
     changes: Vec<(CircuitState, CircuitState, TransitionReason, u64)>,
@@ -500,6 +576,8 @@ impl StateMachineTest for BreakerModel {
             reported: 0,
             reported_successes: 0,
             reported_failures: 0,
+            reported_refusals: 0,
+            reported_throttles: 0,
             last_state: Closed,
             changes: Vec::new(),
         }
@@ -512,9 +590,12 @@ impl StateMachineTest for BreakerModel {
         match step {
             Step::Acquire => {
                 let before = sut.breaker.state();
+                let throttled = sut.breaker.throttled_until().is_some_and(|end| now < end);
                 sut.calls += 1;
                 let decision = match sut.breaker.try_acquire(now) {
                     Ok(permit) => {
+                        // While throttled, no call and no probe is permitted.
+                        assert!(!throttled, "permit {permit:?} granted while throttled");
                         // No call gets through an open or half-open circuit
                         // unless it is a probe, and a closed one never probes.
                         assert_eq!(
@@ -529,7 +610,17 @@ impl StateMachineTest for BreakerModel {
                             Decision::Call
                         }
                     }
-                    Err(rejected) => Decision::Rejected(rejected.state),
+                    Err(rejected) => {
+                        assert_eq!(
+                            rejected.throttled_until.is_some(),
+                            throttled,
+                            "a rejection says whether a throttle rejected it"
+                        );
+                        Decision::Rejected(
+                            rejected.state,
+                            rejected.throttled_until.map(|end| sut.ms(end)),
+                        )
+                    }
                 };
                 assert_eq!(Some(decision), model.decision, "decision");
             }
@@ -540,6 +631,8 @@ impl StateMachineTest for BreakerModel {
                 match outcome {
                     Outcome::Success => sut.reported_successes += 1,
                     Outcome::Failure => sut.reported_failures += 1,
+                    Outcome::Refused => sut.reported_refusals += 1,
+                    Outcome::Throttled(_) => sut.reported_throttles += 1,
                 }
             }
             Step::Advance(_) => {}
@@ -578,11 +671,17 @@ impl StateMachineTest for BreakerModel {
         // The caller's own counts.
         assert_eq!(stats.permitted + stats.rejected, sut.calls);
         assert_eq!(
-            stats.successes + stats.failures + stats.late_reports,
+            stats.successes
+                + stats.failures
+                + stats.refusals
+                + stats.throttles
+                + stats.late_reports,
             sut.reported + stats.probe_timeouts,
             "every report lands in one counter; timeouts add a failure"
         );
         assert!(stats.successes <= sut.reported_successes);
+        assert!(stats.refusals <= sut.reported_refusals);
+        assert!(stats.throttles <= sut.reported_throttles);
         assert!(
             stats
                 .failures
@@ -620,11 +719,24 @@ impl StateMachineTest for BreakerModel {
             Mode::Automatic => {}
         }
 
+        // The throttle in effect now; an ended one may still be shown.
+        let now = sut.at(model.now_ms);
+        assert_eq!(
+            stats.throttled_until.filter(|&end| now < end),
+            model.throttle().map(|end| sut.at(end)),
+            "throttle in effect"
+        );
+        assert_eq!(stats.throttled_until, sut.breaker.throttled_until());
+        if model.settings.max_throttle_ms == 0 || stats.mode == Mode::ForcedClosed {
+            assert_eq!(stats.throttled_until, None, "nothing is held off");
+        }
+
         let t = model.totals;
         let expected = (
             (model.state, model.mode, sut.at(model.since_ms)),
             model.consecutive_failures,
             (t.permitted, t.rejected, t.successes, t.failures),
+            (t.refusals, t.throttles),
             (t.probes, t.probe_timeouts, t.late_reports),
         );
         let seen = (
@@ -636,6 +748,7 @@ impl StateMachineTest for BreakerModel {
                 stats.successes,
                 stats.failures,
             ),
+            (stats.refusals, stats.throttles),
             (stats.probes, stats.probe_timeouts, stats.late_reports),
         );
         assert_eq!(seen, expected, "breaker vs model");

@@ -12,7 +12,7 @@ use breaker_core::{
 };
 
 use CircuitState::{Closed, HalfOpen, Open};
-use Outcome::{Failure, Success};
+use Outcome::{Failure, Refused, Success, Throttled};
 use std::num::NonZeroU32;
 
 /// A count setting; test constants are never zero.
@@ -81,14 +81,18 @@ impl Sim {
     }
 }
 
-/// Runs `script` (one outcome per call; `F` fails, `S` succeeds, if the call
-/// is permitted) and returns which calls were permitted (`p`) or rejected
-/// (`-`), and the final state.
+/// Runs `script` (one outcome per call; `F` fails, `S` succeeds, `R` is
+/// refused, if the call is permitted) and returns which calls were permitted
+/// (`p`) or rejected (`-`), and the final state.
 fn run(sim: &mut Sim, script: &str) -> (String, CircuitState) {
     let seen = script
         .chars()
         .map(|c| {
-            let outcome = if c == 'S' { Success } else { Failure };
+            let outcome = match c {
+                'S' => Success,
+                'R' => Refused,
+                _ => Failure,
+            };
             if sim.call(outcome) { 'p' } else { '-' }
         })
         .collect();
@@ -320,13 +324,17 @@ fn manual_controls() {
 #[test]
 fn stats_account_for_every_call() {
     let mut sim = Sim::new(BreakerConfig::default());
-    let script = "FFSFFFSFFFFFFFFFFFFFFFFFFFFSS";
+    let script = "FFSFFFSFFFFFFFFFFFFFFFFFFFFSSRR";
     let (seen, _) = run(&mut sim, script);
     let stats = sim.breaker.stats();
     let permitted = seen.chars().filter(|&c| c == 'p').count() as u64;
     assert_eq!(stats.permitted, permitted);
     assert_eq!(stats.permitted + stats.rejected, script.len() as u64);
-    assert_eq!(stats.successes + stats.failures, stats.permitted);
+    assert_eq!(
+        stats.successes + stats.failures + stats.refusals,
+        stats.permitted
+    );
+    assert!(stats.refusals > 0, "a refusal reached the backend");
     assert_eq!(stats.since, sim.breaker.since());
 }
 
@@ -350,6 +358,7 @@ fn rejected_says_which_state_rejected() {
     run(&mut sim, "FFFF");
     let err = sim.breaker.try_acquire(sim.now()).unwrap_err();
     assert_eq!(err.state, Open);
+    assert_eq!(err.throttled_until, None, "the rules rejected it");
     assert_eq!(err.to_string(), "circuit open: call rejected");
 }
 
@@ -544,4 +553,312 @@ fn the_jitter_seed_changes_the_waits_and_only_them() {
     assert_eq!(a, starts(1), "deterministic for one seed");
     assert_eq!(a[0], b[0], "the first probe is not jittered");
     assert_ne!(a, b, "another seed, other waits");
+}
+
+// Outcome classes: refusals and throttles (docs/contract.md section 3).
+
+#[test]
+fn refusals_neither_count_toward_opening_nor_reset_the_streak() {
+    // Three refusals in a row do nothing.
+    check("RRRRR", "ppppp", Closed);
+    // A backend that refuses every other call while the others fail still
+    // opens the circuit after three failures: refusals do not hide them.
+    check("FRFRF", "ppppp", Open);
+    check("FRFRS", "ppppp", Closed);
+    let mut sim = Sim::new(BreakerConfig::default());
+    run(&mut sim, "FFRR");
+    assert_eq!(sim.breaker.consecutive_failures(), 2);
+    let stats = sim.breaker.stats();
+    assert_eq!((stats.failures, stats.refusals), (2, 2));
+    assert_eq!(stats.throttled_until, None);
+}
+
+#[test]
+fn a_refused_probe_closes_the_circuit() {
+    let mut sim = Sim::new(BreakerConfig::default());
+    let (seen, state) = run(&mut sim, "FFFRFF");
+    assert_eq!((seen.as_str(), state), ("pppppp", Closed));
+    assert_eq!(
+        sim.transitions(),
+        [
+            (Closed, Open, TransitionReason::FailureThreshold),
+            (Open, HalfOpen, TransitionReason::ProbeStarted),
+            (HalfOpen, Closed, TransitionReason::ProbeRefused),
+        ]
+    );
+    assert_eq!(
+        sim.breaker.consecutive_failures(),
+        2,
+        "closing started the count again"
+    );
+    assert_eq!(sim.breaker.stats().refusals, 1);
+}
+
+/// One permitted call at `sim.now()`, reported as `outcome`.
+fn report(sim: &mut Sim, outcome: Outcome) {
+    let now = sim.now();
+    let permit = sim.breaker.try_acquire(now).expect("permitted");
+    sim.breaker.record(permit, outcome, now);
+}
+
+#[test]
+fn a_throttle_rejects_every_call_while_closed_without_opening() {
+    let mut sim = Sim::new(BreakerConfig::default());
+    run(&mut sim, "FF");
+    report(&mut sim, Throttled(Duration::from_secs(10)));
+    let until = sim.now() + Duration::from_secs(10);
+    assert_eq!(sim.breaker.throttled_until(), Some(until));
+
+    // 1 s apart: calls at +1 .. +9 s are rejected, the one at +10 s is not.
+    assert_eq!(run(&mut sim, "FFFFFFFFFS").0, "---------p");
+    assert_eq!(sim.breaker.state(), Closed, "a throttle never opens it");
+    assert!(sim.transitions().is_empty());
+    assert_eq!(
+        sim.breaker.consecutive_failures(),
+        0,
+        "the success after it reset the count; the throttle had left it at 2"
+    );
+    let stats = sim.breaker.stats();
+    assert_eq!((stats.throttles, stats.rejected), (1, 9));
+    assert_eq!(stats.throttled_until, None, "forgotten once over");
+}
+
+#[test]
+fn a_throttle_leaves_the_failure_count_alone() {
+    let mut sim = Sim::new(BreakerConfig::default());
+    run(&mut sim, "FF");
+    report(&mut sim, Throttled(Duration::from_secs(1)));
+    assert_eq!(sim.breaker.consecutive_failures(), 2);
+    assert_eq!(run(&mut sim, "F").0, "p", "1 s later the hold is over");
+    assert_eq!(sim.breaker.state(), Open, "the third failure opens it");
+}
+
+#[test]
+fn a_rejection_during_a_throttle_says_so() {
+    let mut sim = Sim::new(BreakerConfig::default());
+    report(&mut sim, Throttled(Duration::from_secs(2)));
+    let until = sim.now() + Duration::from_secs(2);
+    let err = sim.breaker.try_acquire(sim.now()).unwrap_err();
+    assert_eq!((err.state, err.throttled_until), (Closed, Some(until)));
+    assert_eq!(
+        err.to_string(),
+        "circuit closed: call rejected, the backend asked to hold off"
+    );
+}
+
+#[test]
+fn a_throttle_is_capped_by_max_throttle() {
+    let mut sim = Sim::new(BreakerConfig::default());
+    report(&mut sim, Throttled(Duration::from_secs(365 * 24 * 3600)));
+    let cap = sim.breaker.config().max_throttle;
+    assert_eq!(cap, Duration::from_secs(300), "the default");
+    let start = sim.now();
+    assert_eq!(sim.breaker.throttled_until(), Some(start + cap));
+    sim.advance(cap - Duration::from_millis(1));
+    assert!(sim.breaker.try_acquire(sim.now()).is_err());
+    sim.advance(Duration::from_millis(1));
+    assert!(
+        sim.breaker.try_acquire(sim.now()).is_ok(),
+        "five minutes, not a year"
+    );
+}
+
+#[test]
+fn a_zero_max_throttle_ignores_throttles_but_counts_them() {
+    let mut sim = Sim::new(BreakerConfig::DEFAULT.max_throttle(Duration::ZERO));
+    report(&mut sim, Throttled(Duration::from_secs(60)));
+    assert_eq!(sim.breaker.throttled_until(), None);
+    assert!(sim.breaker.try_acquire(sim.now()).is_ok());
+    assert_eq!(sim.breaker.stats().throttles, 1);
+}
+
+#[test]
+fn a_hold_that_no_instant_can_hold_is_ignored() {
+    let mut sim = Sim::new(BreakerConfig::DEFAULT.max_throttle(Duration::MAX));
+    report(&mut sim, Throttled(Duration::MAX));
+    assert_eq!(sim.breaker.throttled_until(), None);
+    assert!(sim.breaker.try_acquire(sim.now()).is_ok());
+}
+
+#[test]
+fn a_shorter_throttle_does_not_cut_a_longer_one() {
+    let mut sim = Sim::new(BreakerConfig::default());
+    let start = sim.now();
+    report(&mut sim, Throttled(Duration::ZERO));
+    assert_eq!(sim.breaker.throttled_until(), None, "zero holds nothing");
+    // Two calls permitted together, answered in turn.
+    let first = sim.breaker.try_acquire(start).unwrap();
+    let second = sim.breaker.try_acquire(start).unwrap();
+    sim.breaker
+        .record(first, Throttled(Duration::from_secs(10)), start);
+    sim.breaker
+        .record(second, Throttled(Duration::from_secs(2)), start);
+    assert_eq!(
+        sim.breaker.throttled_until(),
+        Some(start + Duration::from_secs(10))
+    );
+    assert_eq!(sim.breaker.stats().throttles, 3);
+}
+
+#[test]
+fn a_throttled_probe_reopens_without_backing_off_the_floor() {
+    let config = BreakerConfig::DEFAULT.probe_every(nz(1));
+    let mut sim = Sim::new(config);
+    run(&mut sim, "FFF");
+    let _ = sim.transitions();
+    sim.advance(Duration::from_secs(1));
+    let now = sim.now();
+    let probe = sim.breaker.try_acquire(now).unwrap();
+    assert!(probe.is_probe());
+    sim.breaker.record(probe, Throttled(Duration::ZERO), now);
+    assert_eq!(sim.breaker.state(), Open, "a throttle does not close it");
+    assert_eq!(
+        sim.transitions(),
+        [
+            (Open, HalfOpen, TransitionReason::ProbeStarted),
+            (HalfOpen, Open, TransitionReason::ProbeThrottled),
+        ]
+    );
+    let stats = sim.breaker.stats();
+    assert_eq!((stats.failures, stats.throttles), (3, 1), "no failure");
+    // The floor stays at min_probe_interval (1 s), counted from the answer;
+    // a failure would have doubled it.
+    sim.advance(Duration::from_millis(999));
+    assert!(sim.breaker.try_acquire(sim.now()).is_err());
+    sim.advance(Duration::from_millis(1));
+    let again = sim.breaker.try_acquire(sim.now()).unwrap();
+    assert!(again.is_probe(), "one floor after the throttled answer");
+}
+
+#[test]
+fn no_probe_starts_during_a_throttle_and_attempts_are_not_numbered() {
+    let mut sim = Sim::new(BreakerConfig::default());
+    run(&mut sim, "FFF");
+    // Attempt 0 probes and is told to wait 60 s.
+    sim.advance(Duration::from_secs(1));
+    let now = sim.now();
+    let probe = sim.breaker.try_acquire(now).unwrap();
+    sim.breaker
+        .record(probe, Throttled(Duration::from_secs(60)), now);
+    let until = now + Duration::from_secs(60);
+    // Past probe_after (30 s), past any floor: still nothing gets through.
+    for _ in 0..59 {
+        let err = sim.breaker.try_acquire(sim.now()).unwrap_err();
+        assert_eq!((err.state, err.throttled_until), (Open, Some(until)));
+        sim.advance(Duration::from_secs(1));
+    }
+    assert_eq!(sim.breaker.stats().probes, 1);
+    // Over: the circuit carries on from open. The next call is attempt 1,
+    // due because probe_after has passed since the probe ended.
+    sim.advance(Duration::from_secs(1));
+    let next = sim.breaker.try_acquire(sim.now()).unwrap();
+    assert!(next.is_probe());
+    assert_eq!(sim.breaker.throttled_until(), None);
+    let now = sim.now();
+    sim.breaker.record(next, Success, now);
+    assert_eq!(sim.breaker.state(), Closed);
+}
+
+#[test]
+fn after_a_short_throttled_probe_the_count_rule_goes_on() {
+    let mut sim = Sim::new(BreakerConfig::default());
+    run(&mut sim, "FFF");
+    sim.advance(Duration::from_secs(1));
+    let now = sim.now();
+    let probe = sim.breaker.try_acquire(now).unwrap();
+    sim.breaker
+        .record(probe, Throttled(Duration::from_secs(5)), now);
+    sim.advance(Duration::from_secs(4));
+    let err = sim.breaker.try_acquire(sim.now());
+    assert!(
+        err.unwrap_err().throttled_until.is_some(),
+        "held off at +4 s"
+    );
+    // Calls 1 s apart from the end of the hold (+5 s): attempts 1..=9 are
+    // rejected (probe_after has not passed), attempt 10 probes.
+    assert_eq!(run(&mut sim, "FFFFFFFFFF").0, "---------p");
+}
+
+#[test]
+fn a_throttle_from_a_stale_permit_still_applies() {
+    let mut sim = Sim::new(unpaced());
+    let now = sim.now();
+    let early = sim.breaker.try_acquire(now).unwrap();
+    run(&mut sim, "FFF");
+    assert_eq!(sim.breaker.state(), Open);
+    let now = sim.now();
+    sim.breaker
+        .record(early, Throttled(Duration::from_secs(3)), now);
+    assert_eq!(sim.breaker.state(), Open, "moves no state");
+    let err = sim.breaker.try_acquire(now).unwrap_err();
+    assert_eq!(err.throttled_until, Some(now + Duration::from_secs(3)));
+    assert_eq!(sim.breaker.stats().throttles, 1);
+    sim.advance(Duration::from_secs(3));
+    assert!(
+        sim.breaker.try_acquire(sim.now()).unwrap().is_probe(),
+        "then attempt 0 probes: the throttled calls were not attempts"
+    );
+}
+
+#[test]
+fn a_late_throttled_probe_still_holds_off() {
+    let config = unpaced().probe_timeout(Duration::from_secs(5));
+    let mut sim = Sim::new(config);
+    run(&mut sim, "FFF");
+    let lost = sim.breaker.try_acquire(sim.now()).unwrap();
+    sim.advance(Duration::from_secs(5));
+    sim.breaker.handle_timeout(sim.now());
+    let now = sim.now();
+    sim.breaker
+        .record(lost, Throttled(Duration::from_secs(2)), now);
+    let stats = sim.breaker.stats();
+    assert_eq!((stats.late_reports, stats.throttles), (1, 0));
+    assert_eq!(
+        sim.breaker.throttled_until(),
+        Some(now + Duration::from_secs(2))
+    );
+}
+
+#[test]
+fn a_throttle_does_not_hide_a_lost_probe() {
+    let config = unpaced().probe_timeout(Duration::from_secs(5));
+    let mut sim = Sim::new(config);
+    let now = sim.now();
+    let early = sim.breaker.try_acquire(now).unwrap();
+    run(&mut sim, "FFF");
+    let _lost = sim.breaker.try_acquire(sim.now()).unwrap();
+    assert_eq!(sim.breaker.state(), HalfOpen);
+    let now = sim.now();
+    sim.breaker
+        .record(early, Throttled(Duration::from_secs(60)), now);
+    let _ = sim.transitions();
+    sim.advance(Duration::from_secs(5));
+    let err = sim.breaker.try_acquire(sim.now()).unwrap_err();
+    assert!(err.throttled_until.is_some());
+    assert_eq!(err.state, Open, "the call noticed the probe's timeout");
+    assert_eq!(
+        sim.transitions(),
+        [(HalfOpen, Open, TransitionReason::ProbeTimedOut)]
+    );
+}
+
+#[test]
+fn operators_override_a_throttle() {
+    let mut sim = Sim::new(BreakerConfig::default());
+    report(&mut sim, Throttled(Duration::from_secs(60)));
+    sim.breaker.force_open(sim.now());
+    let err = sim.breaker.try_acquire(sim.now()).unwrap_err();
+    assert!(err.throttled_until.is_some(), "kept while forced open");
+    sim.breaker.reset(sim.now());
+    assert_eq!(sim.breaker.throttled_until(), None, "reset lifts it");
+    assert!(sim.breaker.try_acquire(sim.now()).is_ok());
+
+    report(&mut sim, Throttled(Duration::from_secs(60)));
+    sim.breaker.force_closed(sim.now());
+    assert!(sim.breaker.try_acquire(sim.now()).is_ok(), "lifted");
+    // Forced closed permits every call: a throttle is counted, not held.
+    report(&mut sim, Throttled(Duration::from_secs(60)));
+    assert_eq!(sim.breaker.throttled_until(), None);
+    assert!(sim.breaker.try_acquire(sim.now()).is_ok());
+    assert_eq!(sim.breaker.stats().throttles, 3);
 }

@@ -15,7 +15,8 @@ use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use tokio::runtime::Handle;
 
-use crate::handle::{BreakerHandle, FailureKind, Published, SpanCounts};
+use crate::FailureCause;
+use crate::handle::{BreakerHandle, Published, SpanCounts};
 
 /// Where the adapter reads the time. The default follows Tokio's clock, so a
 /// test on paused Tokio time drives the breaker and the export timeout
@@ -268,6 +269,7 @@ impl Shared {
 fn since(now: SpanCounts, start: SpanCounts) -> SpanCounts {
     SpanCounts {
         exported: now.exported - start.exported,
+        rejected: now.rejected - start.rejected,
         dropped: now.dropped - start.dropped,
         failed: now.failed - start.failed,
     }
@@ -424,7 +426,7 @@ impl<E: SpanExporter + 'static> CircuitBreakerSpanExporter<E> {
     async fn export_bounded(
         &self,
         batch: Vec<SpanData>,
-    ) -> Result<(), (FailureKind, OTelSdkError)> {
+    ) -> Result<(), (FailureCause, OTelSdkError)> {
         let inner = Arc::clone(&self.inner);
         let timeout = self.export_timeout;
         let export = self.runtime.spawn(async move { inner.export(batch).await });
@@ -440,20 +442,22 @@ impl<E: SpanExporter + 'static> CircuitBreakerSpanExporter<E> {
                 deadline.abort();
                 match joined {
                     Ok(Ok(())) => Ok(()),
-                    Ok(Err(err)) => Err((FailureKind::Error, err)),
+                    // A plain SDK exporter says no more than this.
+                    Ok(Err(err @ OTelSdkError::Timeout(_))) => Err((FailureCause::Timeout, err)),
+                    Ok(Err(err)) => Err((FailureCause::Internal, err)),
                     Err(join) if join.is_panic() => Err((
-                        FailureKind::Panic,
+                        FailureCause::Panic,
                         OTelSdkError::InternalFailure("the inner span exporter panicked".into()),
                     )),
                     Err(_) => Err((
-                        FailureKind::Error,
+                        FailureCause::Internal,
                         OTelSdkError::InternalFailure("the export task was cancelled".into()),
                     )),
                 }
             }
             Either::Right((_, export)) => {
                 export.abort();
-                Err((FailureKind::Timeout, OTelSdkError::Timeout(timeout)))
+                Err((FailureCause::Timeout, OTelSdkError::Timeout(timeout)))
             }
         }
     }
@@ -483,8 +487,13 @@ impl<E: SpanExporter + 'static> SpanExporter for CircuitBreakerSpanExporter<E> {
                 self.shared.published.count_exported(spans);
                 Outcome::Success
             }
-            Err((kind, _)) => {
-                self.shared.published.count_failed(spans, *kind);
+            Err((cause, _)) => {
+                let at = self
+                    .shared
+                    .clock
+                    .now()
+                    .saturating_duration_since(self.shared.origin);
+                self.shared.published.count_failed(spans, *cause, at);
                 Outcome::Failure
             }
         };

@@ -8,6 +8,14 @@ use std::time::{Duration, SystemTime};
 
 use breaker_core::{CircuitState, REACHABLE_TRANSITIONS};
 
+use crate::FailureCause;
+
+/// How many causes there are, for the per-cause counters.
+const CAUSES: usize = FailureCause::ALL.len();
+
+/// `last_failure_cause` when nothing has failed yet.
+const NO_CAUSE: u8 = u8::MAX;
+
 /// Published state, written by the exporter after each decision and read by
 /// handles without taking the breaker's lock.
 #[derive(Debug)]
@@ -18,22 +26,23 @@ pub(crate) struct Published {
     origin_wall: SystemTime,
     consecutive_failures: AtomicU32,
     exported: AtomicU64,
+    rejected: AtomicU64,
     dropped: AtomicU64,
     failed: AtomicU64,
-    failed_error: AtomicU64,
-    failed_timeout: AtomicU64,
-    failed_panic: AtomicU64,
+    /// Failed spans by cause, indexed like [`FailureCause::ALL`].
+    failed_spans: [AtomicU64; CAUSES],
+    /// Failed export calls by cause, indexed like [`FailureCause::ALL`].
+    failed_batches: [AtomicU64; CAUSES],
+    /// The last failure's cause ([`NO_CAUSE`]: none yet) and when it
+    /// happened, in nanoseconds after `origin_wall`.
+    last_failure_cause: AtomicU8,
+    last_failure_nanos: AtomicU64,
+    /// Nanoseconds after `origin_wall` until which the backend asked us to
+    /// wait; 0 when it did not.
+    throttled_until_nanos: AtomicU64,
     probes: AtomicU64,
     ended: AtomicU64,
     transitions: [AtomicU64; REACHABLE_TRANSITIONS.len()],
-}
-
-/// Why spans counted as `failed` failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FailureKind {
-    Error,
-    Timeout,
-    Panic,
 }
 
 impl Published {
@@ -44,11 +53,14 @@ impl Published {
             origin_wall,
             consecutive_failures: AtomicU32::new(0),
             exported: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             failed: AtomicU64::new(0),
-            failed_error: AtomicU64::new(0),
-            failed_timeout: AtomicU64::new(0),
-            failed_panic: AtomicU64::new(0),
+            failed_spans: Default::default(),
+            failed_batches: Default::default(),
+            last_failure_cause: AtomicU8::new(NO_CAUSE),
+            last_failure_nanos: AtomicU64::new(0),
+            throttled_until_nanos: AtomicU64::new(0),
             probes: AtomicU64::new(0),
             ended: AtomicU64::new(0),
             transitions: Default::default(),
@@ -56,9 +68,17 @@ impl Published {
     }
 
     pub(crate) fn set_state(&self, state: CircuitState, since: Duration) {
-        let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX);
-        self.since_nanos.store(nanos, Relaxed);
+        self.since_nanos.store(nanos(since), Relaxed);
         self.state.store(encode(state), Relaxed);
+    }
+
+    #[allow(dead_code)] // INTERIM: wired when the core learns throttles
+    /// `until` is measured from the exporter's creation, like `since`;
+    /// `None` when the backend has not asked us to wait (or the wait is over).
+    pub(crate) fn set_throttled_until(&self, until: Option<Duration>) {
+        // Zero means "not throttled": a wait that ends at the origin is over anyway.
+        self.throttled_until_nanos
+            .store(until.map_or(0, nanos), Relaxed);
     }
 
     pub(crate) fn set_consecutive_failures(&self, value: u32) {
@@ -94,23 +114,63 @@ impl Published {
         self.dropped.fetch_add(spans, Relaxed);
     }
 
-    pub(crate) fn count_failed(&self, spans: u64, kind: FailureKind) {
+    #[allow(dead_code)] // INTERIM: wired with the OTLP exporters' reports
+    /// Spans the backend took but said it rejected (a partial success).
+    pub(crate) fn count_rejected(&self, spans: u64) {
+        self.rejected.fetch_add(spans, Relaxed);
+    }
+
+    /// One failed export call of `spans` spans; `at` is measured from the
+    /// exporter's creation.
+    pub(crate) fn count_failed(&self, spans: u64, cause: FailureCause, at: Duration) {
         self.failed.fetch_add(spans, Relaxed);
-        let by_kind = match kind {
-            FailureKind::Error => &self.failed_error,
-            FailureKind::Timeout => &self.failed_timeout,
-            FailureKind::Panic => &self.failed_panic,
-        };
-        by_kind.fetch_add(1, Relaxed);
+        let i = cause_index(cause);
+        self.failed_spans[i].fetch_add(spans, Relaxed);
+        self.failed_batches[i].fetch_add(1, Relaxed);
+        self.last_failure_nanos.store(nanos(at), Relaxed);
+        self.last_failure_cause.store(i as u8, Relaxed);
     }
 
     pub(crate) fn spans(&self) -> SpanCounts {
         SpanCounts {
             exported: self.exported.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
             failed: self.failed.load(Relaxed),
         }
     }
+
+    fn wall(&self, nanos: u64) -> SystemTime {
+        self.origin_wall + Duration::from_nanos(nanos)
+    }
+
+    fn last_failure(&self) -> Option<LastFailure> {
+        let cause = *FailureCause::ALL.get(usize::from(self.last_failure_cause.load(Relaxed)))?;
+        Some(LastFailure {
+            cause,
+            at: self.wall(self.last_failure_nanos.load(Relaxed)),
+        })
+    }
+
+    fn throttled_until(&self) -> Option<SystemTime> {
+        match self.throttled_until_nanos.load(Relaxed) {
+            0 => None,
+            nanos => Some(self.wall(nanos)),
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn cause_index(cause: FailureCause) -> usize {
+    // `ALL` lists every cause, so the fallback is never taken; it keeps a
+    // cause added without updating `ALL` from panicking.
+    FailureCause::ALL
+        .iter()
+        .position(|&c| c == cause)
+        .unwrap_or(CAUSES - 1)
 }
 
 fn encode(state: CircuitState) -> u8 {
@@ -173,7 +233,7 @@ impl BreakerHandle {
     #[must_use]
     pub fn snapshot(&self) -> BreakerSnapshot {
         let p = &*self.published;
-        let since = p.origin_wall + Duration::from_nanos(p.since_nanos.load(Relaxed));
+        let since = p.wall(p.since_nanos.load(Relaxed));
         let transitions = TransitionCounts {
             counts: std::array::from_fn(|i| p.transitions[i].load(Relaxed)),
         };
@@ -182,11 +242,14 @@ impl BreakerHandle {
             since,
             consecutive_failures: p.consecutive_failures.load(Relaxed),
             spans: p.spans(),
-            failed_batches: FailedBatches {
-                error: p.failed_error.load(Relaxed),
-                timeout: p.failed_timeout.load(Relaxed),
-                panic: p.failed_panic.load(Relaxed),
+            failures: FailureCounts {
+                counts: std::array::from_fn(|i| CauseCounts {
+                    spans: p.failed_spans[i].load(Relaxed),
+                    batches: p.failed_batches[i].load(Relaxed),
+                }),
             },
+            last_failure: p.last_failure(),
+            throttled_until: p.throttled_until(),
             probes: p.probes.load(Relaxed),
             spans_ended: p.ended.load(Relaxed),
             transitions,
@@ -207,8 +270,14 @@ pub struct BreakerSnapshot {
     pub consecutive_failures: u32,
     /// Spans by outcome.
     pub spans: SpanCounts,
-    /// Failed export batches by cause.
-    pub failed_batches: FailedBatches,
+    /// Failed exports and their spans, by cause.
+    pub failures: FailureCounts,
+    /// The most recent failed export: its cause and when.
+    pub last_failure: Option<LastFailure>,
+    /// Until when the backend asked us to send nothing (`RetryInfo`,
+    /// `Retry-After`); `None` when it did not or the wait is over. Every
+    /// export is dropped until then, probes included.
+    pub throttled_until: Option<SystemTime>,
     /// Probe exports attempted while the circuit was open.
     pub probes: u64,
     /// Sampled spans that ended in a provider built by
@@ -226,9 +295,13 @@ pub struct BreakerSnapshot {
 pub struct SpanCounts {
     /// Accepted by the backend.
     pub exported: u64,
-    /// Dropped unsent because the circuit was open.
+    /// Taken by the backend in a batch it accepted, but reported rejected
+    /// (an OTLP partial success): they reached the backend and were not stored.
+    pub rejected: u64,
+    /// Dropped unsent because the circuit was open (or the backend asked us to wait).
     pub dropped: u64,
-    /// Sent but the export failed: an error, a timeout or a panic.
+    /// Sent but the export failed: an error, a timeout or a panic; see
+    /// [`FailureCounts`] for the causes.
     pub failed: u64,
 }
 
@@ -236,19 +309,53 @@ impl SpanCounts {
     /// All spans handed to the exporter.
     #[must_use]
     pub fn total(&self) -> u64 {
-        self.exported + self.dropped + self.failed
+        self.exported + self.rejected + self.dropped + self.failed
     }
 }
 
-/// Failed export batches by cause (spans are in [`SpanCounts::failed`]).
+/// Failed exports of one cause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct FailedBatches {
-    /// The inner exporter returned an error.
-    pub error: u64,
-    /// The inner exporter did not finish within `export_timeout`.
-    pub timeout: u64,
-    /// The inner exporter panicked.
-    pub panic: u64,
+pub struct CauseCounts {
+    /// Spans in those exports (all counted in [`SpanCounts::failed`]).
+    pub spans: u64,
+    /// Export calls that failed.
+    pub batches: u64,
+}
+
+/// Failed exports by cause, every cause listed, zero counts included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureCounts {
+    counts: [CauseCounts; CAUSES],
+}
+
+impl FailureCounts {
+    /// Every cause with its counts, in [`FailureCause::ALL`]'s order.
+    pub fn iter(&self) -> impl Iterator<Item = (FailureCause, CauseCounts)> + '_ {
+        FailureCause::ALL
+            .into_iter()
+            .zip(self.counts.iter().copied())
+    }
+
+    /// The counts of one cause.
+    #[must_use]
+    pub fn get(&self, cause: FailureCause) -> CauseCounts {
+        self.counts[cause_index(cause)]
+    }
+
+    /// Failed export calls of every cause.
+    #[must_use]
+    pub fn batches(&self) -> u64 {
+        self.counts.iter().map(|c| c.batches).sum()
+    }
+}
+
+/// The most recent failed export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastFailure {
+    /// Why it failed.
+    pub cause: FailureCause,
+    /// When (wall clock).
+    pub at: SystemTime,
 }
 
 /// State changes counted by `(from, to)`, for every pair that can occur.
@@ -319,5 +426,50 @@ mod tests {
             "an impossible pair is never counted"
         );
         assert_eq!(snapshot.spans.dropped, 4);
+    }
+
+    #[test]
+    fn failures_are_counted_by_cause_and_the_last_one_is_named() {
+        let published = Arc::new(Published::new(SystemTime::UNIX_EPOCH));
+        let handle = BreakerHandle::new(Arc::clone(&published));
+        assert_eq!(handle.snapshot().last_failure, None);
+        published.count_failed(10, FailureCause::Unavailable, Duration::from_secs(1));
+        published.count_failed(5, FailureCause::Unauthenticated, Duration::from_secs(2));
+        published.count_failed(7, FailureCause::Unauthenticated, Duration::from_secs(3));
+        published.count_rejected(4);
+        let snapshot = handle.snapshot();
+        assert_eq!(snapshot.spans.failed, 22);
+        assert_eq!(snapshot.spans.rejected, 4);
+        assert_eq!(snapshot.spans.total(), 26);
+        assert_eq!(
+            snapshot.failures.get(FailureCause::Unauthenticated),
+            CauseCounts {
+                spans: 12,
+                batches: 2
+            }
+        );
+        assert_eq!(snapshot.failures.batches(), 3);
+        assert_eq!(snapshot.failures.iter().count(), FailureCause::ALL.len());
+        assert_eq!(
+            snapshot.last_failure,
+            Some(LastFailure {
+                cause: FailureCause::Unauthenticated,
+                at: SystemTime::UNIX_EPOCH + Duration::from_secs(3)
+            })
+        );
+    }
+
+    #[test]
+    fn a_throttle_is_published_until_it_is_lifted() {
+        let published = Arc::new(Published::new(SystemTime::UNIX_EPOCH));
+        let handle = BreakerHandle::new(Arc::clone(&published));
+        assert_eq!(handle.snapshot().throttled_until, None);
+        published.set_throttled_until(Some(Duration::from_secs(5)));
+        assert_eq!(
+            handle.snapshot().throttled_until,
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(5))
+        );
+        published.set_throttled_until(None);
+        assert_eq!(handle.snapshot().throttled_until, None);
     }
 }

@@ -24,7 +24,10 @@ pub use breaker_core::{BreakerConfig, CircuitState, Setting, VisitSettings};
 pub use exporter::{
     AdapterError, BreakerControl, CircuitBreakerSpanExporter, Clock, ExporterConfig, TokioClock,
 };
-pub use handle::{BreakerHandle, BreakerSnapshot, FailedBatches, SpanCounts, TransitionCounts};
+pub use handle::{
+    BreakerHandle, BreakerSnapshot, CauseCounts, FailureCounts, LastFailure, SpanCounts,
+    TransitionCounts,
+};
 pub use otel_env::{EnvVar, OtlpEnv, OtlpEnvError};
 pub use otlp::{
     ExportFailure, ExportReport, FailureCause, OtlpExporterConfig, OtlpExporterError,

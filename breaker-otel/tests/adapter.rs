@@ -153,7 +153,13 @@ async fn a_panicking_inner_exporter_is_a_failure_and_the_next_call_works() {
     assert!(matches!(result, Err(OTelSdkError::InternalFailure(ref m)) if m.contains("panicked")));
     exporter.export(spans(1)).await.unwrap();
     let snapshot = exporter.handle().snapshot();
-    assert_eq!(snapshot.failed_batches.panic, 1);
+    assert_eq!(
+        snapshot
+            .failures
+            .get(breaker_otel::FailureCause::Panic)
+            .batches,
+        1
+    );
     assert_eq!((snapshot.spans.failed, snapshot.spans.exported), (2, 1));
 }
 
@@ -171,7 +177,13 @@ async fn a_hanging_inner_exporter_is_cut_off_at_export_timeout() {
     );
     exporter.export(spans(1)).await.unwrap();
     let snapshot = exporter.handle().snapshot();
-    assert_eq!(snapshot.failed_batches.timeout, 1);
+    assert_eq!(
+        snapshot
+            .failures
+            .get(breaker_otel::FailureCause::Timeout)
+            .batches,
+        1
+    );
     assert_eq!((snapshot.spans.failed, snapshot.spans.exported), (4, 1));
 }
 

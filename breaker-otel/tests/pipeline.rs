@@ -151,7 +151,13 @@ async fn a_hanging_backend_is_bounded_and_shutdown_returns() {
     flush_batches(&pipeline, 3).await;
     let snapshot = pipeline.handle().snapshot();
     assert_eq!(snapshot.state, CircuitState::Open);
-    assert_eq!(snapshot.failed_batches.timeout, 3);
+    assert_eq!(
+        snapshot
+            .failures
+            .get(breaker_otel::FailureCause::Timeout)
+            .batches,
+        3
+    );
 
     // A span still queued when we shut down meets the hanging backend too.
     pipeline

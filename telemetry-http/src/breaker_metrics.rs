@@ -6,6 +6,7 @@
 //! snapshot lists every reachable transition, zero counts included.
 
 use std::collections::HashMap;
+use std::time::SystemTime;
 
 use breaker_otel::{BreakerHandle, BreakerSnapshot, CircuitState};
 use prometheus::core::{Collector, Desc};
@@ -16,7 +17,19 @@ const CIRCUIT_STATE_HELP: &str =
     "State of the span exporter's circuit breaker: 0 closed, 1 half-open, 2 open.";
 const SPANS_PROCESSED: &str = "spans_processed_total";
 const SPANS_PROCESSED_HELP: &str = "Spans handed to the circuit-breaking exporter, by outcome: \
-     exported, dropped (circuit open) or failed (backend error, timeout or panic).";
+     exported, rejected (the backend took the batch but said it rejected these), \
+     dropped (circuit open or backend throttling) or failed (backend error, timeout or panic).";
+const SPANS_FAILED: &str = "spans_failed_total";
+const SPANS_FAILED_HELP: &str =
+    "Spans of failed exports (outcome failed of spans_processed_total), by cause.";
+const EXPORTS_FAILED: &str = "span_exports_failed_total";
+const EXPORTS_FAILED_HELP: &str = "Failed export calls of the span exporter, by cause.";
+const LAST_FAILURE: &str = "span_export_last_failure_timestamp_seconds";
+const LAST_FAILURE_HELP: &str =
+    "When the span exporter's last export failed, in Unix seconds; 0 before any failure.";
+const THROTTLED_UNTIL: &str = "circuit_throttled_until_timestamp_seconds";
+const THROTTLED_UNTIL_HELP: &str = "Until when the backend asked the span exporter to send \
+     nothing (RetryInfo or Retry-After), in Unix seconds; 0 when it did not.";
 const TRANSITIONS: &str = "circuit_transitions_total";
 const TRANSITIONS_HELP: &str =
     "Changes of the circuit breaker's state, by state left and state entered.";
@@ -36,7 +49,7 @@ fn gauge_value(state: CircuitState) -> f64 {
 #[derive(Debug)]
 pub(crate) struct BreakerCollector {
     handle: BreakerHandle,
-    descs: [Desc; 3],
+    descs: [Desc; 7],
 }
 
 impl BreakerCollector {
@@ -55,6 +68,10 @@ impl BreakerCollector {
                 desc(CIRCUIT_STATE, CIRCUIT_STATE_HELP, &[])?,
                 desc(SPANS_PROCESSED, SPANS_PROCESSED_HELP, &["outcome"])?,
                 desc(TRANSITIONS, TRANSITIONS_HELP, &["from", "to"])?,
+                desc(SPANS_FAILED, SPANS_FAILED_HELP, &["cause"])?,
+                desc(EXPORTS_FAILED, EXPORTS_FAILED_HELP, &["cause"])?,
+                desc(LAST_FAILURE, LAST_FAILURE_HELP, &[])?,
+                desc(THROTTLED_UNTIL, THROTTLED_UNTIL_HELP, &[])?,
             ],
         })
     }
@@ -71,14 +88,11 @@ impl Collector for BreakerCollector {
 }
 
 fn families(snapshot: &BreakerSnapshot) -> Vec<MetricFamily> {
-    let state = {
-        let mut gauge = Gauge::default();
-        gauge.set_value(gauge_value(snapshot.state));
-        Metric::from_gauge(gauge)
-    };
+    let state = gauge(gauge_value(snapshot.state));
 
     let spans = [
         ("exported", snapshot.spans.exported),
+        ("rejected", snapshot.spans.rejected),
         ("dropped", snapshot.spans.dropped),
         ("failed", snapshot.spans.failed),
     ]
@@ -91,6 +105,16 @@ fn families(snapshot: &BreakerSnapshot) -> Vec<MetricFamily> {
         .iter()
         .map(|(from, to, count)| counter(&[("from", from.as_str()), ("to", to.as_str())], count))
         .collect();
+
+    let by_cause = |pick: fn(breaker_otel::CauseCounts) -> u64| {
+        snapshot
+            .failures
+            .iter()
+            .map(|(cause, counts)| counter(&[("cause", cause.as_str())], pick(counts)))
+            .collect()
+    };
+    let last_failure = gauge(unix_seconds(snapshot.last_failure.map(|f| f.at)));
+    let throttled_until = gauge(unix_seconds(snapshot.throttled_until));
 
     vec![
         family(
@@ -111,7 +135,43 @@ fn families(snapshot: &BreakerSnapshot) -> Vec<MetricFamily> {
             MetricType::COUNTER,
             transitions,
         ),
+        family(
+            SPANS_FAILED,
+            SPANS_FAILED_HELP,
+            MetricType::COUNTER,
+            by_cause(|c| c.spans),
+        ),
+        family(
+            EXPORTS_FAILED,
+            EXPORTS_FAILED_HELP,
+            MetricType::COUNTER,
+            by_cause(|c| c.batches),
+        ),
+        family(
+            LAST_FAILURE,
+            LAST_FAILURE_HELP,
+            MetricType::GAUGE,
+            vec![last_failure],
+        ),
+        family(
+            THROTTLED_UNTIL,
+            THROTTLED_UNTIL_HELP,
+            MetricType::GAUGE,
+            vec![throttled_until],
+        ),
     ]
+}
+
+/// A time as a Prometheus timestamp gauge: Unix seconds, 0 for none.
+fn unix_seconds(time: Option<SystemTime>) -> f64 {
+    time.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn gauge(value: f64) -> Metric {
+    let mut gauge = Gauge::default();
+    gauge.set_value(value);
+    Metric::from_gauge(gauge)
 }
 
 fn counter(labels: &[(&str, &str)], count: u64) -> Metric {

@@ -6,17 +6,19 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use breaker_otel::{BreakerSnapshot, CircuitState};
+use breaker_otel::{BreakerSnapshot, CircuitState, FailureCause};
 use serde::Serialize;
 
 /// The draft's media type.
 pub(crate) const HEALTH_JSON: &str = "application/health+json";
 
-/// The draft's status values this crate uses.
+/// The draft's status values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum HealthStatus {
     Pass,
+    /// Healthy with a concern: the backend is up and asked us to wait.
+    Warn,
     Fail,
 }
 
@@ -38,10 +40,24 @@ pub(crate) struct TelemetryHealth {
     timestamp: String,
     since: String,
     consecutive_failures: u32,
+    /// The most recent failed export, `null` before any.
+    last_failure: Option<LastFailure>,
+    /// While the backend's requested wait lasts: until when (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    throttled_until: Option<String>,
     spans: SpanCounts,
-    failed_batches: FailedBatches,
+    /// Failed exports by cause, every cause listed.
+    failed_batches: BTreeMap<&'static str, u64>,
+    /// Spans of failed exports by cause, every cause listed.
+    failed_spans: BTreeMap<&'static str, u64>,
     probes: u64,
     checks: BTreeMap<&'static str, Vec<Check>>,
+}
+
+#[derive(Debug, Serialize)]
+struct LastFailure {
+    cause: &'static str,
+    time: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -51,17 +67,9 @@ struct SpanCounts {
     /// spans were lost in the SDK's queue before reaching the exporter.
     ended: u64,
     exported: u64,
+    rejected: u64,
     dropped: u64,
     failed: u64,
-}
-
-/// Why failed exports failed: a backend answering errors, one too slow to
-/// answer, or an exporter bug.
-#[derive(Debug, Serialize)]
-struct FailedBatches {
-    error: u64,
-    timeout: u64,
-    panic: u64,
 }
 
 /// One entry of the draft's `checks` map.
@@ -84,6 +92,7 @@ struct Check {
 #[serde(untagged)]
 enum Observed {
     State(&'static str),
+    Cause(&'static str),
     Count(u64),
 }
 
@@ -91,22 +100,60 @@ fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
+/// What a cause means to the operator reading `output`: the three things an
+/// operator does differently are "the backend is down", "our credentials are
+/// refused" and "the backend wants less from us".
+fn meaning(cause: FailureCause) -> &'static str {
+    match cause {
+        FailureCause::Unavailable => "the backend is unreachable or unavailable",
+        FailureCause::Timeout => "the backend did not answer in time",
+        FailureCause::Throttled => "the backend is overloaded and refuses our data",
+        FailureCause::Unauthenticated => {
+            "the backend refuses our credentials: check the token in the OTLP headers"
+        }
+        FailureCause::PermissionDenied => {
+            "the backend refuses our credentials' rights: check what the token may write"
+        }
+        FailureCause::Invalid => "the backend refuses our data as invalid",
+        FailureCause::TooLarge => "the backend refuses our batches as too large",
+        FailureCause::Panic => "the span exporter panicked",
+        _ => "the span exporter failed",
+    }
+}
+
 impl TelemetryHealth {
     /// Closed passes; open and half-open fail, since spans are being dropped.
+    /// A closed circuit the backend asked to wait warns: it is up and said
+    /// when to come back, so nobody has to act, but spans are dropped
+    /// until then (HTTP 200 still, since the circuit is closed).
     pub(crate) fn new(snapshot: &BreakerSnapshot, now: SystemTime) -> Self {
-        let status = match snapshot.state {
-            CircuitState::Closed => HealthStatus::Pass,
-            CircuitState::HalfOpen | CircuitState::Open => HealthStatus::Fail,
+        let throttled_until = snapshot.throttled_until.filter(|&until| until > now);
+        let status = match (snapshot.state, throttled_until) {
+            (CircuitState::Closed, None) => HealthStatus::Pass,
+            (CircuitState::Closed, Some(_)) => HealthStatus::Warn,
+            (CircuitState::HalfOpen | CircuitState::Open, _) => HealthStatus::Fail,
         };
         let since = rfc3339(snapshot.since);
+        let last = snapshot.last_failure.map(|f| (f.cause, rfc3339(f.at)));
+        let why = match &last {
+            Some((cause, at)) => format!("last failure {at}: {cause}, {}", meaning(*cause)),
+            None => "no export has failed".to_owned(),
+        };
+        let wait = throttled_until.map(|until| {
+            format!(
+                "the backend asked us to send nothing until {}; spans are dropped until then",
+                rfc3339(until)
+            )
+        });
         let output = match snapshot.state {
-            CircuitState::Closed => None,
+            CircuitState::Closed => wait,
             CircuitState::Open => Some(format!(
-                "circuit open since {since} ({} consecutive export failures): spans are dropped until a probe export succeeds",
-                snapshot.consecutive_failures
+                "circuit open since {since} ({} consecutive export failures; {why}): spans are dropped until a probe export succeeds{}",
+                snapshot.consecutive_failures,
+                wait.map(|w| format!("; {w}")).unwrap_or_default(),
             )),
             CircuitState::HalfOpen => Some(format!(
-                "circuit half-open since {since}: a probe export is in flight; other spans are dropped until it succeeds"
+                "circuit half-open since {since} ({why}): a probe export is in flight; other spans are dropped until it succeeds"
             )),
         };
         let timestamp = rfc3339(now);
@@ -119,7 +166,7 @@ impl TelemetryHealth {
             time: timestamp.clone(),
         };
         let spans = &snapshot.spans;
-        let checks = BTreeMap::from([
+        let mut checks = BTreeMap::from([
             (
                 "span_exporter:circuit_state",
                 vec![Check {
@@ -144,6 +191,11 @@ impl TelemetryHealth {
                         Some("spans"),
                     ),
                     check(
+                        Some("rejected"),
+                        Observed::Count(spans.rejected),
+                        Some("spans"),
+                    ),
+                    check(
                         Some("dropped"),
                         Observed::Count(spans.dropped),
                         Some("spans"),
@@ -152,6 +204,24 @@ impl TelemetryHealth {
                 ],
             ),
         ]);
+        if let Some((cause, at)) = &last {
+            // The draft's `time` is when the observed value was read: here, when
+            // the failure happened.
+            checks.insert(
+                "span_exporter:last_failure",
+                vec![Check {
+                    time: at.clone(),
+                    ..check(None, Observed::Cause(cause.as_str()), None)
+                }],
+            );
+        }
+        let by_cause = |pick: fn(breaker_otel::CauseCounts) -> u64| {
+            snapshot
+                .failures
+                .iter()
+                .map(|(cause, counts)| (cause.as_str(), pick(counts)))
+                .collect()
+        };
         Self {
             status,
             description: "Export of trace spans through the circuit breaker",
@@ -160,17 +230,20 @@ impl TelemetryHealth {
             timestamp,
             since,
             consecutive_failures: snapshot.consecutive_failures,
+            last_failure: last.map(|(cause, time)| LastFailure {
+                cause: cause.as_str(),
+                time,
+            }),
+            throttled_until: throttled_until.map(rfc3339),
             spans: SpanCounts {
                 ended: snapshot.spans_ended,
                 exported: spans.exported,
+                rejected: spans.rejected,
                 dropped: spans.dropped,
                 failed: spans.failed,
             },
-            failed_batches: FailedBatches {
-                error: snapshot.failed_batches.error,
-                timeout: snapshot.failed_batches.timeout,
-                panic: snapshot.failed_batches.panic,
-            },
+            failed_batches: by_cause(|c| c.batches),
+            failed_spans: by_cause(|c| c.spans),
             probes: snapshot.probes,
             checks,
         }

@@ -55,7 +55,7 @@ pub(crate) async fn liveness() -> HttpResponse {
 pub(crate) async fn telemetry_health(shared: web::Data<Shared>) -> HttpResponse {
     let body = TelemetryHealth::new(&shared.handle.snapshot(), SystemTime::now());
     let builder = match body.status {
-        HealthStatus::Pass => HttpResponse::Ok(),
+        HealthStatus::Pass | HealthStatus::Warn => HttpResponse::Ok(),
         HealthStatus::Fail => HttpResponse::ServiceUnavailable(),
     };
     json(builder, HEALTH_JSON, &body)

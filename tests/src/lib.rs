@@ -1,4 +1,4 @@
-//! End-to-end test support: a real OTLP/gRPC receiver and a harness that
+//! End-to-end test support: a real OTLP receiver (gRPC and HTTP/protobuf) and a harness that
 //! runs the real `taskman-server` binary.
 //!
 //! [`receiver::Receiver`] is an in-process OTLP/gRPC trace collector whose

@@ -54,7 +54,9 @@ async fn health_telemetry_is_503_fail_while_open_and_liveness_stays_200() {
     assert_eq!(body["circuit_state"], "open");
     assert_eq!(body["consecutive_failures"], 3);
     assert_eq!(body["spans"]["failed"], 6);
-    assert_eq!(body["failed_batches"]["error"], 3);
+    // The scripted backend's errors are plain SDK errors: nothing more is known.
+    assert_eq!(body["failed_batches"]["internal"], 3);
+    assert_eq!(body["last_failure"]["cause"], "internal");
     assert!(
         body["output"].as_str().unwrap().contains("circuit open"),
         "{body}"
@@ -141,9 +143,11 @@ async fn health_responses_follow_the_health_check_draft() {
         );
     }
     assert_eq!(body["consecutive_failures"], 3);
-    for outcome in ["exported", "dropped", "failed"] {
+    for outcome in ["exported", "rejected", "dropped", "failed"] {
         assert!(body["spans"][outcome].is_u64(), "spans.{outcome} missing");
     }
+    let last = humantime::parse_rfc3339(body["last_failure"]["time"].as_str().unwrap()).unwrap();
+    assert!(last >= before && last <= SystemTime::now(), "{body}");
 
     let checks = body["checks"].as_object().unwrap();
     let state = &checks["span_exporter:circuit_state"][0];
@@ -162,7 +166,18 @@ async fn health_responses_follow_the_health_check_draft() {
             )
         })
         .collect();
-    assert_eq!(spans, [("exported", 0), ("dropped", 0), ("failed", 6)]);
+    assert_eq!(
+        spans,
+        [
+            ("exported", 0),
+            ("rejected", 0),
+            ("dropped", 0),
+            ("failed", 6)
+        ]
+    );
+    let last_failure = &checks["span_exporter:last_failure"][0];
+    assert_eq!(last_failure["observedValue"], body["last_failure"]["cause"]);
+    assert_eq!(last_failure["time"], body["last_failure"]["time"]);
 
     let live = send(&app, get_from("/health", "192.0.2.1").to_request()).await;
     assert_eq!(live.header("content-type"), Some("application/health+json"));

@@ -40,14 +40,24 @@ async fn health_telemetry_json_while_open() {
         get_from("/health/telemetry", "192.0.2.1").to_request(),
     )
     .await;
-    // `output` repeats `since`, so that part is redacted too.
+    // `output` repeats `since` and the last failure's time, so those parts
+    // are redacted too (the failure first: both may be the same second).
     let mut body = reply.json();
     let since = body["since"].as_str().unwrap().to_owned();
-    let output = body["output"].as_str().unwrap().replace(&since, "[since]");
+    let failed_at = body["last_failure"]["time"].as_str().unwrap().to_owned();
+    let output = body["output"]
+        .as_str()
+        .unwrap()
+        .replace(
+            &format!("last failure {failed_at}"),
+            "last failure [failed_at]",
+        )
+        .replace(&since, "[since]");
     body["output"] = output.into();
     insta::assert_json_snapshot!(body, {
         ".timestamp" => "[timestamp]",
         ".since" => "[since]",
+        ".last_failure.time" => "[failed_at]",
         ".checks.*[].time" => "[timestamp]",
     });
 }

@@ -351,16 +351,23 @@ impl Health {
         self.count("/spans/failed")
     }
 
-    /// Spans handed to the exporter: exported, dropped or failed.
-    pub(crate) fn handed_over(&self) -> u64 {
-        self.exported() + self.dropped() + self.failed()
+    /// Spans the backend took and said it rejected (partial success).
+    pub(crate) fn rejected(&self) -> u64 {
+        self.count("/spans/rejected")
     }
 
-    /// Failed export batches, whatever the cause.
+    /// Spans handed to the exporter: exported, rejected, dropped or failed.
+    pub(crate) fn handed_over(&self) -> u64 {
+        self.exported() + self.rejected() + self.dropped() + self.failed()
+    }
+
+    /// Failed export batches, whatever the cause (every cause is listed).
     pub(crate) fn failed_batches(&self) -> u64 {
-        self.count("/failed_batches/error")
-            + self.count("/failed_batches/timeout")
-            + self.count("/failed_batches/panic")
+        self.json["failed_batches"]
+            .as_object()
+            .map_or(0, |by_cause| {
+                by_cause.values().filter_map(|v| v.as_u64()).sum()
+            })
     }
 
     /// Probe exports attempted while the circuit was open.

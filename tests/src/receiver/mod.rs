@@ -1,14 +1,20 @@
-//! A real OTLP/gRPC trace receiver for tests, built on `opentelemetry-proto`'s
-//! tonic server and run in-process on loopback.
+//! A real OTLP trace receiver for tests, run in-process on loopback: OTLP/gRPC
+//! on `opentelemetry-proto`'s tonic server (`grpc.rs`) or OTLP/HTTP with
+//! protobuf bodies on hyper (`http.rs`), behind one [`Receiver`] API.
 //!
-//! It counts the spans it accepts (by `service.name` and by span name), keeps
-//! the identity of each accepted span (trace, span and parent ids, kind,
-//! attributes) so tests can check trace structure, keeps a record of every
-//! export request (when it arrived, how many spans it carried, how it was
-//! answered, how many requests were in flight), and can be switched
-//! at run time into the failure modes a telemetry backend shows in production:
-//! see [`Mode`]. It deliberately knows nothing about `taskman-server` or the
-//! breaker: it only sees what arrives on the wire.
+//! It counts the spans it accepts (by `service.name` and by span name) and
+//! the spans it rejects, keeps the identity of each accepted span (trace,
+//! span and parent ids, kind, attributes) so tests can check trace structure,
+//! keeps a record of every export request (when it arrived, how many spans it
+//! carried, how it was answered, how many requests were in flight), and can be
+//! switched at run time into the answers a telemetry backend gives in
+//! production, with the details a real collector sends (gRPC `RetryInfo`,
+//! HTTP `Retry-After`, partial success): see [`Mode`]. It deliberately knows
+//! nothing about `taskman-server` or the breaker: it only sees what arrives on
+//! the wire.
+
+mod grpc;
+mod http;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,14 +22,9 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -31,8 +32,8 @@ pub use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{Request, Response, Status};
+
+pub use self::http::TRACES_PATH;
 
 /// The key under which spans without a `service.name` resource attribute are counted.
 pub const NO_SERVICE_NAME: &str = "<no service.name>";
@@ -44,19 +45,91 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long a restart keeps trying to re-bind the remembered port.
 const REBIND_WITHIN: Duration = Duration::from_secs(5);
 
+/// Which OTLP transport a [`Receiver`] speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// OTLP/gRPC (`opentelemetry.proto.collector.trace.v1.TraceService/Export`).
+    Grpc,
+    /// OTLP/HTTP with binary protobuf bodies: `POST /v1/traces`.
+    Http,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Grpc => "grpc",
+            Self::Http => "http",
+        })
+    }
+}
+
 /// How the receiver answers export requests.
+///
+/// Each mode is answered as the OTLP specification maps it for the
+/// transport (`docs/specification.md` of `opentelemetry-proto`, "OTLP/gRPC
+/// Response" and "OTLP/HTTP Response"):
+///
+/// | mode                       | gRPC                                  | HTTP                              |
+/// |----------------------------|---------------------------------------|-----------------------------------|
+/// | `Accept`                   | OK                                    | 200, empty response               |
+/// | `PartialSuccess{rejected}` | OK + `partial_success`                | 200 + `partial_success`           |
+/// | `Unavailable`              | `UNAVAILABLE`                         | 503                               |
+/// | `UnavailableRetryAfter(d)` | `UNAVAILABLE` + `RetryInfo(d)`        | 503 + `Retry-After: <secs>`       |
+/// | `ResourceExhausted`        | `RESOURCE_EXHAUSTED`                  | 429                               |
+/// | `Throttled{retry_after}`   | `RESOURCE_EXHAUSTED` + `RetryInfo`    | 429 + `Retry-After: <secs>`       |
+/// | `ThrottledUntil(t)`        | `RESOURCE_EXHAUSTED` + `RetryInfo(t - now)` | 429 + `Retry-After: <HTTP-date>` |
+/// | `Unauthenticated`          | `UNAUTHENTICATED`                     | 401                               |
+/// | `PermissionDenied`         | `PERMISSION_DENIED`                   | 403                               |
+/// | `InvalidArgument`          | `INVALID_ARGUMENT`                    | 400                               |
+/// | `TooLarge`                 | `RESOURCE_EXHAUSTED`, no `RetryInfo`  | 413                               |
+/// | `Hang`, then released      | `UNAVAILABLE`                         | 503                               |
+///
+/// Every HTTP 4xx/5xx body is a protobuf `google.rpc.Status`. `<secs>` is
+/// the delay rounded up to whole seconds, so a client never retries early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
     /// Accept every request and count its spans.
     Accept,
-    /// Answer gRPC `UNAVAILABLE` (the OTLP exporter retries this).
+    /// Accept the request but reject `rejected` of its spans (at most all of
+    /// them; the last ones in the request), answered OK with
+    /// `partial_success.rejected_spans` and an `error_message`.
+    PartialSuccess {
+        /// How many spans of each request to reject.
+        rejected: u64,
+    },
+    /// Answer gRPC `UNAVAILABLE` / HTTP 503 (the OTLP exporter retries this).
     Unavailable,
-    /// Answer gRPC `RESOURCE_EXHAUSTED` without retry information (the OTLP
-    /// exporter does not retry this).
+    /// Answer gRPC `UNAVAILABLE` with a `google.rpc.RetryInfo` carrying the
+    /// delay / HTTP 503 with `Retry-After`.
+    UnavailableRetryAfter(Duration),
+    /// Answer gRPC `RESOURCE_EXHAUSTED` without retry information / HTTP 429
+    /// without `Retry-After` (the OTLP exporter does not retry this over gRPC).
     ResourceExhausted,
+    /// Answer gRPC `RESOURCE_EXHAUSTED` with a `google.rpc.RetryInfo`
+    /// carrying the delay (the spec's "throttling") / HTTP 429 with
+    /// `Retry-After: <secs>`.
+    Throttled {
+        /// The delay the client is told to wait.
+        retry_after: Duration,
+    },
+    /// Throttled until a wall-clock time: HTTP 429 with `Retry-After:
+    /// <HTTP-date>`; gRPC `RESOURCE_EXHAUSTED` with a `RetryInfo` of the
+    /// time remaining (zero once it has passed).
+    ThrottledUntil(SystemTime),
+    /// Answer gRPC `UNAUTHENTICATED` / HTTP 401 (not retryable).
+    Unauthenticated,
+    /// Answer gRPC `PERMISSION_DENIED` / HTTP 403 (not retryable).
+    PermissionDenied,
+    /// Answer gRPC `INVALID_ARGUMENT` / HTTP 400 (not retryable).
+    InvalidArgument,
+    /// Refuse the request as too large: HTTP 413; over gRPC
+    /// `RESOURCE_EXHAUSTED` without `RetryInfo`, which is what gRPC servers
+    /// (grpc-go in the Collector, tonic) answer for a message over their
+    /// size limit.
+    TooLarge,
     /// Take the request and never answer, until the mode changes or the
-    /// receiver stops; then answer `UNAVAILABLE`. A client that gives up
-    /// first cancels the request.
+    /// receiver stops; then answer `UNAVAILABLE` / 503. A client that gives
+    /// up first cancels the request.
     Hang,
     /// No listener and no connections: connecting is refused.
     Stopped,
@@ -64,13 +137,69 @@ pub enum Mode {
 
 impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Accept => "accept",
-            Self::Unavailable => "unavailable",
-            Self::ResourceExhausted => "resource_exhausted",
-            Self::Hang => "hang",
-            Self::Stopped => "stopped",
-        })
+        match self {
+            Self::Accept => f.write_str("accept"),
+            Self::PartialSuccess { rejected } => write!(f, "partial_success({rejected} rejected)"),
+            Self::Unavailable => f.write_str("unavailable"),
+            Self::UnavailableRetryAfter(delay) => write!(f, "unavailable(retry after {delay:?})"),
+            Self::ResourceExhausted => f.write_str("resource_exhausted"),
+            Self::Throttled { retry_after } => write!(f, "throttled(retry after {retry_after:?})"),
+            Self::ThrottledUntil(until) => {
+                write!(f, "throttled(until {})", httpdate::fmt_http_date(*until))
+            }
+            Self::Unauthenticated => f.write_str("unauthenticated"),
+            Self::PermissionDenied => f.write_str("permission_denied"),
+            Self::InvalidArgument => f.write_str("invalid_argument"),
+            Self::TooLarge => f.write_str("too_large"),
+            Self::Hang => f.write_str("hang"),
+            Self::Stopped => f.write_str("stopped"),
+        }
+    }
+}
+
+impl Mode {
+    /// The outcome a request arriving in this mode gets.
+    fn outcome(self) -> Outcome {
+        match self {
+            Self::Accept => Outcome::Accepted,
+            Self::PartialSuccess { .. } => Outcome::PartialSuccess,
+            // `Stopped`: a request on a connection that outlives the listener for a moment.
+            Self::Unavailable | Self::UnavailableRetryAfter(_) | Self::Stopped => {
+                Outcome::Unavailable
+            }
+            Self::ResourceExhausted => Outcome::ResourceExhausted,
+            Self::Throttled { .. } | Self::ThrottledUntil(_) => Outcome::Throttled,
+            Self::Unauthenticated => Outcome::Unauthenticated,
+            Self::PermissionDenied => Outcome::PermissionDenied,
+            Self::InvalidArgument => Outcome::InvalidArgument,
+            Self::TooLarge => Outcome::TooLarge,
+            Self::Hang => Outcome::Hung,
+        }
+    }
+
+    /// How long a client is told to wait before retrying, if this mode says so.
+    fn retry_after(self) -> Option<Duration> {
+        match self {
+            Self::UnavailableRetryAfter(delay) | Self::Throttled { retry_after: delay } => {
+                Some(delay)
+            }
+            Self::ThrottledUntil(until) => Some(
+                until
+                    .duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO),
+            ),
+            _ => None,
+        }
+    }
+
+    /// How many of `spans` this mode rejects.
+    fn rejected_of(self, spans: usize) -> usize {
+        match self {
+            Self::PartialSuccess { rejected } => {
+                usize::try_from(rejected).map_or(spans, |rejected| rejected.min(spans))
+            }
+            _ => 0,
+        }
     }
 }
 
@@ -79,21 +208,50 @@ impl fmt::Display for Mode {
 pub enum Outcome {
     /// Answered OK; its spans are counted as received.
     Accepted,
-    /// Answered `UNAVAILABLE` (including requests that reach a stopping receiver).
+    /// Answered OK with `partial_success`: some spans counted as received,
+    /// the rest as rejected.
+    PartialSuccess,
+    /// Answered `UNAVAILABLE` / 503, with or without a retry delay (including
+    /// requests that reach a stopping receiver).
     Unavailable,
-    /// Answered `RESOURCE_EXHAUSTED`.
+    /// Answered `RESOURCE_EXHAUSTED` / 429 without a retry delay.
     ResourceExhausted,
+    /// Answered `RESOURCE_EXHAUSTED` / 429 with a retry delay.
+    Throttled,
+    /// Answered `UNAUTHENTICATED` / 401.
+    Unauthenticated,
+    /// Answered `PERMISSION_DENIED` / 403.
+    PermissionDenied,
+    /// Answered `INVALID_ARGUMENT` / 400 because of the mode.
+    InvalidArgument,
+    /// Refused as too large (see [`Mode::TooLarge`]), or over the HTTP
+    /// receiver's body limit.
+    TooLarge,
     /// Held without an answer (see [`Mode::Hang`]).
     Hung,
+    /// HTTP only: answered 415 because the body was not binary protobuf
+    /// (`Content-Type`) or used a compression other than gzip.
+    UnsupportedMediaType,
+    /// HTTP only: answered 400 because the body did not decode as an
+    /// `ExportTraceServiceRequest` (spans are not counted).
+    Malformed,
 }
 
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Accepted => "accepted",
+            Self::PartialSuccess => "partial_success",
             Self::Unavailable => "unavailable",
             Self::ResourceExhausted => "resource_exhausted",
+            Self::Throttled => "throttled",
+            Self::Unauthenticated => "unauthenticated",
+            Self::PermissionDenied => "permission_denied",
+            Self::InvalidArgument => "invalid_argument",
+            Self::TooLarge => "too_large",
             Self::Hung => "hung",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Malformed => "malformed",
         })
     }
 }
@@ -108,6 +266,8 @@ pub struct ExportRequest {
     pub finished_at: Option<Instant>,
     /// Spans in the request, whatever the outcome.
     pub spans: usize,
+    /// Of those, the spans rejected by [`Mode::PartialSuccess`].
+    pub rejected_spans: usize,
     /// How the receiver decided to answer it.
     pub outcome: Outcome,
     /// Requests in flight when this one arrived, itself included.
@@ -213,8 +373,10 @@ fn scalar_text(value: &AnyValue) -> Option<String> {
 pub struct Snapshot {
     /// The mode at the time of the snapshot.
     pub mode: Mode,
-    /// Spans accepted (received and answered OK).
+    /// Spans accepted (received and answered OK, not rejected).
     pub spans: u64,
+    /// Spans rejected by [`Mode::PartialSuccess`] (answered OK but not accepted).
+    pub rejected_spans: u64,
     /// Accepted spans per `service.name` ([`NO_SERVICE_NAME`] when missing).
     pub spans_by_service: BTreeMap<String, u64>,
     /// Accepted spans per span name.
@@ -294,11 +456,12 @@ impl fmt::Display for Snapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "mode {}, {} spans accepted {:?} {:?}, {} requests",
+            "mode {}, {} spans accepted {:?} {:?}, {} rejected, {} requests",
             self.mode,
             self.spans,
             self.spans_by_service,
             self.spans_by_name,
+            self.rejected_spans,
             self.requests.len()
         )?;
         for (outcome, count) in &self.outcomes {
@@ -319,8 +482,10 @@ impl fmt::Display for Snapshot {
 /// What [`Receiver::totals`] returns: the counts of a [`Snapshot`], nothing else.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Totals {
-    /// Spans accepted (received and answered OK).
+    /// Spans accepted (received and answered OK, not rejected).
     pub spans: u64,
+    /// Spans rejected by [`Mode::PartialSuccess`].
+    pub rejected_spans: u64,
     /// Export requests, whatever their outcome.
     pub requests: u64,
     /// Requests and spans per outcome; outcomes never seen are absent.
@@ -375,14 +540,17 @@ pub enum ReceiverError {
     },
 }
 
-/// A running (or stopped) OTLP/gRPC trace receiver on loopback.
+/// A running (or stopped) OTLP trace receiver on loopback, speaking one
+/// [`Protocol`].
 ///
-/// Its port is chosen once, at [`Receiver::start`], and kept across
-/// [`Mode::Stopped`] and back, so a service configured with
-/// [`Receiver::endpoint`] finds it again. Dropping it stops it.
+/// Its port is chosen once, at [`Receiver::start`] or
+/// [`Receiver::start_http`], and kept across [`Mode::Stopped`] and back, so
+/// a service configured with [`Receiver::endpoint`] finds it again. Dropping
+/// it stops it.
 #[derive(Debug)]
 pub struct Receiver {
     addr: SocketAddr,
+    protocol: Protocol,
     shared: Arc<Shared>,
     mode: watch::Sender<Mode>,
     // An async lock because mode changes await the server's shutdown and re-bind.
@@ -390,7 +558,8 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// Starts a receiver on `127.0.0.1` with a port the OS picks, in [`Mode::Accept`].
+    /// Starts an OTLP/gRPC receiver on `127.0.0.1` with a port the OS picks,
+    /// in [`Mode::Accept`].
     ///
     /// # Errors
     /// When the socket cannot be bound.
@@ -398,22 +567,44 @@ impl Receiver {
         Self::start_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await
     }
 
-    /// Starts a receiver on `addr` (port 0 lets the OS pick), in [`Mode::Accept`].
+    /// Starts an OTLP/HTTP (protobuf) receiver on `127.0.0.1` with a port the
+    /// OS picks, in [`Mode::Accept`].
+    ///
+    /// # Errors
+    /// When the socket cannot be bound.
+    pub async fn start_http() -> Result<Self, ReceiverError> {
+        Self::start_with(Protocol::Http, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await
+    }
+
+    /// Starts an OTLP/gRPC receiver on `addr` (port 0 lets the OS pick), in
+    /// [`Mode::Accept`].
     ///
     /// Must be called inside a Tokio runtime, which then runs the server.
     ///
     /// # Errors
     /// When the socket cannot be bound.
     pub async fn start_on(addr: SocketAddr) -> Result<Self, ReceiverError> {
+        Self::start_with(Protocol::Grpc, addr).await
+    }
+
+    /// Starts a receiver speaking `protocol` on `addr` (port 0 lets the OS
+    /// pick), in [`Mode::Accept`].
+    ///
+    /// Must be called inside a Tokio runtime, which then runs the server.
+    ///
+    /// # Errors
+    /// When the socket cannot be bound.
+    pub async fn start_with(protocol: Protocol, addr: SocketAddr) -> Result<Self, ReceiverError> {
         let listener = bind(addr).map_err(|source| ReceiverError::Bind { addr, source })?;
         let addr = listener
             .local_addr()
             .map_err(|source| ReceiverError::Bind { addr, source })?;
         let shared = Arc::new(Shared::default());
         let (mode, _) = watch::channel(Mode::Accept);
-        let running = Running::spawn(listener, &shared, &mode);
+        let running = Running::spawn(protocol, listener, &shared, &mode);
         Ok(Self {
             addr,
+            protocol,
             shared,
             mode,
             server: tokio::sync::Mutex::new(Some(running)),
@@ -426,10 +617,37 @@ impl Receiver {
         self.addr
     }
 
-    /// The gRPC endpoint for an OTLP exporter: `http://127.0.0.1:PORT`.
+    /// The protocol the receiver speaks.
+    #[must_use]
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// What an OTLP exporter's endpoint setting takes for this receiver
+    /// (`opentelemetry-otlp`'s `with_endpoint`): over gRPC the base URL
+    /// `http://127.0.0.1:PORT`; over HTTP the full traces URL
+    /// `http://127.0.0.1:PORT/v1/traces`, because a signal-specific HTTP
+    /// endpoint is used as is.
     #[must_use]
     pub fn endpoint(&self) -> String {
+        match self.protocol {
+            Protocol::Grpc => self.base_url(),
+            Protocol::Http => self.traces_endpoint(),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, whatever the protocol (what
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` takes: HTTP exporters append `/v1/traces`).
+    #[must_use]
+    pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT/v1/traces`, the OTLP/HTTP traces URL (what
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` takes), whatever the protocol.
+    #[must_use]
+    pub fn traces_endpoint(&self) -> String {
+        format!("http://{}{TRACES_PATH}", self.addr)
     }
 
     /// The current mode.
@@ -461,7 +679,12 @@ impl Receiver {
             }
             (_, None) => match rebind(self.addr).await {
                 Ok(listener) => {
-                    *server = Some(Running::spawn(listener, &self.shared, &self.mode));
+                    *server = Some(Running::spawn(
+                        self.protocol,
+                        listener,
+                        &self.shared,
+                        &self.mode,
+                    ));
                     Ok(())
                 }
                 Err(err) => {
@@ -495,6 +718,7 @@ impl Receiver {
         let stats = self.shared.stats();
         Totals {
             spans: stats.spans,
+            rejected_spans: stats.rejected_spans,
             requests: stats.requests.len() as u64,
             outcomes: stats.outcomes.clone(),
         }
@@ -507,6 +731,7 @@ impl Receiver {
         Snapshot {
             mode: self.mode(),
             spans: stats.spans,
+            rejected_spans: stats.rejected_spans,
             spans_by_service: stats.spans_by_service.clone(),
             spans_by_name: stats.spans_by_name.clone(),
             received: stats.received.clone(),
@@ -599,7 +824,7 @@ impl Drop for Receiver {
     }
 }
 
-/// The tonic server task and the means to stop it.
+/// The server task (tonic or hyper) and the means to stop it.
 #[derive(Debug)]
 struct Running {
     // Sending, or dropping, this stops the server.
@@ -608,26 +833,37 @@ struct Running {
 }
 
 impl Running {
-    fn spawn(listener: TcpListener, shared: &Arc<Shared>, mode: &watch::Sender<Mode>) -> Self {
-        let service = TraceSink {
-            shared: Arc::clone(shared),
-            mode: mode.subscribe(),
-        };
+    fn spawn(
+        protocol: Protocol,
+        listener: TcpListener,
+        shared: &Arc<Shared>,
+        mode: &watch::Sender<Mode>,
+    ) -> Self {
         let (shutdown, stopped) = oneshot::channel::<()>();
-        let server = tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(service))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                // An error means the sender was dropped: stop then too.
-                let _ = stopped.await;
-            });
-        Self {
-            shutdown,
-            task: tokio::spawn(server),
-        }
+        // An error means the sender was dropped: stop then too.
+        let stopped = async move {
+            let _ = stopped.await;
+        };
+        let task = match protocol {
+            Protocol::Grpc => tokio::spawn(grpc::serve(
+                listener,
+                Arc::clone(shared),
+                mode.subscribe(),
+                stopped,
+            )),
+            Protocol::Http => tokio::spawn(http::serve(
+                listener,
+                Arc::clone(shared),
+                mode.subscribe(),
+                stopped,
+            )),
+        };
+        Self { shutdown, task }
     }
 
-    /// Closes the listener at once (tonic drops it on the signal), then waits
-    /// for the connections to close after their GOAWAY.
+    /// Closes the listener at once (both servers drop it on the signal), then
+    /// waits for the connections to close after their GOAWAY (HTTP/2) or
+    /// their current response (HTTP/1.1).
     async fn stop(self, addr: SocketAddr) -> Result<(), ReceiverError> {
         let _ = self.shutdown.send(());
         match tokio::time::timeout(SHUTDOWN_GRACE, self.task).await {
@@ -685,6 +921,7 @@ struct Shared {
 #[derive(Debug, Default)]
 struct Stats {
     spans: u64,
+    rejected_spans: u64,
     spans_by_service: BTreeMap<String, u64>,
     spans_by_name: BTreeMap<String, u64>,
     received: Vec<ReceivedSpan>,
@@ -702,11 +939,29 @@ impl Shared {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Records a request on arrival and returns the guard that records its end.
-    fn begin(self: &Arc<Self>, request: &ExportTraceServiceRequest, outcome: Outcome) -> InFlight {
+    /// Records a request that arrived in `mode` and returns the guard that
+    /// records its end, with what the mode decided.
+    fn begin_in(self: &Arc<Self>, mode: Mode, request: &ExportTraceServiceRequest) -> InFlight {
+        let rejected = mode.rejected_of(span_count(request));
+        self.begin(request, mode.outcome(), rejected)
+    }
+
+    /// Records a request on arrival and returns the guard that records its
+    /// end. With an accepting `outcome`, the last `rejected` spans of the
+    /// request are counted as rejected and the others as accepted.
+    fn begin(
+        self: &Arc<Self>,
+        request: &ExportTraceServiceRequest,
+        outcome: Outcome,
+        rejected: usize,
+    ) -> InFlight {
         let concurrent = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(concurrent, Ordering::SeqCst);
         let keep = !self.forget_spans.load(Ordering::SeqCst);
+        let accepting = matches!(outcome, Outcome::Accepted | Outcome::PartialSuccess);
+        let total = span_count(request);
+        let rejected = if accepting { rejected.min(total) } else { 0 };
+        let to_accept = total - rejected;
         let index = {
             let mut stats = self.stats();
             let mut spans = 0;
@@ -714,7 +969,7 @@ impl Shared {
                 let service = service_name(resource_spans.resource.as_ref());
                 for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
                     spans += 1;
-                    if outcome == Outcome::Accepted {
+                    if accepting && spans <= to_accept {
                         stats.spans += 1;
                         *stats.spans_by_service.entry(service.clone()).or_default() += 1;
                         *stats.spans_by_name.entry(span.name.clone()).or_default() += 1;
@@ -724,6 +979,7 @@ impl Shared {
                     }
                 }
             }
+            stats.rejected_spans += rejected as u64;
             let count = stats.outcomes.entry(outcome).or_default();
             count.requests += 1;
             count.spans += spans as u64;
@@ -731,6 +987,7 @@ impl Shared {
                 received_at: Instant::now(),
                 finished_at: None,
                 spans,
+                rejected_spans: rejected,
                 outcome,
                 concurrent,
                 answered: false,
@@ -742,6 +999,27 @@ impl Shared {
             shared: Arc::clone(self),
             index,
             answered: false,
+            outcome,
+            rejected,
+        }
+    }
+}
+
+fn span_count(request: &ExportTraceServiceRequest) -> usize {
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum()
+}
+
+/// Waits while the mode stays [`Mode::Hang`]; returns once it changes or the
+/// receiver (the sender) is gone.
+async fn hang(mode_changes: &mut watch::Receiver<Mode>) {
+    while mode_changes.changed().await.is_ok() {
+        if *mode_changes.borrow_and_update() != Mode::Hang {
+            break;
         }
     }
 }
@@ -766,6 +1044,10 @@ struct InFlight {
     shared: Arc<Shared>,
     index: usize,
     answered: bool,
+    /// What the receiver decided on arrival.
+    outcome: Outcome,
+    /// Spans rejected (by [`Mode::PartialSuccess`]).
+    rejected: usize,
 }
 
 impl InFlight {
@@ -786,55 +1068,6 @@ impl Drop for InFlight {
         }
         self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
         self.shared.changed();
-    }
-}
-
-/// The gRPC trace service: answers according to the current mode.
-#[derive(Debug)]
-struct TraceSink {
-    shared: Arc<Shared>,
-    mode: watch::Receiver<Mode>,
-}
-
-#[tonic::async_trait]
-impl TraceService for TraceSink {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let mut mode_changes = self.mode.clone();
-        let mode = *mode_changes.borrow_and_update();
-        let outcome = match mode {
-            Mode::Accept => Outcome::Accepted,
-            // A request on a connection that outlives the listener for a moment.
-            Mode::Unavailable | Mode::Stopped => Outcome::Unavailable,
-            Mode::ResourceExhausted => Outcome::ResourceExhausted,
-            Mode::Hang => Outcome::Hung,
-        };
-        let in_flight = self.shared.begin(request.get_ref(), outcome);
-        match outcome {
-            Outcome::Accepted => in_flight.answer(Ok(Response::new(ExportTraceServiceResponse {
-                partial_success: None,
-            }))),
-            Outcome::Unavailable => {
-                in_flight.answer(Err(Status::unavailable("test receiver: unavailable")))
-            }
-            Outcome::ResourceExhausted => in_flight.answer(Err(Status::resource_exhausted(
-                "test receiver: resource exhausted",
-            ))),
-            Outcome::Hung => {
-                // Released by any mode change other than to `Hang`, or when the
-                // receiver (the sender) is gone.
-                while mode_changes.changed().await.is_ok() {
-                    if *mode_changes.borrow_and_update() != Mode::Hang {
-                        break;
-                    }
-                }
-                in_flight.answer(Err(Status::unavailable(
-                    "test receiver: released a hung request",
-                )))
-            }
-        }
     }
 }
 
@@ -1025,11 +1258,11 @@ mod tests {
             panic!("expected two spans: {:?}", seen.received);
         };
         assert_eq!(root.service, "alpha");
-        assert_eq!(root.kind, super::SpanKind::Server);
+        assert_eq!(root.kind, crate::receiver::SpanKind::Server);
         assert_eq!(root.trace_id, "0000000000000000000000000000000b");
         assert_eq!(root.span_id, "000000000000000b");
         assert_eq!(root.parent_span_id, None);
-        assert_eq!(child.kind, super::SpanKind::Client);
+        assert_eq!(child.kind, crate::receiver::SpanKind::Client);
         assert_eq!(child.trace_id, root.trace_id);
         assert_eq!(child.span_id, "000000000000000c");
         assert_eq!(child.parent_span_id.as_deref(), Some("000000000000000b"));

@@ -1,0 +1,114 @@
+//! The OTLP/gRPC side of the receiver: `opentelemetry-proto`'s generated
+//! tonic `TraceService`, answering each [`Mode`] with the status code (and
+//! `google.rpc.RetryInfo` detail) a real collector sends.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
+
+use super::{Mode, Outcome, Shared, hang};
+
+/// Serves OTLP/gRPC on `listener` until `stopped` completes, then closes the
+/// listener and waits for the connections to close.
+pub(super) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mode: watch::Receiver<Mode>,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let service = TraceSink { shared, mode };
+    tonic::transport::Server::builder()
+        .add_service(TraceServiceServer::new(service))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped)
+        .await
+}
+
+/// The gRPC trace service: answers according to the current mode.
+#[derive(Debug)]
+struct TraceSink {
+    shared: Arc<Shared>,
+    mode: watch::Receiver<Mode>,
+}
+
+#[tonic::async_trait]
+impl TraceService for TraceSink {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let mut mode_changes = self.mode.clone();
+        let mode = *mode_changes.borrow_and_update();
+        let in_flight = self.shared.begin_in(mode, request.get_ref());
+        let answer = match in_flight.outcome {
+            Outcome::Hung => {
+                hang(&mut mode_changes).await;
+                Err(Status::unavailable(
+                    "test receiver: released a hung request",
+                ))
+            }
+            _ => answer(mode, in_flight.rejected),
+        };
+        in_flight.answer(answer)
+    }
+}
+
+/// The answer to a request that arrived in `mode` (not [`Mode::Hang`]).
+fn answer(mode: Mode, rejected: usize) -> Result<Response<ExportTraceServiceResponse>, Status> {
+    match mode {
+        Mode::Accept => Ok(Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        })),
+        Mode::PartialSuccess { .. } => Ok(Response::new(ExportTraceServiceResponse {
+            partial_success: Some(ExportTracePartialSuccess {
+                rejected_spans: i64::try_from(rejected).unwrap_or(i64::MAX),
+                error_message: partial_success_message(rejected),
+            }),
+        })),
+        Mode::Unavailable | Mode::Stopped | Mode::Hang => {
+            Err(Status::unavailable("test receiver: unavailable"))
+        }
+        Mode::UnavailableRetryAfter(_) => Err(with_retry_info(
+            Code::Unavailable,
+            "test receiver: unavailable, retry later",
+            mode.retry_after(),
+        )),
+        Mode::ResourceExhausted => Err(Status::resource_exhausted(
+            "test receiver: resource exhausted",
+        )),
+        Mode::Throttled { .. } | Mode::ThrottledUntil(_) => Err(with_retry_info(
+            Code::ResourceExhausted,
+            "test receiver: throttled, retry later",
+            mode.retry_after(),
+        )),
+        Mode::Unauthenticated => Err(Status::unauthenticated("test receiver: unauthenticated")),
+        Mode::PermissionDenied => Err(Status::permission_denied(
+            "test receiver: permission denied",
+        )),
+        Mode::InvalidArgument => Err(Status::invalid_argument("test receiver: invalid argument")),
+        // What a gRPC server answers for a message over its size limit.
+        Mode::TooLarge => Err(Status::resource_exhausted(
+            "test receiver: request too large",
+        )),
+    }
+}
+
+fn with_retry_info(code: Code, message: &str, delay: Option<Duration>) -> Status {
+    Status::with_error_details(code, message, ErrorDetails::with_retry_info(delay))
+}
+
+/// The `error_message` of a partial success, shared with the HTTP side.
+pub(super) fn partial_success_message(rejected: usize) -> String {
+    format!("test receiver: rejected {rejected} spans")
+}
