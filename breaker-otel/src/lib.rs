@@ -12,16 +12,15 @@
 //! This crate knows OpenTelemetry and nothing about HTTP or Prometheus; the
 //! breaker's rules live in `breaker-core`, never here.
 
-mod cause_interim;
 mod exporter;
 mod handle;
 mod otel_env;
+mod otlp;
 mod pipeline;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 
 pub use breaker_core::{BreakerConfig, CircuitState, Setting, VisitSettings};
-pub use cause_interim::FailureCause;
 pub use exporter::{
     AdapterError, BreakerControl, CircuitBreakerSpanExporter, Clock, ExporterConfig, TokioClock,
 };
@@ -30,4 +29,8 @@ pub use handle::{
     TransitionCounts,
 };
 pub use otel_env::{EnvVar, OtlpEnv, OtlpEnvError};
+pub use otlp::{
+    ExportFailure, ExportReport, FailureCause, OtlpExporterConfig, OtlpExporterError,
+    OtlpSpanExporter, classify_http, classify_status,
+};
 pub use pipeline::{PipelineError, Protocol, TracingPipeline, TracingPipelineBuilder};

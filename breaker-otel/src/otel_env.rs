@@ -173,9 +173,11 @@ impl OtlpEnvError {
 #[derive(Clone)]
 pub(crate) struct Header {
     pub(crate) name: http::HeaderName,
-    /// As written, for the HTTP exporter, which percent-decodes it itself.
+    /// As written, for the stock HTTP exporter (feature `bench`), which percent-decodes it
+    /// itself.
+    #[cfg_attr(not(feature = "bench"), allow(dead_code))]
     pub(crate) raw: String,
-    /// Percent-decoded, for gRPC metadata.
+    /// Percent-decoded, for our exporters (headers and gRPC metadata).
     pub(crate) value: http::HeaderValue,
 }
 
@@ -413,6 +415,7 @@ impl OtlpEnv {
 
     /// Whether the values come from the process environment (which the SDK and exporter
     /// also read by themselves).
+    #[cfg_attr(not(feature = "bench"), allow(dead_code))]
     pub(crate) fn is_process(&self) -> bool {
         matches!(self.source, Source::Process)
     }

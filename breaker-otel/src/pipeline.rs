@@ -1,18 +1,14 @@
-//! The standard OTLP pipeline with the breaker in it: OTLP exporter →
-//! circuit-breaking exporter → batch span processor → tracer provider; or,
-//! for comparisons only (feature `bench`), the same pipeline without the breaker.
+//! The standard OTLP pipeline with the breaker in it: our OTLP exporter
+//! ([`OtlpSpanExporter`], `src/otlp/`) → circuit-breaking exporter → batch span
+//! processor → tracer provider; or, for comparisons only (feature `bench`), the stock
+//! pipeline: `opentelemetry-otlp`'s exporter straight into the batch span processor.
 //! Every `OTEL_*` value comes from [`OtlpEnv`], checked.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::{Array, Context, KeyValue, StringValue, Value};
-use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
-use opentelemetry_otlp::{
-    Compression, RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig,
-};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 #[cfg(feature = "bench")]
@@ -25,6 +21,7 @@ use tokio::runtime::Handle;
 use crate::exporter::{AdapterError, BreakerControl, CircuitBreakerSpanExporter, ExporterConfig};
 use crate::handle::{BreakerHandle, Published};
 use crate::otel_env::{Endpoint, OtlpEnv, OtlpEnvError, Resolved, mask_endpoint};
+use crate::otlp::{OtlpExporterConfig, OtlpExporterError, OtlpSpanExporter};
 
 /// The OTLP transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -80,9 +77,9 @@ pub enum PipelineError {
 /// the rest itself from the process environment (`OTEL_RESOURCE_ATTRIBUTES`,
 /// `OTEL_TRACES_SAMPLER(_ARG)`). The whole list is [`OtlpEnv::VARIABLES`].
 ///
-/// The OTLP exporter's own retries are disabled by default: the breaker is
-/// the resilience mechanism, and retrying inside one export would turn each
-/// failing batch into four requests against a backend that is struggling.
+/// The exporter in the breaker's pipeline is ours ([`OtlpSpanExporter`]), which never
+/// retries: the breaker is the resilience mechanism, and retrying inside one export would
+/// turn each failing batch into four requests against a backend that is struggling.
 ///
 /// Must be built inside a Tokio runtime (exports run there).
 ///
@@ -169,8 +166,10 @@ impl TracingPipelineBuilder {
         self
     }
 
-    /// Turns the OTLP exporter's own retries (3, from 100 ms) on or off.
-    /// Default: off with the breaker (on in the benchmarks' pipeline without it).
+    /// Turns `opentelemetry-otlp`'s own retries (3, from 100 ms) on or off in the stock
+    /// pipeline (feature `bench`, [`breaker_enabled(false)`](Self::breaker_enabled)), where
+    /// they default to on. The breaker's pipeline uses our exporter, which has no retries:
+    /// there this setting changes nothing (it is kept so that callers still build).
     pub fn otlp_retries(mut self, enabled: bool) -> Self {
         self.otlp_retries = Some(enabled);
         self
@@ -189,13 +188,6 @@ impl TracingPipelineBuilder {
     pub fn breaker_enabled(mut self, enabled: bool) -> Self {
         self.breaker_enabled = enabled;
         self
-    }
-
-    fn with_breaker(&self) -> bool {
-        #[cfg(feature = "bench")]
-        return self.breaker_enabled;
-        #[cfg(not(feature = "bench"))]
-        true
     }
 
     /// Whether `OTEL_SDK_DISABLED` turns tracing off.
@@ -242,19 +234,20 @@ impl TracingPipelineBuilder {
         let protocol = self.protocol.unwrap_or(env.protocol);
         // Checked first: the tonic client panics when built outside a runtime.
         let runtime = Handle::try_current().map_err(|_| AdapterError::NoRuntime)?;
-        let retry = if self.otlp_retries.unwrap_or(!self.with_breaker()) {
-            RetryPolicy::default()
-        } else {
-            RetryPolicy::disabled()
-        };
-        let otlp = self.otlp_exporter(&env, protocol, retry)?;
-        let batch_config = env.batch_config();
         #[cfg(feature = "bench")]
         if !self.breaker_enabled {
+            let retry = if self.otlp_retries.unwrap_or(true) {
+                opentelemetry_otlp::RetryPolicy::default()
+            } else {
+                opentelemetry_otlp::RetryPolicy::disabled()
+            };
+            let otlp = self.stock_exporter(&env, protocol, retry)?;
             return Ok(self.stock(otlp, &env, protocol, runtime));
         }
         #[cfg(not(feature = "bench"))]
-        let _ = runtime;
+        let _ = (runtime, self.otlp_retries);
+        let otlp = self.otlp_exporter(&env, protocol)?;
+        let batch_config = env.batch_config();
         let exporter = CircuitBreakerSpanExporter::new(otlp, self.breaker)?;
         let handle = exporter.handle();
         let control = exporter.control();
@@ -270,19 +263,53 @@ impl TracingPipelineBuilder {
         })
     }
 
-    fn otlp_exporter(
-        &self,
-        env: &Resolved,
-        protocol: Protocol,
-        retry: RetryPolicy,
-    ) -> Result<opentelemetry_otlp::SpanExporter, PipelineError> {
-        let endpoint = match &self.endpoint {
+    /// The endpoint from code, else from the variables (with `/v1/traces` over HTTP).
+    fn resolved_endpoint(&self, env: &Resolved, protocol: Protocol) -> Endpoint {
+        match &self.endpoint {
             Some(url) => Endpoint {
                 url: url.clone(),
                 variable: None,
             },
             None => env.endpoint(protocol),
-        };
+        }
+    }
+
+    /// Our exporter, from the checked variables: the same endpoint, headers (decoded),
+    /// timeout and compression the stock one gets.
+    fn otlp_exporter(
+        &self,
+        env: &Resolved,
+        protocol: Protocol,
+    ) -> Result<OtlpSpanExporter, PipelineError> {
+        let endpoint = self.resolved_endpoint(env, protocol);
+        let mut config = OtlpExporterConfig::new(protocol, endpoint.url.clone())
+            .timeout(env.timeout.unwrap_or(OtlpExporterConfig::DEFAULT_TIMEOUT))
+            .gzip(env.gzip);
+        for header in &env.headers {
+            config = config.header(header.name.clone(), header.value.clone());
+        }
+        OtlpSpanExporter::new(config).map_err(|err| match err {
+            OtlpExporterError::NoRuntime => PipelineError::Adapter(AdapterError::NoRuntime),
+            // Every message is masked already.
+            err => PipelineError::Exporter {
+                endpoint_variable: endpoint.variable,
+                endpoint: mask_endpoint(&endpoint.url),
+                reason: err.to_string(),
+            },
+        })
+    }
+
+    /// `opentelemetry-otlp`'s exporter, for the stock pipeline only.
+    #[cfg(feature = "bench")]
+    fn stock_exporter(
+        &self,
+        env: &Resolved,
+        protocol: Protocol,
+        retry: opentelemetry_otlp::RetryPolicy,
+    ) -> Result<opentelemetry_otlp::SpanExporter, PipelineError> {
+        use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
+        use opentelemetry_otlp::{Compression, WithExportConfig, WithHttpConfig, WithTonicConfig};
+        let endpoint = self.resolved_endpoint(env, protocol);
         let timeout = env
             .timeout
             .unwrap_or(opentelemetry_otlp::OTEL_EXPORTER_OTLP_TIMEOUT_DEFAULT);
@@ -325,7 +352,7 @@ impl TracingPipelineBuilder {
                         .headers
                         .iter()
                         .map(|h| (h.name.as_str().to_owned(), h.raw.clone()))
-                        .collect::<HashMap<_, _>>();
+                        .collect::<std::collections::HashMap<_, _>>();
                     builder = builder.with_headers(headers);
                 }
                 builder.build()
