@@ -121,6 +121,57 @@ impl Codec<NonZeroU32> for Count {
     }
 }
 
+/// On or off: `true` or `false`, as a boolean (files) or as the words in any case
+/// (environment variables, where every value is a string; `config` reads `False` as false
+/// already). `1`, `yes`, `off` and the like are refused: a switch is read one way only.
+pub(crate) struct Switch;
+
+struct SwitchVisitor;
+
+impl serde::de::Visitor<'_> for SwitchVisitor {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("true or false")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<bool, E> {
+        Ok(v)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<bool, E> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(E::custom("expected true or false")),
+        }
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<bool, E> {
+        Err(E::custom("expected true or false"))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<bool, E> {
+        Err(E::custom("expected true or false"))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<bool, E> {
+        Err(E::custom("expected true or false"))
+    }
+}
+
+impl Codec<bool> for Switch {
+    const TYPE: &'static str = "`true` or `false`";
+
+    fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(SwitchVisitor)
+    }
+
+    fn to_toml(value: &bool) -> Option<toml::Value> {
+        Some(toml::Value::Boolean(*value))
+    }
+}
+
 /// A size in bytes, at least 1.
 pub(crate) struct Bytes;
 
