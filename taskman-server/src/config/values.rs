@@ -332,3 +332,60 @@ impl<'de> Deserialize<'de> for LogFormat {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::io::Write as _;
+
+    use crate::config::{Env, Settings};
+
+    fn env(key: &str, value: &str) -> Env {
+        Env::from([(key.to_owned(), value.to_owned())])
+    }
+
+    const IDLE: &str = "TASKMAN__BREAKER__IDLE_PROBES";
+
+    #[test]
+    fn a_switch_is_read_from_the_environment_as_true_or_false() {
+        assert!(
+            Settings::load(None, &Env::new())
+                .unwrap()
+                .breaker
+                .idle_probes
+        );
+        for (text, expected) in [
+            ("false", false),
+            ("true", true),
+            (" false ", false),
+            ("FALSE", false),
+            ("True", true),
+        ] {
+            let s = Settings::load(None, &env(IDLE, text)).unwrap();
+            assert_eq!(s.breaker.idle_probes, expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_switch_is_read_from_a_file_as_a_boolean() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(b"[breaker]\nidle_probes = false\n").unwrap();
+        let s = Settings::load(Some(file.path()), &Env::new()).unwrap();
+        assert!(!s.breaker.idle_probes);
+    }
+
+    #[test]
+    fn anything_else_is_refused_with_the_key() {
+        for text in ["yes", "1", "off", "0"] {
+            let err = Settings::load(None, &env(IDLE, text))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("breaker.idle_probes") && err.contains(IDLE),
+                "{text:?}: {err}"
+            );
+            assert!(err.ends_with("expected true or false"), "{text:?}: {err}");
+        }
+    }
+}
