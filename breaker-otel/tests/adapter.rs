@@ -443,3 +443,92 @@ mod without_traffic {
         }
     }
 }
+
+mod idle_probe_logging {
+    //! Empty probes are logged like a batch's probes: failures at debug, and
+    //! the closing line counts them.
+
+    use std::sync::{Arc, Mutex};
+
+    use tracing::Level;
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+
+    use super::*;
+
+    /// The adapter's events: level, message and `probes` field.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<(Level, String, Option<u64>)>>>);
+
+    impl<S: tracing::Subscriber> Layer<S> for Capture {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            #[derive(Default)]
+            struct Fields(String, Option<u64>);
+            impl tracing::field::Visit for Fields {
+                fn record_debug(
+                    &mut self,
+                    field: &tracing::field::Field,
+                    value: &dyn std::fmt::Debug,
+                ) {
+                    if field.name() == "message" {
+                        self.0 = format!("{value:?}");
+                    }
+                }
+                fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+                    if field.name() == "probes" {
+                        self.1 = Some(value);
+                    }
+                }
+            }
+            if !event.metadata().target().starts_with("breaker_otel") {
+                return;
+            }
+            let mut fields = Fields::default();
+            event.record(&mut fields);
+            self.0
+                .lock()
+                .unwrap()
+                .push((*event.metadata().level(), fields.0, fields.1));
+        }
+    }
+
+    #[test]
+    fn failed_empty_probes_are_debug_and_the_close_line_counts_them() {
+        let capture = Capture::default();
+        let subscriber = tracing_subscriber::registry().with(capture.clone());
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let inner = ScriptedExporter::always(Step::Fail);
+            let exporter = wrap(&inner);
+            export_n(&exporter, 3).await;
+            // Three empty probes fail (at 1 s, then within 2 s and 4 s more).
+            while inner.calls() < 6 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            inner.set(Step::Succeed);
+            while exporter.handle().state() != CircuitState::Closed {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        let lines = capture.0.lock().unwrap().clone();
+        let loud: Vec<_> = lines.iter().filter(|l| l.0 <= Level::INFO).collect();
+        assert_eq!(loud.len(), 2, "one warn, one info: {lines:?}");
+        assert_eq!(loud[0].0, Level::WARN);
+        assert!(loud[1].1.contains("circuit closed"), "{lines:?}");
+        assert_eq!(
+            loud[1].2,
+            Some(4),
+            "three failed empty probes and the one that closed"
+        );
+        let debug = lines.iter().filter(|l| l.0 == Level::DEBUG).count();
+        assert!(
+            debug >= 6,
+            "half-open and open again per failed probe: {lines:?}"
+        );
+    }
+}

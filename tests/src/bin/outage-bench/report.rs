@@ -630,7 +630,7 @@ fn recovery_time(out: &mut String, recovery: &Recovery) {
          - **Low rate** ({low_rate:.0} requests/s = {spans:.0} spans/s): a batch leaves only \
          every 5 s, so the empty probes decide. Expected: ≈ 1–2 s when returning just after \
          the first failed probe; up to 8–16 s when returning 15 s after one (a few more have \
-         failed meanwhile); 15–30 s after a minute, the floor at its cap. Without empty \
+         failed meanwhile); up to 15–30 s after a minute, the floor at its cap. Without empty \
          probes the batches would decide: `probe_after`, 30–35 s.\n\
          - **High rate** (the closed loop, {high:.0} requests/s measured = {high_spans:.0} \
          spans/s): batches fill to 512 spans every {batch_ms:.0} ms and could probe every 10 \
