@@ -456,9 +456,12 @@ mod idle_probe_logging {
 
     use super::*;
 
-    /// The adapter's events: level, message and `probes` field.
+    /// One event of the adapter: level, message and `probes` field.
+    type Event = (Level, String, Option<u64>);
+
+    /// The adapter's events.
     #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<(Level, String, Option<u64>)>>>);
+    struct Capture(Arc<Mutex<Vec<Event>>>);
 
     impl<S: tracing::Subscriber> Layer<S> for Capture {
         fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
