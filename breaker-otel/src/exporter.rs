@@ -604,9 +604,14 @@ impl<E: SpanExporter + 'static> IdleProber<E> {
         };
         shared.published.count_probe();
         let result = export_bounded(inner, &self.runtime, self.export_timeout, Vec::new()).await;
-        let outcome = match result {
+        let outcome = match &result {
             Ok(()) => Outcome::Success,
-            Err(_) => Outcome::Failure,
+            Err((kind, _)) => {
+                // A failed export request by its cause, as for a batch;
+                // it carried no spans, so no span is counted failed.
+                shared.published.count_failed(0, *kind);
+                Outcome::Failure
+            }
         };
         let cause = result.err().map(|(_, err)| err.to_string());
         shared.drive(cause.as_deref(), |b, now| b.record(permit, outcome, now));

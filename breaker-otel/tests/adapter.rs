@@ -393,10 +393,14 @@ mod without_traffic {
             next[0] >= Duration::from_secs(10) && next[0] <= Duration::from_secs(12) + TICK,
             "{next:?}"
         );
+        let snapshot = handle.snapshot();
         assert_eq!(
-            handle.snapshot().failed_batches.timeout,
-            0,
-            "a probe is not a batch"
+            snapshot.failed_batches.timeout, 1,
+            "the hung probe, by its cause"
+        );
+        assert_eq!(
+            snapshot.spans.failed, 3,
+            "the opening batches only: probes carry no spans"
         );
     }
 
