@@ -36,6 +36,8 @@ pub trait VisitSettings {
     /// A length of time. Zero is representable; front-ends that take
     /// durations from people usually refuse it.
     fn duration(&mut self, setting: Setting, value: &mut Duration);
+    /// A switch: on (`true`) or off.
+    fn flag(&mut self, setting: Setting, value: &mut bool);
 }
 
 /// Declares a settings struct once: each field with its doc, type and
@@ -46,7 +48,7 @@ pub trait VisitSettings {
 /// [`VisitSettings`].
 ///
 /// A field's kind says how it is visited: `count` ([`NonZeroU32`]),
-/// `duration` ([`Duration`]), or `nested` (another type declared with this
+/// `duration` ([`Duration`]), `flag` ([`bool`]), or `nested` (another type declared with this
 /// macro, whose settings are visited in line, as if they were this type's).
 ///
 /// ```
@@ -61,12 +63,15 @@ pub trait VisitSettings {
 ///         breaker: nested BreakerConfig = BreakerConfig::DEFAULT,
 ///         /// How long one call may take.
 ///         call_timeout: duration Duration = Duration::from_secs(2),
+///         /// Whether failed calls are logged.
+///         log_failures: flag bool = true,
 ///     }
 /// }
 ///
 /// let config = GuardConfig::DEFAULT.call_timeout(Duration::from_secs(5));
 /// assert_eq!(config.breaker.failure_threshold.get(), 3);
 /// assert_eq!(config.call_timeout, Duration::from_secs(5));
+/// assert!(config.log_failures);
 /// ```
 #[macro_export]
 macro_rules! settings {
@@ -122,6 +127,9 @@ macro_rules! settings {
     };
     (@visit duration, $visitor:ident, $name:expr, $doc:expr, $slot:expr) => {
         $visitor.duration($crate::Setting { name: $name, doc: $doc }, $slot)
+    };
+    (@visit flag, $visitor:ident, $name:expr, $doc:expr, $slot:expr) => {
+        $visitor.flag($crate::Setting { name: $name, doc: $doc }, $slot)
     };
     (@visit nested, $visitor:ident, $name:expr, $doc:expr, $slot:expr) => {
         ($slot).visit_settings($visitor)
@@ -202,6 +210,11 @@ mod tests {
             self.0
                 .push((setting.name, setting.summary(), format!("{value:?}")));
         }
+
+        fn flag(&mut self, setting: Setting, value: &mut bool) {
+            self.0
+                .push((setting.name, setting.summary(), value.to_string()));
+        }
     }
 
     #[test]
@@ -236,6 +249,9 @@ mod tests {
             }
             fn duration(&mut self, _: Setting, value: &mut Duration) {
                 *value *= 2;
+            }
+            fn flag(&mut self, _: Setting, value: &mut bool) {
+                *value = !*value;
             }
         }
         let mut config = BreakerConfig::DEFAULT;

@@ -618,6 +618,76 @@ impl CircuitBreaker {
             .min()
     }
 
+    /// Asks whether a probe with no call behind it may start now: the
+    /// adapter's way to find out that the backend is back when no traffic
+    /// comes to ask for it (an export of no spans, say).
+    ///
+    /// Permitted when the circuit is automatic and not closed, fewer than
+    /// `max_probes_in_flight` probes are outstanding and the probe floor has
+    /// passed (see [`try_acquire`](Self::try_acquire)); the attempt number's
+    /// rules (`probe_every`, `probe_after`) do not apply, and nothing is
+    /// numbered: attempt `k` is still the `k`-th real call since opening.
+    /// The permit is a probe like any other: record its outcome with
+    /// [`record`](Self::record), and it counts in `permitted` and `probes`.
+    /// A refusal is not a call, so it is not counted in `rejected`.
+    ///
+    /// [`next_probe_at`](Self::next_probe_at) says when to ask.
+    pub fn try_probe(&mut self, now: Instant) -> Result<Permit, Rejected> {
+        if !self.probes.is_empty() {
+            self.expire_probes(now);
+        }
+        if self.throttled(now) {
+            // The backend asked to hold off: no probe either.
+            return Err(Rejected {
+                state: self.state,
+                throttled_until: self.throttled_until,
+            });
+        }
+        let room = self.probes.len() < self.config.max_probes_in_flight.get() as usize;
+        if self.mode != Mode::Automatic
+            || self.state == CircuitState::Closed
+            || !room
+            || !self.pacing.permits(now)
+        {
+            return Err(Rejected {
+                state: self.state,
+                throttled_until: None,
+            });
+        }
+        // The same start as a probe chosen by `try_acquire`, without its
+        // attempt number.
+        let id = self.next_probe_id;
+        self.next_probe_id += 1;
+        self.probes.push(InFlightProbe { id, started: now });
+        self.probe_due_at = now.checked_add(self.config.probe_after);
+        self.pacing.from = now;
+        self.stats.permitted += 1;
+        self.stats.probes += 1;
+        if self.state == CircuitState::Open {
+            self.transition(CircuitState::HalfOpen, TransitionReason::ProbeStarted, now);
+        }
+        Ok(Permit {
+            kind: PermitKind::Probe { id },
+            generation: self.generation,
+        })
+    }
+
+    /// When [`try_probe`](Self::try_probe) will next permit a probe: `None`
+    /// while closed or held by an operator, and while the probes in flight
+    /// fill `max_probes_in_flight` (their end, or
+    /// [`poll_timeout`](Self::poll_timeout), changes the answer). The time
+    /// may be in the past: a probe is due now. Never before a throttle
+    /// ([`Outcome::Throttled`]) ends.
+    #[must_use]
+    pub fn next_probe_at(&self) -> Option<Instant> {
+        let room = self.probes.len() < self.config.max_probes_in_flight.get() as usize;
+        if self.mode != Mode::Automatic || self.state == CircuitState::Closed || !room {
+            return None;
+        }
+        let paced = self.pacing.from.checked_add(self.pacing.wait)?;
+        Some(self.throttled_until.map_or(paced, |until| paced.max(until)))
+    }
+
     /// The next unreported transition, oldest first.
     #[must_use = "transitions are meant to be acted on (logged, counted)"]
     #[inline]

@@ -14,6 +14,8 @@ use std::time::Instant;
 ///         |         |                (k % probe_every == 0 |        |
 ///         |         |                 or probe_after elapsed)       |
 ///         |         |                 and the floor elapsed|        |
+///         |         |                (try_probe: the floor |        |
+///         |         |                 alone)               |        |
 ///         |    +----------+  <-----------------------------+        |
 ///         |    | HalfOpen |                                         |
 ///         |    +----------+ ----------------------------------------+
@@ -34,6 +36,9 @@ use std::time::Instant;
 /// The floor is a time: no probe starts sooner than the current wait after
 /// the circuit opened or the last probe started or failed. An attempt that
 /// comes earlier is rejected, whatever its number `k`, and still counted.
+/// A probe that no call asked for
+/// ([`try_probe`](crate::CircuitBreaker::try_probe), for a caller with no
+/// traffic) needs the floor alone, and takes no attempt number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CircuitState {
     /// Every call is permitted; failures are counted.

@@ -1,5 +1,5 @@
-//! Model-based test: random sequences of calls, outcomes, clock jumps and
-//! manual controls are run against both the breaker and a small reference
+//! Model-based test: random sequences of calls, probes without a call,
+//! outcomes, clock jumps and manual controls are run against both the breaker and a small reference
 //! model written from the contract (`docs/contract.md` section 3 and the rustdoc),
 //! and every decision, state, counter and drained transition must agree.
 //!
@@ -60,6 +60,9 @@ impl Settings {
 #[derive(Debug, Clone)]
 enum Step {
     Acquire,
+    /// Asks for a probe with no call behind it (`try_probe`), as an adapter
+    /// does when a probe is due and no traffic comes.
+    IdleProbe,
     /// Reports the outcome of a permit still held.
     Record(Which, Outcome),
     Advance(u64),
@@ -348,6 +351,42 @@ impl Model {
         decision
     }
 
+    /// "Permitted when the circuit is automatic and not closed, under
+    /// `max_probes_in_flight`, and the floor has passed"; no attempt number
+    /// is used or taken, and a refusal is not a rejected call.
+    fn idle_probe(&mut self) -> Decision {
+        self.time_out_probes();
+        if let Some(end) = self.throttle() {
+            // "A throttle keeps every call away, probes included."
+            Decision::Rejected(self.state, Some(end))
+        } else if self.mode == Mode::Automatic
+            && self.state != Closed
+            && self.probes_in_flight() < self.settings.max_probes_in_flight
+            && self.floor.passed(self.now_ms)
+        {
+            self.held.push(Held::Probe {
+                started_ms: self.now_ms,
+                counts: true,
+            });
+            self.last_probe_ms = self.now_ms;
+            self.floor.from_ms = self.now_ms;
+            self.totals.probes += 1;
+            self.totals.permitted += 1;
+            self.enter(HalfOpen, TransitionReason::ProbeStarted);
+            Decision::Probe
+        } else {
+            Decision::Rejected(self.state, None)
+        }
+    }
+
+    /// When `idle_probe` would next permit, by the same rule.
+    fn next_probe_ms(&self) -> Option<(u64, Duration)> {
+        (self.mode == Mode::Automatic
+            && self.state != Closed
+            && self.probes_in_flight() < self.settings.max_probes_in_flight)
+            .then_some((self.floor.from_ms, self.floor.wait))
+    }
+
     fn count(&mut self, outcome: Outcome) {
         match outcome {
             Outcome::Success => self.totals.successes += 1,
@@ -484,6 +523,7 @@ impl ReferenceStateMachine for BreakerModel {
         let manual = u32::from(s.manual_controls);
         prop_oneof![
             10 => Just(Step::Acquire),
+            3 => Just(Step::IdleProbe),
             record_weight => (which, outcome).prop_map(|(w, o)| Step::Record(w, o)),
             5 => advance.prop_map(Step::Advance),
             2 => Just(Step::HandleTimeout),
@@ -507,6 +547,7 @@ impl ReferenceStateMachine for BreakerModel {
         state.changes.clear();
         match step {
             Step::Acquire => state.decision = Some(state.acquire()),
+            Step::IdleProbe => state.decision = Some(state.idle_probe()),
             Step::Record(which, outcome) => {
                 let index = which.position(state.held.len());
                 state.record(index, *outcome);
@@ -539,6 +580,8 @@ struct Driven {
     breaker: CircuitBreaker,
     held: Vec<Permit>,
     calls: u64,
+    /// Probes `try_probe` granted: permits no call asked for.
+    idle_probes: u64,
     reported: u64,
     reported_successes: u64,
     reported_failures: u64,
@@ -573,6 +616,7 @@ impl StateMachineTest for BreakerModel {
             breaker,
             held: Vec::new(),
             calls: 0,
+            idle_probes: 0,
             reported: 0,
             reported_successes: 0,
             reported_failures: 0,
@@ -624,6 +668,21 @@ impl StateMachineTest for BreakerModel {
                 };
                 assert_eq!(Some(decision), model.decision, "decision");
             }
+            Step::IdleProbe => {
+                let decision = match sut.breaker.try_probe(now) {
+                    Ok(permit) => {
+                        assert!(permit.is_probe(), "try_probe grants only probes");
+                        sut.idle_probes += 1;
+                        sut.held.push(permit);
+                        Decision::Probe
+                    }
+                    Err(rejected) => Decision::Rejected(
+                        rejected.state,
+                        rejected.throttled_until.map(|end| sut.ms(end)),
+                    ),
+                };
+                assert_eq!(Some(decision), model.decision, "idle probe decision");
+            }
             Step::Record(which, outcome) => {
                 let permit = sut.held.remove(which.position(sut.held.len()));
                 sut.breaker.record(permit, outcome, now);
@@ -669,7 +728,11 @@ impl StateMachineTest for BreakerModel {
         assert_eq!(sut.changes, model.changes, "transitions of this step");
 
         // The caller's own counts.
-        assert_eq!(stats.permitted + stats.rejected, sut.calls);
+        assert_eq!(
+            stats.permitted + stats.rejected,
+            sut.calls + sut.idle_probes,
+            "every call is permitted or rejected; idle probes add permits only"
+        );
         assert_eq!(
             stats.successes
                 + stats.failures
@@ -703,6 +766,20 @@ impl StateMachineTest for BreakerModel {
                 .min()
                 .map(|started| sut.at(started + model.settings.probe_timeout_ms)),
             "next probe deadline"
+        );
+        // A time in the past means "due now", whatever it is: compared from now on.
+        let now = sut.at(model.now_ms);
+        assert_eq!(
+            sut.breaker.next_probe_at().map(|at| at.max(now)),
+            model.next_probe_ms().map(|(from, wait)| {
+                let paced = sut.at(from) + wait;
+                // "Never before a throttle ends."
+                model
+                    .throttle()
+                    .map_or(paced, |end| paced.max(sut.at(end)))
+                    .max(now)
+            }),
+            "when an idle probe is next permitted"
         );
 
         // "Half-open: a probe is in flight"; closed has none.

@@ -862,3 +862,192 @@ fn operators_override_a_throttle() {
     assert!(sim.breaker.try_acquire(sim.now()).is_ok());
     assert_eq!(sim.breaker.stats().throttles, 3);
 }
+
+mod without_traffic {
+    //! Probes that no call asks for (`try_probe`), driven the way an adapter
+    //! drives them: wake at `next_probe_at`, probe, record.
+
+    use super::*;
+
+    /// Opens a default-paced breaker, then sends no call at all: the caller
+    /// only wakes at `next_probe_at` and probes, failing every probe until
+    /// `succeed_at` (0-based). Returns the probe starts since opening.
+    fn idle_probes(
+        config: BreakerConfig,
+        for_how_long: Duration,
+        succeed_at: Option<usize>,
+    ) -> (Sim, Vec<Duration>) {
+        let mut sim = Sim::new(config).every(Duration::from_millis(1));
+        run(&mut sim, "FFF");
+        let opened = sim.elapsed;
+        let mut starts = Vec::new();
+        while let Some(at) = sim.breaker.next_probe_at() {
+            let wait = at.saturating_duration_since(sim.now());
+            sim.advance(wait);
+            if sim.elapsed - opened > for_how_long {
+                break;
+            }
+            let now = sim.now();
+            let permit = sim.breaker.try_probe(now).expect("due at next_probe_at");
+            assert!(permit.is_probe());
+            assert!(
+                sim.breaker.next_probe_at().is_none(),
+                "no second probe while one is in flight"
+            );
+            let outcome = if succeed_at == Some(starts.len()) {
+                Success
+            } else {
+                Failure
+            };
+            starts.push(sim.elapsed - opened);
+            sim.breaker.record(permit, outcome, now);
+        }
+        (sim, starts)
+    }
+
+    #[test]
+    fn a_quiet_caller_probes_at_the_backoff_times_up_to_the_cap() {
+        let config = BreakerConfig::default();
+        let (sim, starts) = idle_probes(config, Duration::from_secs(600), None);
+        let cap = config.probe_after;
+        assert_eq!(starts[0], config.min_probe_interval, "not jittered");
+        let mut floor = config.min_probe_interval;
+        for (n, pair) in starts.windows(2).enumerate() {
+            floor = (floor * 2).min(cap);
+            let wait = pair[1] - pair[0];
+            assert!(
+                wait >= floor / 2 && wait <= floor,
+                "wait {n} is {wait:?}, floor {floor:?}: {starts:?}"
+            );
+            assert!(wait <= cap, "never longer than probe_after");
+        }
+        assert_eq!(floor, cap, "reached the cap: {starts:?}");
+        // At the cap, waits are in [15 s, 30 s]: 600 s hold at least 20 of
+        // them, on top of the five that climb to it.
+        assert!(starts.len() >= 20, "{} probes in 600 s", starts.len());
+        let waits: Vec<Duration> = starts.windows(2).map(|p| p[1] - p[0]).collect();
+        let distinct: std::collections::BTreeSet<_> = waits.iter().rev().take(10).collect();
+        assert!(distinct.len() > 1, "jittered, not fixed: {waits:?}");
+        let stats = sim.breaker.stats();
+        assert_eq!(stats.probes as usize, starts.len());
+        assert_eq!(
+            stats.rejected, 0,
+            "a probe not given is not a rejected call"
+        );
+    }
+
+    #[test]
+    fn a_successful_idle_probe_closes_and_the_next_outage_starts_at_the_floor() {
+        let config = BreakerConfig::default();
+        // Five failed probes grow the floor to the 30 s cap; the sixth closes.
+        let (mut sim, starts) = idle_probes(config, Duration::from_secs(600), Some(5));
+        assert_eq!(starts.len(), 6, "{starts:?}");
+        assert_eq!(sim.breaker.state(), Closed);
+        assert_eq!(
+            sim.breaker.next_probe_at(),
+            None,
+            "closed: nothing to probe"
+        );
+        let reasons: Vec<_> = sim.transitions().into_iter().map(|t| t.2).collect();
+        assert_eq!(reasons.last(), Some(&TransitionReason::ProbeSucceeded));
+        run(&mut sim, "FFF");
+        assert_eq!(sim.breaker.state(), Open);
+        let opened = sim.now();
+        assert_eq!(
+            sim.breaker.next_probe_at(),
+            Some(opened + config.min_probe_interval),
+            "the floor is back to min_probe_interval"
+        );
+    }
+
+    #[test]
+    fn idle_probes_do_not_renumber_attempts() {
+        // Attempts 0, 10 and 20 probe when the floor allows, whatever idle
+        // probes happened in between.
+        let mut sim = Sim::new(unpaced());
+        run(&mut sim, "FFF");
+        let permit = sim
+            .breaker
+            .try_probe(sim.now())
+            .expect("floor off: due at once");
+        sim.breaker.record(permit, Failure, sim.now());
+        let (pattern, _) = run(&mut sim, &"F".repeat(21));
+        assert_eq!(pattern, "p---------p---------p");
+    }
+
+    #[test]
+    fn an_idle_probe_holds_the_slot_against_a_real_probe() {
+        let mut sim = Sim::new(BreakerConfig::default());
+        run(&mut sim, "FFF");
+        let early = sim.breaker.try_probe(sim.now()).unwrap_err();
+        assert_eq!(
+            (early.state, early.throttled_until),
+            (Open, None),
+            "the floor has not passed"
+        );
+        sim.advance(Duration::from_secs(1));
+        let idle = sim.breaker.try_probe(sim.now()).unwrap();
+        assert_eq!(sim.breaker.state(), HalfOpen);
+        // Attempt 0 would have probed: the slot is taken.
+        assert!(sim.breaker.try_acquire(sim.now()).is_err());
+        sim.breaker.record(idle, Success, sim.now());
+        assert_eq!(sim.breaker.state(), Closed);
+        assert!(sim.breaker.try_acquire(sim.now()).is_ok());
+    }
+
+    #[test]
+    fn a_lost_idle_probe_times_out_and_backs_off() {
+        let config = BreakerConfig::default();
+        let mut sim = Sim::new(config);
+        run(&mut sim, "FFF");
+        sim.advance(config.min_probe_interval);
+        let _lost = sim.breaker.try_probe(sim.now()).unwrap();
+        assert_eq!(sim.breaker.next_probe_at(), None);
+        let deadline = sim.breaker.poll_timeout().expect("a probe is out");
+        assert_eq!(deadline, sim.now() + config.probe_timeout);
+        sim.advance(config.probe_timeout);
+        sim.breaker.handle_timeout(sim.now());
+        assert_eq!(sim.breaker.state(), Open);
+        let next = sim.breaker.next_probe_at().expect("open again");
+        let wait = next - sim.now();
+        assert!(
+            wait >= Duration::from_secs(1) && wait <= Duration::from_secs(2),
+            "{wait:?}"
+        );
+    }
+
+    #[test]
+    fn nothing_probes_while_closed_or_held() {
+        let mut sim = Sim::new(unpaced());
+        assert_eq!(sim.breaker.next_probe_at(), None);
+        assert!(sim.breaker.try_probe(sim.now()).is_err());
+        sim.breaker.force_open(sim.now());
+        assert_eq!(sim.breaker.mode(), Mode::ForcedOpen);
+        assert_eq!(sim.breaker.next_probe_at(), None);
+        assert!(sim.breaker.try_probe(sim.now()).is_err());
+    }
+
+    #[test]
+    fn a_throttle_holds_idle_probes_too() {
+        let mut sim = Sim::new(BreakerConfig::default());
+        run(&mut sim, "FFF");
+        sim.advance(Duration::from_secs(1));
+        let probe = sim.breaker.try_probe(sim.now()).unwrap();
+        let asked = sim.now() + Duration::from_secs(20);
+        sim.breaker
+            .record(probe, Throttled(Duration::from_secs(20)), sim.now());
+        assert_eq!(sim.breaker.state(), Open, "a throttled probe reopens");
+        assert!(
+            sim.breaker.next_probe_at().unwrap() >= asked,
+            "not before the hold ends"
+        );
+        sim.advance(Duration::from_secs(19));
+        let held = sim.breaker.try_probe(sim.now()).unwrap_err();
+        assert_eq!(held.throttled_until, Some(asked));
+        sim.advance(Duration::from_secs(1));
+        assert!(
+            sim.breaker.try_probe(sim.now()).unwrap().is_probe(),
+            "the hold is over"
+        );
+    }
+}

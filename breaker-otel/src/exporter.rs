@@ -1,9 +1,11 @@
 //! The circuit-breaking span exporter: a driver around `breaker-core` that
-//! owns the inner exporter, the clock and the lock.
+//! owns the inner exporter, the clock and the lock, and a task that probes
+//! the backend when a probe is due and no batch comes to be one.
 
 use std::fmt;
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use breaker_core::{
@@ -14,6 +16,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use tokio::runtime::Handle;
+use tokio::sync::Notify;
 
 use crate::FailureCause;
 use crate::handle::{BreakerHandle, Published, SpanCounts};
@@ -59,6 +62,14 @@ breaker_core::settings! {
         /// happens in between (failed probes, half-open flips) is at debug.
         /// Zero turns the summary off.
         log_interval: duration Duration = Duration::from_secs(300),
+        /// While open, probe with an export of no spans when a probe is due and no batch came to be one, so that a quiet service recovers without waiting for traffic.
+        ///
+        /// The empty probe starts as soon as the time floor allows
+        /// (`min_probe_interval`, backing off to `probe_after`); batches
+        /// still probe by the count rule when they get there first. Off:
+        /// only batches probe. Also off while `min_probe_interval` is zero,
+        /// since nothing would then pace probes against a dead backend.
+        idle_probes: flag bool = true,
     }
 }
 
@@ -85,6 +96,20 @@ pub enum AdapterError {
 /// Tokio runtime, its panic is caught and its hang is cut off, both counted
 /// as failures.
 ///
+/// # Probes without traffic
+///
+/// With `idle_probes` on (the default), a task on the same runtime, started
+/// by the first export, sleeps until the breaker's next probe is due
+/// ([`CircuitBreaker::next_probe_at`]) or its probe times out, and then, if
+/// no batch has taken the probe slot meanwhile, exports an empty batch as
+/// the probe: an empty OTLP request is valid and carries nothing to lose.
+/// It is bounded, contained and recorded like a batch's probe, and logged
+/// the same way. A batch that arrives while it is in flight is dropped, as
+/// during any probe; what this can cost is the one batch that would itself
+/// have been the probe, and only when it comes within the empty export's
+/// round trip (docs/contract.md, section 3). The task holds the exporter
+/// weakly and ends at shutdown or drop.
+///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// use breaker_otel::{ExporterConfig, CircuitBreakerSpanExporter};
@@ -104,6 +129,16 @@ pub struct CircuitBreakerSpanExporter<E> {
     runtime: Handle,
     export_timeout: Duration,
     is_shutdown: AtomicBool,
+    idle_probes: bool,
+    /// Starts the idle prober at the first export: by then the provider
+    /// has passed its resource, which needs the only reference to `inner`.
+    prober_started: Once,
+}
+
+impl<E> Drop for CircuitBreakerSpanExporter<E> {
+    fn drop(&mut self) {
+        self.shared.wake.stop();
+    }
 }
 
 impl<E> fmt::Debug for CircuitBreakerSpanExporter<E> {
@@ -123,6 +158,35 @@ struct Shared {
     clock: Arc<dyn Clock>,
     origin: Instant,
     log_interval: Duration,
+    wake: Arc<Wake>,
+}
+
+/// How the exporter reaches the idle prober: it is woken when the breaker's
+/// next deadline moves, and told to stop at shutdown or drop.
+#[derive(Debug, Default)]
+struct Wake {
+    notify: Notify,
+    stopped: AtomicBool,
+}
+
+impl Wake {
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+}
+
+/// What the idle prober waits for: the next probe, or the moment the probe
+/// in flight is abandoned.
+fn deadline(breaker: &CircuitBreaker) -> Option<Instant> {
+    match (breaker.next_probe_at(), breaker.poll_timeout()) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 #[derive(Debug)]
@@ -169,6 +233,12 @@ impl Shared {
         BreakerHandle::new(Arc::clone(&self.published))
     }
 
+    /// How long after the exporter's creation it is now, the time base of
+    /// the published values.
+    fn elapsed(&self) -> Duration {
+        self.clock.now().saturating_duration_since(self.origin)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Core> {
         // The lock guards plain data that every method leaves consistent, so
         // a panic elsewhere while it was held does not poison its meaning.
@@ -187,7 +257,12 @@ impl Shared {
         let mut transitions = Vec::new();
         let (result, lines) = {
             let mut core = self.lock();
+            let before = deadline(&core.breaker);
             let result = step(&mut core.breaker, now);
+            if deadline(&core.breaker) != before {
+                // A permit is stored if the prober is busy: it looks again.
+                self.wake.notify.notify_one();
+            }
             while let Some(t) = core.breaker.poll_transition() {
                 transitions.push(t);
             }
@@ -397,6 +472,7 @@ impl<E: SpanExporter + 'static> CircuitBreakerSpanExporter<E> {
             clock,
             origin,
             log_interval: config.log_interval,
+            wake: Arc::new(Wake::default()),
         });
         Ok(Self {
             inner: Arc::new(inner),
@@ -404,7 +480,26 @@ impl<E: SpanExporter + 'static> CircuitBreakerSpanExporter<E> {
             runtime,
             export_timeout: config.export_timeout,
             is_shutdown: AtomicBool::new(false),
+            idle_probes: config.idle_probes && !config.breaker.min_probe_interval.is_zero(),
+            prober_started: Once::new(),
         })
+    }
+
+    /// Starts the idle prober once, if it is on.
+    fn start_prober(&self) {
+        if !self.idle_probes {
+            return;
+        }
+        self.prober_started.call_once(|| {
+            let prober = IdleProber {
+                inner: Arc::downgrade(&self.inner),
+                shared: Arc::downgrade(&self.shared),
+                wake: Arc::clone(&self.shared.wake),
+                runtime: self.runtime.clone(),
+                export_timeout: self.export_timeout,
+            };
+            self.runtime.spawn(prober.run());
+        });
     }
 
     /// A read-only handle for health checks and metrics.
@@ -420,46 +515,117 @@ impl<E: SpanExporter + 'static> CircuitBreakerSpanExporter<E> {
             shared: Arc::clone(&self.shared),
         }
     }
+}
 
-    /// Runs the inner export as a task, bounded by `export_timeout`, and
-    /// turns a panic or a hang into a failure.
-    async fn export_bounded(
-        &self,
-        batch: Vec<SpanData>,
-    ) -> Result<(), (FailureCause, OTelSdkError)> {
-        let inner = Arc::clone(&self.inner);
-        let timeout = self.export_timeout;
-        let export = self.runtime.spawn(async move { inner.export(batch).await });
-        // The deadline is its own task so that it fires even if the export
-        // task never yields.
-        // Created inside the task: the caller may be a thread outside the
-        // runtime (the SDK's batch processor), where no timer can be made.
-        let deadline = self
-            .runtime
-            .spawn(async move { tokio::time::sleep(timeout).await });
-        match select(export, deadline).await {
-            Either::Left((joined, deadline)) => {
-                deadline.abort();
-                match joined {
-                    Ok(Ok(())) => Ok(()),
-                    // A plain SDK exporter says no more than this.
-                    Ok(Err(err @ OTelSdkError::Timeout(_))) => Err((FailureCause::Timeout, err)),
-                    Ok(Err(err)) => Err((FailureCause::Internal, err)),
-                    Err(join) if join.is_panic() => Err((
-                        FailureCause::Panic,
-                        OTelSdkError::InternalFailure("the inner span exporter panicked".into()),
-                    )),
-                    Err(_) => Err((
-                        FailureCause::Internal,
-                        OTelSdkError::InternalFailure("the export task was cancelled".into()),
-                    )),
-                }
-            }
-            Either::Right((_, export)) => {
-                export.abort();
-                Err((FailureCause::Timeout, OTelSdkError::Timeout(timeout)))
+/// Runs the inner export as a task on `runtime`, bounded by `timeout`, and
+/// turns a panic or a hang into a failure.
+async fn export_bounded<E: SpanExporter + 'static>(
+    inner: Arc<E>,
+    runtime: &Handle,
+    timeout: Duration,
+    batch: Vec<SpanData>,
+) -> Result<(), (FailureCause, OTelSdkError)> {
+    let export = runtime.spawn(async move { inner.export(batch).await });
+    // The deadline is its own task so that it fires even if the export
+    // task never yields.
+    // Created inside the task: the caller may be a thread outside the
+    // runtime (the SDK's batch processor), where no timer can be made.
+    let deadline = runtime.spawn(async move { tokio::time::sleep(timeout).await });
+    match select(export, deadline).await {
+        Either::Left((joined, deadline)) => {
+            deadline.abort();
+            match joined {
+                Ok(Ok(())) => Ok(()),
+                // A plain SDK exporter says no more than this.
+                Ok(Err(err @ OTelSdkError::Timeout(_))) => Err((FailureCause::Timeout, err)),
+                Ok(Err(err)) => Err((FailureCause::Internal, err)),
+                Err(join) if join.is_panic() => Err((
+                    FailureCause::Panic,
+                    OTelSdkError::InternalFailure("the inner span exporter panicked".into()),
+                )),
+                Err(_) => Err((
+                    FailureCause::Internal,
+                    OTelSdkError::InternalFailure("the export task was cancelled".into()),
+                )),
             }
         }
+        Either::Right((_, export)) => {
+            export.abort();
+            Err((FailureCause::Timeout, OTelSdkError::Timeout(timeout)))
+        }
+    }
+}
+
+/// The task behind `idle_probes`. It holds the exporter and the breaker
+/// weakly, so that it never keeps them alive, and sleeps whenever no
+/// deadline is near: it costs nothing while the circuit is closed.
+struct IdleProber<E> {
+    inner: Weak<E>,
+    shared: Weak<Shared>,
+    wake: Arc<Wake>,
+    runtime: Handle,
+    export_timeout: Duration,
+}
+
+impl<E: SpanExporter + 'static> IdleProber<E> {
+    async fn run(self) {
+        while !self.wake.is_stopped() {
+            let Some(shared) = self.shared.upgrade() else {
+                return;
+            };
+            let wait = {
+                let now = shared.clock.now();
+                deadline(&shared.lock().breaker).map(|at| at.saturating_duration_since(now))
+            };
+            drop(shared);
+            match wait {
+                None => self.wake.notify.notified().await,
+                Some(wait) if !wait.is_zero() => {
+                    let sleep = pin!(tokio::time::sleep(wait));
+                    let woken = pin!(self.wake.notify.notified());
+                    let _ = select(sleep, woken).await;
+                }
+                Some(_) => {
+                    if !self.probe().await {
+                        // Due by the breaker's word, yet nothing to do: a
+                        // clock that stepped back. Wait for news rather than spin.
+                        let sleep = pin!(tokio::time::sleep(Duration::from_millis(100)));
+                        let woken = pin!(self.wake.notify.notified());
+                        let _ = select(sleep, woken).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Abandons a lost probe if one is due, then runs an empty probe if one
+    /// is permitted. Returns whether either happened.
+    async fn probe(&self) -> bool {
+        let (Some(shared), Some(inner)) = (self.shared.upgrade(), self.inner.upgrade()) else {
+            return false;
+        };
+        let timed_out = shared.drive(None, |b, now| {
+            let lost = b.poll_timeout().is_some_and(|at| at <= now);
+            b.handle_timeout(now);
+            lost
+        });
+        let Ok(permit) = shared.drive(None, |b, now| b.try_probe(now)) else {
+            return timed_out;
+        };
+        shared.published.count_probe();
+        let result = export_bounded(inner, &self.runtime, self.export_timeout, Vec::new()).await;
+        let outcome = match &result {
+            Ok(()) => Outcome::Success,
+            Err((kind, _)) => {
+                // A failed export request by its cause, as for a batch;
+                // it carried no spans, so no span is counted failed.
+                shared.published.count_failed(0, *kind, shared.elapsed());
+                Outcome::Failure
+            }
+        };
+        let cause = result.err().map(|(_, err)| err.to_string());
+        shared.drive(cause.as_deref(), |b, now| b.record(permit, outcome, now));
+        true
     }
 }
 
@@ -468,6 +634,7 @@ impl<E: SpanExporter + 'static> SpanExporter for CircuitBreakerSpanExporter<E> {
         if self.is_shutdown.load(Ordering::Acquire) {
             return Err(OTelSdkError::AlreadyShutdown);
         }
+        self.start_prober();
         let spans = batch.len() as u64;
         let permit: Permit = match self.shared.drive(None, |b, now| b.try_acquire(now)) {
             Ok(permit) => permit,
@@ -481,19 +648,22 @@ impl<E: SpanExporter + 'static> SpanExporter for CircuitBreakerSpanExporter<E> {
         if permit.is_probe() {
             self.shared.published.count_probe();
         }
-        let result = self.export_bounded(batch).await;
+        let result = export_bounded(
+            Arc::clone(&self.inner),
+            &self.runtime,
+            self.export_timeout,
+            batch,
+        )
+        .await;
         let outcome = match &result {
             Ok(()) => {
                 self.shared.published.count_exported(spans);
                 Outcome::Success
             }
-            Err((cause, _)) => {
-                let at = self
-                    .shared
-                    .clock
-                    .now()
-                    .saturating_duration_since(self.shared.origin);
-                self.shared.published.count_failed(spans, *cause, at);
+            Err((kind, _)) => {
+                self.shared
+                    .published
+                    .count_failed(spans, *kind, self.shared.elapsed());
                 Outcome::Failure
             }
         };
@@ -507,6 +677,7 @@ impl<E: SpanExporter + 'static> SpanExporter for CircuitBreakerSpanExporter<E> {
         if self.is_shutdown.swap(true, Ordering::AcqRel) {
             return Err(OTelSdkError::AlreadyShutdown);
         }
+        self.shared.wake.stop();
         let inner = Arc::clone(&self.inner);
         bounded_on_thread(timeout, move || inner.shutdown_with_timeout(timeout))
     }

@@ -1,6 +1,6 @@
 //! The adapter's behaviour with a scripted inner exporter, on paused Tokio
 //! time: the six behaviours of the original requirement, panics, hangs,
-//! span accounting and shutdown.
+//! span accounting, shutdown, and the probes it makes when no batch comes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,6 +13,15 @@ use opentelemetry_sdk::trace::SpanExporter;
 
 fn wrap(inner: &ScriptedExporter) -> CircuitBreakerSpanExporter<ScriptedExporter> {
     CircuitBreakerSpanExporter::new(inner.clone(), ExporterConfig::default()).unwrap()
+}
+
+/// Only batches probe: for the tests of what a batch's own probe does, which
+/// the idle prober would otherwise get to first.
+fn wrap_batch_probes_only(
+    inner: &ScriptedExporter,
+) -> CircuitBreakerSpanExporter<ScriptedExporter> {
+    let config = ExporterConfig::DEFAULT.idle_probes(false);
+    CircuitBreakerSpanExporter::new(inner.clone(), config).unwrap()
 }
 
 /// The default time floor between probes: the first probe after opening
@@ -76,7 +85,7 @@ async fn closes_after_a_successful_probe() {
 #[tokio::test(start_paused = true)]
 async fn drops_spans_while_open_without_calling_the_inner_exporter() {
     let inner = ScriptedExporter::always(Step::Fail);
-    let exporter = wrap(&inner);
+    let exporter = wrap_batch_probes_only(&inner);
     export_n(&exporter, 3).await;
     tokio::time::advance(FLOOR).await;
     export_n(&exporter, 1).await; // attempt 0 probes
@@ -111,7 +120,7 @@ async fn exports_normally_while_closed() {
 #[tokio::test(start_paused = true)]
 async fn the_probe_cycle_reaches_the_backend_at_attempts_0_10_and_20() {
     let inner = ScriptedExporter::always(Step::Fail);
-    let exporter = wrap(&inner);
+    let exporter = wrap_batch_probes_only(&inner);
     export_n(&exporter, 3).await;
     let mut reached = Vec::new();
     // One batch per floor: the floor never decides, the count does.
@@ -278,5 +287,271 @@ mod accounting {
             prop_assert_eq!(counts.total(), total);
             prop_assert_eq!(counts.exported, received);
         }
+    }
+}
+
+mod without_traffic {
+    //! A quiet service: the circuit opens, and then the SDK exports nothing.
+
+    use super::*;
+
+    /// How finely [`walk`] looks: call times are seen up to this late.
+    const TICK: Duration = Duration::from_millis(5);
+
+    /// Steps virtual time a [`TICK`] at a time for up to `how_long`, noting
+    /// when each call reached the backend, until `done` holds. Returns the
+    /// call times (since the start of the walk) and whether `done` held.
+    async fn walk(
+        inner: &ScriptedExporter,
+        how_long: Duration,
+        mut done: impl FnMut(Duration) -> bool,
+    ) -> (Vec<Duration>, bool) {
+        let start = tokio::time::Instant::now();
+        let mut calls = inner.calls();
+        let mut at = Vec::new();
+        while start.elapsed() < how_long {
+            tokio::time::sleep(TICK).await;
+            let now = inner.calls();
+            if now > calls {
+                at.extend(std::iter::repeat_n(start.elapsed(), now - calls));
+                calls = now;
+            }
+            if done(start.elapsed()) {
+                return (at, true);
+            }
+        }
+        (at, false)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_service_closes_within_one_probe_wait_of_the_backends_return() {
+        let inner = ScriptedExporter::always(Step::Fail);
+        let exporter = wrap(&inner);
+        export_n(&exporter, 3).await;
+        assert_eq!(exporter.handle().state(), CircuitState::Open);
+
+        // A 20 s outage with no batch at all: the prober alone reaches the
+        // backend, at waits that back off (1 s, then 1-2 s, 2-4 s, 4-8 s, ...).
+        let (outage, _) = walk(&inner, Duration::from_secs(20), |_| false).await;
+        assert!((3..=6).contains(&outage.len()), "probes at {outage:?}");
+        assert!(
+            outage[0] >= FLOOR && outage[0] <= FLOOR + TICK,
+            "the first probe waits min_probe_interval: {outage:?}"
+        );
+        let last_failed = *outage.last().unwrap();
+        assert_eq!(exporter.handle().state(), CircuitState::Open);
+
+        inner.set(Step::Succeed);
+        let handle = exporter.handle();
+        let (after, closed) = walk(&inner, Duration::from_secs(60), |_| {
+            handle.state() == CircuitState::Closed
+        })
+        .await;
+        assert!(closed, "closed without any batch");
+        assert_eq!(after.len(), 1, "one probe did it: {after:?}");
+        // The probe that closed it came one wait after the last failed one:
+        // in [floor / 2, floor], the floor doubled once per failed probe and
+        // capped at probe_after (30 s).
+        let failed = u32::try_from(outage.len()).unwrap();
+        let floor = (FLOOR * 2u32.pow(failed)).min(Duration::from_secs(30));
+        let wait = Duration::from_secs(20) - last_failed + after[0];
+        assert!(
+            wait + TICK >= floor / 2 && wait <= floor + TICK,
+            "wait {wait:?}, floor {floor:?}, probes at {outage:?}"
+        );
+
+        let snapshot = exporter.handle().snapshot();
+        assert_eq!(snapshot.probes as usize, outage.len() + 1);
+        assert_eq!(inner.spans_received(), 0, "probes carry no spans");
+        assert_eq!(snapshot.spans.exported, 0);
+        assert_eq!(inner.calls(), 3 + outage.len() + 1);
+        exporter.export(spans(2)).await.unwrap();
+        assert_eq!(inner.spans_received(), 2, "and batches go through again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_idle_probes_off_a_quiet_service_stays_open() {
+        let inner = ScriptedExporter::new([Step::Fail; 3], Step::Succeed);
+        let exporter = wrap_batch_probes_only(&inner);
+        export_n(&exporter, 3).await;
+        let (calls, _) = walk(&inner, Duration::from_secs(120), |_| false).await;
+        assert!(calls.is_empty(), "{calls:?}");
+        assert_eq!(exporter.handle().state(), CircuitState::Open);
+        // The next batch is attempt 0 and probes.
+        exporter.export(spans(1)).await.unwrap();
+        assert_eq!(exporter.handle().state(), CircuitState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_hangs_is_cut_off_and_the_next_one_follows() {
+        let inner = ScriptedExporter::always(Step::Fail);
+        let exporter = wrap(&inner);
+        export_n(&exporter, 3).await;
+        inner.set(Step::Hang);
+        let (first, _) = walk(&inner, FLOOR + Duration::from_millis(5), |_| false).await;
+        assert_eq!(first.len(), 1, "{first:?}");
+        assert_eq!(exporter.handle().state(), CircuitState::HalfOpen);
+        inner.set(Step::Succeed);
+        // export_timeout (10 s) ends the hung probe; the next comes a
+        // backed-off wait (1-2 s) later and closes.
+        let handle = exporter.handle();
+        let (next, closed) = walk(&inner, Duration::from_secs(15), |_| {
+            handle.state() == CircuitState::Closed
+        })
+        .await;
+        assert!(closed, "{next:?}");
+        assert_eq!(next.len(), 1, "{next:?}");
+        assert!(
+            next[0] >= Duration::from_secs(10) && next[0] <= Duration::from_secs(12) + TICK,
+            "{next:?}"
+        );
+        let snapshot = handle.snapshot();
+        assert_eq!(
+            snapshot
+                .failures
+                .get(breaker_otel::FailureCause::Timeout)
+                .batches,
+            1,
+            "the hung probe, by its cause"
+        );
+        assert_eq!(
+            snapshot.spans.failed, 3,
+            "the opening batches only: probes carry no spans"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_probe_is_a_failed_probe() {
+        let inner = ScriptedExporter::always(Step::Fail);
+        let exporter = wrap(&inner);
+        export_n(&exporter, 3).await;
+        inner.set(Step::Panic);
+        let (calls, _) = walk(&inner, Duration::from_secs(5), |_| false).await;
+        assert!(calls.len() >= 2, "the prober survives a panic: {calls:?}");
+        assert_eq!(exporter.handle().state(), CircuitState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_that_comes_first_is_the_probe() {
+        let inner = ScriptedExporter::new([Step::Fail; 3], Step::Succeed);
+        let exporter = wrap(&inner);
+        export_n(&exporter, 3).await;
+        // Attempt 0 once the floor has passed, before the prober's turn.
+        tokio::time::advance(FLOOR).await;
+        exporter.export(spans(4)).await.unwrap();
+        assert_eq!(exporter.handle().state(), CircuitState::Closed);
+        assert_eq!(inner.spans_received(), 4, "the batch was the probe");
+        let (calls, _) = walk(&inner, Duration::from_secs(60), |_| false).await;
+        assert!(calls.is_empty(), "closed: the prober sleeps: {calls:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_prober_stops_at_shutdown_and_when_the_exporter_is_dropped() {
+        for drop_it in [false, true] {
+            let inner = ScriptedExporter::always(Step::Fail);
+            let exporter = wrap(&inner);
+            export_n(&exporter, 3).await;
+            let handle = exporter.handle();
+            if drop_it {
+                drop(exporter);
+            } else {
+                exporter.shutdown().unwrap();
+            }
+            let (calls, _) = walk(&inner, Duration::from_secs(120), |_| false).await;
+            assert!(calls.is_empty(), "drop {drop_it}: {calls:?}");
+            assert_eq!(handle.state(), CircuitState::Open);
+        }
+    }
+}
+
+mod idle_probe_logging {
+    //! Empty probes are logged like a batch's probes: failures at debug, and
+    //! the closing line counts them.
+
+    use std::sync::{Arc, Mutex};
+
+    use tracing::Level;
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+
+    use super::*;
+
+    /// One event of the adapter: level, message and `probes` field.
+    type Event = (Level, String, Option<u64>);
+
+    /// The adapter's events.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<Event>>>);
+
+    impl<S: tracing::Subscriber> Layer<S> for Capture {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            #[derive(Default)]
+            struct Fields(String, Option<u64>);
+            impl tracing::field::Visit for Fields {
+                fn record_debug(
+                    &mut self,
+                    field: &tracing::field::Field,
+                    value: &dyn std::fmt::Debug,
+                ) {
+                    if field.name() == "message" {
+                        self.0 = format!("{value:?}");
+                    }
+                }
+                fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+                    if field.name() == "probes" {
+                        self.1 = Some(value);
+                    }
+                }
+            }
+            if !event.metadata().target().starts_with("breaker_otel") {
+                return;
+            }
+            let mut fields = Fields::default();
+            event.record(&mut fields);
+            self.0
+                .lock()
+                .unwrap()
+                .push((*event.metadata().level(), fields.0, fields.1));
+        }
+    }
+
+    #[test]
+    fn failed_empty_probes_are_debug_and_the_close_line_counts_them() {
+        let capture = Capture::default();
+        let subscriber = tracing_subscriber::registry().with(capture.clone());
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let inner = ScriptedExporter::always(Step::Fail);
+            let exporter = wrap(&inner);
+            export_n(&exporter, 3).await;
+            // Three empty probes fail (at 1 s, then within 2 s and 4 s more).
+            while inner.calls() < 6 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            inner.set(Step::Succeed);
+            while exporter.handle().state() != CircuitState::Closed {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        let lines = capture.0.lock().unwrap().clone();
+        let loud: Vec<_> = lines.iter().filter(|l| l.0 <= Level::INFO).collect();
+        assert_eq!(loud.len(), 2, "one warn, one info: {lines:?}");
+        assert_eq!(loud[0].0, Level::WARN);
+        assert!(loud[1].1.contains("circuit closed"), "{lines:?}");
+        assert_eq!(
+            loud[1].2,
+            Some(4),
+            "three failed empty probes and the one that closed"
+        );
+        let debug = lines.iter().filter(|l| l.0 == Level::DEBUG).count();
+        assert!(
+            debug >= 6,
+            "half-open and open again per failed probe: {lines:?}"
+        );
     }
 }

@@ -370,6 +370,8 @@ fn during_a_long_outage_only_probes_reach_the_backend_one_request_at_a_time() {
         // A floor far below one batch (it doubles to a few tens of ms over
         // the six probes), so that it never decides either.
         ("TASKMAN__BREAKER__MIN_PROBE_INTERVAL", "1ms"),
+        // Batches alone probe here: empty probes would come at the floor.
+        ("TASKMAN__BREAKER__IDLE_PROBES", "false"),
         ("TASKMAN__BREAKER__EXPORT_TIMEOUT", "500ms"),
     ]);
     let traffic = warm_up(&rig);

@@ -16,7 +16,7 @@ use breaker_otel::{Setting, VisitSettings};
 use serde::de::{self, DeserializeSeed, MapAccess};
 use serde::{Deserialize, Deserializer};
 
-use super::values::{Count, HumanDuration};
+use super::values::{Count, HumanDuration, Switch};
 use super::{ENV_PREFIX, ENV_SEPARATOR};
 
 /// How a setting's type is read, written back and named: the rule ("must be at least 1")
@@ -55,6 +55,11 @@ impl<V: Visit> VisitSettings for CoreSettings<'_, V> {
     fn duration(&mut self, setting: Setting, value: &mut Duration) {
         self.0
             .setting::<_, HumanDuration>(setting.name, setting.summary(), value);
+    }
+
+    fn flag(&mut self, setting: Setting, value: &mut bool) {
+        self.0
+            .setting::<_, Switch>(setting.name, setting.summary(), value);
     }
 }
 

@@ -121,6 +121,57 @@ impl Codec<NonZeroU32> for Count {
     }
 }
 
+/// On or off: `true` or `false`, as a boolean (files) or as the words in any case
+/// (environment variables, where every value is a string; `config` reads `False` as false
+/// already). `1`, `yes`, `off` and the like are refused: a switch is read one way only.
+pub(crate) struct Switch;
+
+struct SwitchVisitor;
+
+impl serde::de::Visitor<'_> for SwitchVisitor {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("true or false")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<bool, E> {
+        Ok(v)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<bool, E> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(E::custom("expected true or false")),
+        }
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<bool, E> {
+        Err(E::custom("expected true or false"))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<bool, E> {
+        Err(E::custom("expected true or false"))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<bool, E> {
+        Err(E::custom("expected true or false"))
+    }
+}
+
+impl Codec<bool> for Switch {
+    const TYPE: &'static str = "`true` or `false`";
+
+    fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(SwitchVisitor)
+    }
+
+    fn to_toml(value: &bool) -> Option<toml::Value> {
+        Some(toml::Value::Boolean(*value))
+    }
+}
+
 /// A size in bytes, at least 1.
 pub(crate) struct Bytes;
 
@@ -278,6 +329,63 @@ impl<'de> Deserialize<'de> for LogFormat {
             "text" => Ok(Self::Text),
             "json" => Ok(Self::Json),
             _ => Err(D::Error::custom("expected \"text\" or \"json\"")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::io::Write as _;
+
+    use crate::config::{Env, Settings};
+
+    fn env(key: &str, value: &str) -> Env {
+        Env::from([(key.to_owned(), value.to_owned())])
+    }
+
+    const IDLE: &str = "TASKMAN__BREAKER__IDLE_PROBES";
+
+    #[test]
+    fn a_switch_is_read_from_the_environment_as_true_or_false() {
+        assert!(
+            Settings::load(None, &Env::new())
+                .unwrap()
+                .breaker
+                .idle_probes
+        );
+        for (text, expected) in [
+            ("false", false),
+            ("true", true),
+            (" false ", false),
+            ("FALSE", false),
+            ("True", true),
+        ] {
+            let s = Settings::load(None, &env(IDLE, text)).unwrap();
+            assert_eq!(s.breaker.idle_probes, expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_switch_is_read_from_a_file_as_a_boolean() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(b"[breaker]\nidle_probes = false\n").unwrap();
+        let s = Settings::load(Some(file.path()), &Env::new()).unwrap();
+        assert!(!s.breaker.idle_probes);
+    }
+
+    #[test]
+    fn anything_else_is_refused_with_the_key() {
+        for text in ["yes", "1", "off", "0"] {
+            let err = Settings::load(None, &env(IDLE, text))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("breaker.idle_probes") && err.contains(IDLE),
+                "{text:?}: {err}"
+            );
+            assert!(err.ends_with("expected true or false"), "{text:?}: {err}");
         }
     }
 }

@@ -5,8 +5,10 @@
 //!
 //! Each sample stops the receiver, waits for the circuit to open and for a
 //! probe to fail, optionally waits some more, then brings the receiver back
-//! and times the circuit closing. Returning right after a failed probe is
-//! the worst case: the next probe is a whole probe period away.
+//! and times the circuit closing. At the low rate the waits are none (a
+//! short outage), `mid_period_wait`, and four times that, long enough for
+//! the probe floor to reach its cap (`probe_after`): the quiet service's
+//! recovery, which the empty probes decide.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,7 +67,11 @@ pub(crate) fn run(rig: &Rig, plan: &Plan) -> anyhow::Result<Recovery> {
         "outage-bench: recovery at {} requests/s, default settings",
         plan.low_rate
     );
-    let waits = [Duration::ZERO, plan.mid_period_wait];
+    let waits = [
+        Duration::ZERO,
+        plan.mid_period_wait,
+        plan.mid_period_wait * 4,
+    ];
     let (samples, load, _) = with_server(rig, plan, Rate::Low(plan.low_rate), &waits)?;
     recovery.low_throughput = load.throughput();
     recovery.samples.extend(samples);

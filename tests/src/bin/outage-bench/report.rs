@@ -613,28 +613,29 @@ fn recovery_time(out: &mut String, recovery: &Recovery) {
         out,
         "From the receiver's return (stopped → accepting) to `/health/telemetry` reporting a \
          closed circuit, polled every 10 ms. **Default settings throughout**: \
-         `failure_threshold` 3, `probe_every` 10, `probe_after` 30 s, `export_timeout` 10 s, \
-         `OTEL_BSP_SCHEDULE_DELAY` 5000 ms, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` 512. Each sample: \
+         `failure_threshold` 3, `probe_every` 10, `probe_after` 30 s, `min_probe_interval` 1 s, \
+         `idle_probes` on, `export_timeout` 10 s, `OTEL_BSP_SCHEDULE_DELAY` 5000 ms, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` 512. Each sample: \
          the receiver stops, the circuit opens, the bench waits for a probe to fail (the \
          `probes` count in `/health/telemetry` goes up), optionally waits longer, then brings \
          the receiver back. Returning right after a failed probe is the worst case: the next \
-         probe is a whole probe period away.\n"
+         probe is a whole probe wait away.\n"
     );
     let _ = writeln!(
         out,
         "What to expect. The circuit closes on the first successful probe, and the time to \
-         it is at most one probe period P. A receiver that returns at a random moment waits \
-         P/2 on average.\n\n\
+         it is at most one probe wait. Probes are paced by time at any rate: the wait after \
+         the n-th consecutive failed probe lies in [F/2, F] with F = min(2^n s, `probe_after`). \
+         When no batch is there to be the probe, the server sends an empty export (no spans) \
+         the moment the wait is over (`idle_probes`).\n\n\
          - **Low rate** ({low_rate:.0} requests/s = {spans:.0} spans/s): a batch leaves only \
-         every 5 s (the schedule delay; the batch never fills), so ten attempts take 50 s and \
-         `probe_after` decides: the first batch at least 30 s after the last probe probes. \
-         P = 30 s, up to 35 s depending on where the batch timer stands. Expected: ≈ 30–35 s \
-         when returning just after a failed probe, ≈ 15–20 s when returning 15 s after one, \
-         ≈ 16 s on average.\n\
+         every 5 s, so the empty probes decide. Expected: ≈ 1–2 s when returning just after \
+         the first failed probe; up to 8–16 s when returning 15 s after one (a few more have \
+         failed meanwhile); up to 15–30 s after a minute, the floor at its cap. Without empty \
+         probes the batches would decide: `probe_after`, 30–35 s.\n\
          - **High rate** (the closed loop, {high:.0} requests/s measured = {high_spans:.0} \
-         spans/s): batches fill to 512 spans every {batch_ms:.0} ms, and while the circuit is \
-         open each one is a (rejected or probing) attempt, so `probe_every` decides: P = 10 \
-         batches ≈ {period:.1} s.\n",
+         spans/s): batches fill to 512 spans every {batch_ms:.0} ms and could probe every 10 \
+         batches ≈ {period:.1} s, but the floor holds them back, and the empty probe usually \
+         starts first: ≈ 1–2 s when returning just after the first failed probe.\n",
         spans = low_rate * SPANS_PER_REQUEST as f64,
         high = recovery.high_throughput,
         high_spans = recovery.high_spans_per_second,
