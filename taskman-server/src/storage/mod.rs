@@ -279,7 +279,7 @@ pub enum StorageError {
     #[error("task database query failed: {0}")]
     Query(rusqlite::Error),
     /// A PostgreSQL statement failed.
-    #[error("task database query failed: {0}")]
+    #[error("task database query failed: {}", postgres::describe(.0))]
     PostgresQuery(tokio_postgres::Error),
     /// The blocking task never reported back (the runtime is shutting down, or it panicked).
     #[error("task database call did not complete: {0}")]
@@ -316,7 +316,7 @@ pub enum Unavailable {
     },
     /// PostgreSQL, or the network to it, failed: connection refused or lost, the server
     /// shutting down or out of resources, a statement cancelled by `statement_timeout`.
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", postgres::describe(.0))]
     Postgres(tokio_postgres::Error),
     /// No connection became free, or could be made, within `storage.acquire_timeout`.
     #[error("no database connection within storage.acquire_timeout ({})", humantime::format_duration(*.0))]
@@ -327,7 +327,7 @@ pub enum Unavailable {
     StatementTimeout(Duration),
     /// The connection failed during `COMMIT`: the write may or may not be stored, so it is
     /// not acknowledged.
-    #[error("the outcome of COMMIT is unknown: {0}")]
+    #[error("the outcome of COMMIT is unknown: {}", postgres::describe(.0))]
     CommitUnknown(tokio_postgres::Error),
 }
 

@@ -460,6 +460,32 @@ fn task_from_row(row: &Row) -> Result<Task, StorageError> {
     })
 }
 
+/// The driver's error on one line, with the server's own message: its `Display` of a
+/// server error is only "db error".
+pub(super) fn describe(err: &tokio_postgres::Error) -> String {
+    let text = match err.as_db_error() {
+        Some(db) => format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        ),
+        None => {
+            let mut text = err.to_string();
+            let mut source = std::error::Error::source(err);
+            while let Some(cause) = source {
+                let cause_text = cause.to_string();
+                if !text.contains(&cause_text) {
+                    text = format!("{text}: {cause_text}");
+                }
+                source = cause.source();
+            }
+            text
+        }
+    };
+    text.replace('\n', " ")
+}
+
 /// A statement's error: the server's state ([`StorageError::Unavailable`]) or the
 /// statement's fault.
 fn classify(err: tokio_postgres::Error) -> StorageError {
