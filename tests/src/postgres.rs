@@ -31,6 +31,14 @@ pub const SERVICE_USER: &str = "nobody";
 pub const INSTALL_HINT: &str = "install PostgreSQL (Debian: `apt-get install -y postgresql`; \
                                 `cargo xtask ci` does it by itself)";
 
+/// Set (by `cargo xtask ci`'s test gate) to make a missing PostgreSQL fail tests, as `CI`
+/// does.
+pub const REQUIRE_ENV: &str = "TASKMAN_REQUIRE_POSTGRES";
+
+fn required() -> bool {
+    std::env::var_os("CI").is_some() || std::env::var_os(REQUIRE_ENV).is_some()
+}
+
 /// Why a cluster could not be had.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -77,18 +85,18 @@ pub struct Postgres {
 static DATABASES: AtomicU32 = AtomicU32::new(0);
 
 impl Postgres {
-    /// A cluster, or `None` after saying on stderr why the test is skipped. Under `CI` (set
-    /// by CI), a cluster that cannot start panics instead: there the test must not pass
-    /// without having run.
+    /// A cluster, or `None` after saying on stderr why the test is skipped. Under `CI` or
+    /// [`REQUIRE_ENV`], a cluster that cannot start panics instead: there the test must not
+    /// pass without having run.
     ///
     /// # Panics
-    /// Under `CI`, when the cluster cannot be started.
+    /// Under `CI` or [`REQUIRE_ENV`], when the cluster cannot be started.
     #[must_use]
     pub fn start_or_skip(test: &str) -> Option<Self> {
         match Self::start() {
             Ok(cluster) => Some(cluster),
-            Err(err) if std::env::var_os("CI").is_some() => {
-                panic!("{test} needs PostgreSQL and CI is set: {err}")
+            Err(err) if required() => {
+                panic!("{test} needs PostgreSQL, and {REQUIRE_ENV} or CI is set: {err}")
             }
             Err(err) => {
                 #[allow(clippy::print_stderr)]
