@@ -1,0 +1,276 @@
+//! Several `taskman-server` replicas on one PostgreSQL database, as deployed behind a load
+//! balancer: three real server processes, a throw-away PostgreSQL cluster
+//! (`tests/src/postgres.rs`) and one OTLP receiver (`tests/src/receiver.rs`).
+//!
+//! What a user of the service would notice is checked: a task written through one replica
+//! is read through the others; `kill -9` of a replica during concurrent writes loses no
+//! acknowledged write; a PostgreSQL restart under load turns readiness to 503 and back, task
+//! requests get 503 `storage_unavailable` (never 500) meanwhile, and nothing acknowledged is
+//! lost; every replica's spans, storage spans included, reach the one receiver, each
+//! replica with its own `service.instance.id`. Waits poll against generous deadlines.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ::tests::postgres::Postgres;
+use ::tests::receiver::Receiver;
+use ::tests::server::{ServerCommand, TaskmanServer};
+use serde_json::{Value, json};
+
+/// Deadline for anything that should take seconds.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A blocking client; error statuses are answers, a failed connection is `None`.
+#[derive(Clone)]
+struct Api {
+    agent: ureq::Agent,
+    base: String,
+}
+
+impl Api {
+    fn new(server: &TaskmanServer) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        Self {
+            agent,
+            base: server.base_url(),
+        }
+    }
+
+    /// `(status, body)`, or `None` when the replica did not answer at all (killed).
+    fn create(&self, title: &str) -> Option<(u16, Value)> {
+        let response = self
+            .agent
+            .post(&format!("{}/tasks", self.base))
+            .header("content-type", "application/json")
+            .send(json!({ "title": title }).to_string());
+        let mut response = response.ok()?;
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        Some((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        let mut response = self
+            .agent
+            .get(&format!("{}{path}", self.base))
+            .call()
+            .unwrap_or_else(|err| panic!("GET {path}: {err}"));
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    fn ready(&self) -> u16 {
+        self.get("/health/ready").0
+    }
+
+    /// Every task, by id.
+    fn all_tasks(&self) -> BTreeMap<i64, Value> {
+        let mut tasks = BTreeMap::new();
+        loop {
+            let (status, page) = self.get(&format!("/tasks?limit=100&offset={}", tasks.len()));
+            assert_eq!(status, 200, "{page}");
+            let items = page["items"].as_array().unwrap().clone();
+            if items.is_empty() {
+                return tasks;
+            }
+            for task in items {
+                let id = task["id"].as_i64().unwrap();
+                assert!(tasks.insert(id, task).is_none(), "id {id} listed twice");
+            }
+        }
+    }
+}
+
+/// What concurrent writers saw: acknowledged tasks and every status answered.
+#[derive(Default)]
+struct Writes {
+    acknowledged: BTreeMap<i64, Value>,
+    statuses: BTreeMap<u16, u64>,
+}
+
+/// Writes through `api` until `stop`, recording every answer.
+fn writer(api: Api, name: String, stop: Arc<AtomicBool>, writes: Arc<Mutex<Writes>>) {
+    let mut i = 0;
+    while !stop.load(Ordering::SeqCst) {
+        i += 1;
+        match api.create(&format!("{name} {i}")) {
+            Some((status, body)) => {
+                let mut writes = writes.lock().unwrap();
+                *writes.statuses.entry(status).or_default() += 1;
+                if status == 201 {
+                    let id = body["id"].as_i64().unwrap();
+                    assert!(
+                        writes.acknowledged.insert(id, body).is_none(),
+                        "id {id} twice"
+                    );
+                } else {
+                    assert_eq!(status, 503, "{body}");
+                    assert_eq!(body["error"], "storage_unavailable", "{body}");
+                    drop(writes);
+                    thread::sleep(Duration::from_millis(50));
+                }
+            }
+            // The replica is gone (killed): its writers stop.
+            None => return,
+        }
+    }
+}
+
+fn replica(url: &str, receiver: &Receiver, n: usize) -> TaskmanServer {
+    let instance = format!("service.instance.id=replica-{n}");
+    ServerCommand::new()
+        .unwrap()
+        .default_db_path()
+        .env(&[
+            ("TASKMAN__STORAGE__URL", url),
+            ("TASKMAN__STORAGE__ACQUIRE_TIMEOUT", "2s"),
+            ("TASKMAN__STORAGE__STATEMENT_TIMEOUT", "5s"),
+            ("TASKMAN__STORAGE__POOL_SIZE", "4"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_RESOURCE_ATTRIBUTES", &instance),
+        ])
+        .start()
+        .unwrap()
+}
+
+fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn run_writers(
+    apis: &[Api],
+    stop: &Arc<AtomicBool>,
+    writes: &Arc<Mutex<Writes>>,
+) -> Vec<thread::JoinHandle<()>> {
+    apis.iter()
+        .enumerate()
+        .map(|(n, api)| {
+            let (api, stop, writes) = (api.clone(), Arc::clone(stop), Arc::clone(writes));
+            thread::spawn(move || writer(api, format!("via {n}"), stop, writes))
+        })
+        .collect()
+}
+
+#[test]
+fn three_replicas_share_one_database_through_crashes_and_a_database_restart() {
+    let Some(mut cluster) = Postgres::start_or_skip("replicas") else {
+        return;
+    };
+    let url = cluster.create_database().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let receiver = runtime.block_on(Receiver::start()).unwrap();
+    let servers: Vec<TaskmanServer> = (0..3).map(|n| replica(&url, &receiver, n)).collect();
+    let apis: Vec<Api> = servers.iter().map(Api::new).collect();
+
+    // Written through one, read through the others.
+    let (status, task) = apis[0].create("shared").unwrap();
+    assert_eq!(status, 201, "{task}");
+    let id = task["id"].as_i64().unwrap();
+    for api in &apis[1..] {
+        assert_eq!(api.get(&format!("/tasks/{id}")), (200, task.clone()));
+    }
+
+    // kill -9 one replica during concurrent writes through all three.
+    let writes = Arc::new(Mutex::new(Writes::default()));
+    writes.lock().unwrap().acknowledged.insert(id, task);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = run_writers(&apis, &stop, &writes);
+    until("writes through every replica", || {
+        writes.lock().unwrap().acknowledged.len() > 30
+    });
+    servers[2].sigkill().unwrap();
+    let after_kill = writes.lock().unwrap().acknowledged.len();
+    until("writes after the kill", || {
+        writes.lock().unwrap().acknowledged.len() > after_kill + 20
+    });
+
+    // Restart PostgreSQL under load: readiness goes 503 and back, writes get 503 meanwhile.
+    cluster.stop_now().unwrap();
+    until("readiness 503 on both replicas", || {
+        apis[..2].iter().all(|api| api.ready() == 503)
+    });
+    until("task requests answered 503", || {
+        writes
+            .lock()
+            .unwrap()
+            .statuses
+            .get(&503)
+            .copied()
+            .unwrap_or(0)
+            >= 2
+    });
+    cluster.start_again().unwrap();
+    until("readiness back on both replicas", || {
+        apis[..2].iter().all(|api| api.ready() == 200)
+    });
+    let after_restart = writes.lock().unwrap().acknowledged.len();
+    until("writes after the restart", || {
+        writes.lock().unwrap().acknowledged.len() > after_restart + 20
+    });
+    stop.store(true, Ordering::SeqCst);
+    for writer in writers {
+        writer.join().unwrap();
+    }
+
+    let writes = writes.lock().unwrap();
+    // Only 201 and 503 were ever answered: never a 500.
+    assert!(
+        writes
+            .statuses
+            .keys()
+            .all(|status| [201, 503].contains(status)),
+        "{:?}",
+        writes.statuses
+    );
+    // Every acknowledged write is there, through either surviving replica.
+    for api in &apis[..2] {
+        let stored = api.all_tasks();
+        for (id, task) in &writes.acknowledged {
+            assert_eq!(stored.get(id), Some(task), "acknowledged task {id} lost");
+        }
+    }
+
+    // Every replica's spans reached the one receiver, storage spans as PostgreSQL client
+    // spans with the database's address.
+    let port = cluster.port().to_string();
+    until("storage spans of the writes", || {
+        receiver.snapshot().received.iter().any(|span| {
+            span.name == "INSERT tasks"
+                && span.attribute("db.system.name") == Some("postgresql")
+                && span.attribute("server.port") == Some(port.as_str())
+        })
+    });
+    let snapshot = receiver.snapshot();
+    let insert = snapshot
+        .received
+        .iter()
+        .find(|span| span.name == "INSERT tasks")
+        .unwrap();
+    assert_eq!(insert.attribute("db.collection.name"), Some("tasks"));
+    assert_eq!(insert.attribute("db.operation.name"), Some("INSERT"));
+    assert_eq!(insert.attribute("db.query.summary"), Some("INSERT tasks"));
+    assert_eq!(insert.attribute("server.address"), Some("127.0.0.1"));
+    assert!(
+        insert
+            .attributes
+            .values()
+            .all(|value| !value.contains("via ")),
+        "a title in the span: {insert:?}"
+    );
+    drop(writes);
+    drop(servers);
+}
