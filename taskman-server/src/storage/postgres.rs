@@ -549,3 +549,84 @@ impl<'a> FromSql<'a> for TaskStatus {
         <&str as FromSql>::accepts(ty)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+    use std::time::{Duration, Instant};
+
+    use ::tests::postgres::Postgres;
+
+    use super::*;
+    use crate::storage::StorageUrl;
+
+    async fn store(cluster: &Postgres, options: PoolOptions) -> PostgresStore {
+        let url = cluster.create_database().unwrap();
+        let Ok(StorageUrl::Postgres(url)) = url.parse::<StorageUrl>() else {
+            panic!("{url}")
+        };
+        PostgresStore::connect(&url, options).await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pool_with_no_free_connection_answers_unavailable_after_the_acquire_timeout() {
+        let Some(cluster) = Postgres::start_or_skip("full pool") else {
+            return;
+        };
+        let options = PoolOptions {
+            pool_size: NonZeroU32::MIN,
+            acquire_timeout: Duration::from_millis(300),
+            ..PoolOptions::default()
+        };
+        let store = store(&cluster, options).await;
+        let held = store.acquire().await.unwrap();
+        let started = Instant::now();
+        let err = store.get(1).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StorageError::Unavailable(Unavailable::AcquireTimeout(_))
+            ),
+            "{err}"
+        );
+        assert!(started.elapsed() >= options.acquire_timeout);
+        assert!(store.check().await.unwrap_err().is_unavailable());
+        drop(held);
+        assert_eq!(store.get(1).await.unwrap(), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_statement_slower_than_the_statement_timeout_is_unavailable_and_does_not_hang() {
+        let Some(cluster) = Postgres::start_or_skip("slow statement") else {
+            return;
+        };
+        let options = PoolOptions {
+            pool_size: NonZeroU32::MIN,
+            statement_timeout: Duration::from_millis(300),
+            ..PoolOptions::default()
+        };
+        let store = store(&cluster, options).await;
+        let started = Instant::now();
+        let slow = store
+            .run(Span::none(), Access::Read, async |client| {
+                client
+                    .simple_query("SELECT pg_sleep(60)")
+                    .await
+                    .map(drop)
+                    .map_err(classify)
+            })
+            .await;
+        assert!(
+            slow.as_ref().is_err_and(StorageError::is_unavailable),
+            "{slow:?}"
+        );
+        // Far below the minute the statement asked for, even on a loaded machine.
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+        // The one connection of the pool was not left busy: the next call is served.
+        assert_eq!(store.get(1).await.unwrap(), None);
+    }
+}
