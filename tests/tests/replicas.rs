@@ -274,3 +274,192 @@ fn three_replicas_share_one_database_through_crashes_and_a_database_restart() {
     drop(writes);
     drop(servers);
 }
+
+// ---- the deployment kit (docs/deploy/): it cannot run here, so its shape is checked ----
+
+mod deploy_kit {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::PathBuf;
+
+    use yaml_rust2::{Yaml, YamlLoader};
+
+    fn root() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+
+    fn load(path: &str) -> Vec<Yaml> {
+        let text = std::fs::read_to_string(root().join(path)).unwrap();
+        YamlLoader::load_from_str(&text).unwrap_or_else(|err| panic!("{path}: {err}"))
+    }
+
+    /// Every `TASKMAN__…` variable the configuration reference names.
+    fn known_variables() -> BTreeSet<String> {
+        let text = std::fs::read_to_string(root().join("docs/configuration.md")).unwrap();
+        text.split('`')
+            .filter(|token| token.starts_with("TASKMAN__") && !token.contains(['=', ' ']))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// A mapping with YAML merge keys (`<<: *anchor`) applied, as Compose does.
+    fn merged(node: &Yaml) -> BTreeMap<String, Yaml> {
+        let mut out = BTreeMap::new();
+        if let Some(map) = node.as_hash() {
+            if let Some(base) = map.get(&Yaml::String("<<".into())) {
+                out.extend(merged(base));
+            }
+            for (key, value) in map {
+                if let Some(key) = key.as_str()
+                    && key != "<<"
+                {
+                    out.insert(key.to_owned(), value.clone());
+                }
+            }
+        }
+        out
+    }
+
+    fn text(node: &Yaml) -> String {
+        match node {
+            Yaml::String(s) | Yaml::Real(s) => s.clone(),
+            Yaml::Integer(n) => n.to_string(),
+            other => panic!("not a scalar: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn compose_runs_replicas_on_one_postgres_within_its_connections() {
+        let docs = load("docs/deploy/compose.yaml");
+        let services = merged(&docs[0]["services"]);
+        let command: Vec<String> = services["postgres"]["command"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .map(text)
+            .collect();
+        let max_connections: u64 = command
+            .iter()
+            .find_map(|arg| arg.strip_prefix("max_connections="))
+            .expect("postgres sets max_connections")
+            .parse()
+            .unwrap();
+        let known = known_variables();
+        let mut instances = BTreeSet::new();
+        let mut connections = 0;
+        let replicas: Vec<_> = services
+            .iter()
+            .filter(|(name, _)| name.starts_with("taskman-"))
+            .collect();
+        assert!(replicas.len() >= 2, "{:?}", services.keys());
+        for (name, service) in replicas {
+            let service = merged(service);
+            let env: BTreeMap<String, String> = merged(&service["environment"])
+                .iter()
+                .map(|(k, v)| (k.clone(), text(v)))
+                .collect();
+            let url = &env["TASKMAN__STORAGE__URL"];
+            assert!(url.starts_with("postgres://"), "{name}: {url}");
+            assert!(url.contains("${"), "{name}: a literal password in {url}");
+            assert!(url.contains("@postgres:"), "{name}: {url}");
+            for var in env.keys().filter(|var| var.starts_with("TASKMAN__")) {
+                assert!(known.contains(var), "{name}: {var} is no setting");
+            }
+            connections += env["TASKMAN__STORAGE__POOL_SIZE"].parse::<u64>().unwrap();
+            let endpoint = &env["OTEL_EXPORTER_OTLP_ENDPOINT"];
+            assert!(
+                services
+                    .keys()
+                    .any(|s| endpoint.contains(&format!("//{s}:"))),
+                "{name}: {endpoint}"
+            );
+            assert!(
+                instances.insert(env["OTEL_RESOURCE_ATTRIBUTES"].clone()),
+                "{name}: service.instance.id shared"
+            );
+            let health: Vec<String> = service["healthcheck"]["test"]
+                .as_vec()
+                .unwrap()
+                .iter()
+                .map(text)
+                .collect();
+            assert!(
+                health.concat().contains("/health/ready"),
+                "{name}: {health:?}"
+            );
+        }
+        assert!(
+            connections < max_connections,
+            "{connections} pooled connections for max_connections = {max_connections}"
+        );
+    }
+
+    #[test]
+    fn kubernetes_probes_pool_and_instance_ids_follow_the_operations_guide() {
+        let docs = load("docs/deploy/kubernetes/taskman.yaml");
+        let deployment = docs
+            .iter()
+            .find(|doc| doc["kind"].as_str() == Some("Deployment"))
+            .unwrap();
+        let spec = &deployment["spec"];
+        let replicas = spec["replicas"].as_i64().unwrap();
+        let surge = spec["strategy"]["rollingUpdate"]["maxSurge"]
+            .as_i64()
+            .unwrap();
+        let max_connections: i64 = text(
+            &deployment["metadata"]["annotations"]["taskman.example/postgres-max-connections"],
+        )
+        .parse()
+        .unwrap();
+        let pod = &spec["template"]["spec"];
+        assert!(
+            pod["terminationGracePeriodSeconds"].as_i64().unwrap() > 10,
+            "must outlast server.shutdown_timeout"
+        );
+        let container = &pod["containers"][0];
+        let env: BTreeMap<String, &Yaml> = container["env"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .map(|var| (text(&var["name"]), var))
+            .collect();
+        let known = known_variables();
+        for var in env.keys().filter(|var| var.starts_with("TASKMAN__")) {
+            assert!(known.contains(var), "{var} is no setting");
+        }
+        let url = env["TASKMAN__STORAGE__URL"];
+        assert!(
+            url["value"].is_badvalue(),
+            "the URL (and password) belongs in a Secret"
+        );
+        assert!(!url["valueFrom"]["secretKeyRef"]["name"].is_badvalue());
+        let pool: i64 = text(&env["TASKMAN__STORAGE__POOL_SIZE"]["value"])
+            .parse()
+            .unwrap();
+        assert!(
+            (replicas + surge) * pool < max_connections,
+            "({replicas} + {surge}) x {pool} >= {max_connections}"
+        );
+        assert_eq!(
+            text(&env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"]),
+            "metadata.name"
+        );
+        assert_eq!(
+            text(&env["OTEL_RESOURCE_ATTRIBUTES"]["value"]),
+            "service.instance.id=$(POD_NAME)"
+        );
+        assert_eq!(
+            text(&container["livenessProbe"]["httpGet"]["path"]),
+            "/health"
+        );
+        assert_eq!(
+            text(&container["readinessProbe"]["httpGet"]["path"]),
+            "/health/ready"
+        );
+        let service = docs
+            .iter()
+            .find(|doc| doc["kind"].as_str() == Some("Service"))
+            .unwrap();
+        let port_name = text(&container["ports"][0]["name"]);
+        assert_eq!(text(&service["spec"]["ports"][0]["targetPort"]), port_name);
+    }
+}
