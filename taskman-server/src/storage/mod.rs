@@ -15,9 +15,9 @@
 //!   statement's own fault (a bug) is another error, answered with 500;
 //! - ids are never reused, not even after a delete;
 //! - an unavailability episode is logged once when it starts and once when it ends
-//!   ([`OutageLog`]), whichever backend it is;
+//!   (`OutageLog`), whichever backend it is;
 //! - every call runs inside a `storage` span that follows OpenTelemetry's database
-//!   conventions ([`db_span`]).
+//!   conventions (`db_span`).
 
 mod postgres;
 mod sqlite;
