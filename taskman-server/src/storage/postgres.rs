@@ -560,12 +560,28 @@ mod tests {
     use super::*;
     use crate::storage::StorageUrl;
 
+    /// A store on a fresh database with `options`' pool size and timeouts. It connects and
+    /// migrates with generous bounds (a loaded machine may take seconds to log in), then
+    /// serves calls through the same pool with `options`' own.
     async fn store(cluster: &Postgres, options: PoolOptions) -> PostgresStore {
         let url = cluster.create_database().unwrap();
         let Ok(StorageUrl::Postgres(url)) = url.parse::<StorageUrl>() else {
             panic!("{url}")
         };
-        PostgresStore::connect(&url, options).await.unwrap()
+        let generous = PoolOptions {
+            pool_size: options.pool_size,
+            acquire_timeout: Duration::from_secs(30),
+            statement_timeout: Duration::from_secs(30),
+        };
+        let connected = PostgresStore::connect(&url, generous).await.unwrap();
+        PostgresStore {
+            shared: Arc::new(Shared {
+                pool: connected.shared.pool.clone(),
+                server: connected.shared.server.clone(),
+                options,
+                outage: Mutex::new(OutageLog::default()),
+            }),
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
