@@ -275,6 +275,35 @@ fn three_replicas_share_one_database_through_crashes_and_a_database_restart() {
     drop(servers);
 }
 
+#[test]
+fn a_storage_url_that_cannot_be_used_stops_the_start_with_one_line_and_no_password() {
+    let Some(cluster) = Postgres::start_or_skip("refused storage.url") else {
+        return;
+    };
+    let port = cluster.port();
+    let wrong = format!("postgres://taskman:not-the-password@127.0.0.1:{port}/postgres");
+    for (url, reason) in [
+        (wrong.as_str(), "password authentication failed"),
+        (
+            "mysql://taskman:not-the-password@127.0.0.1/tasks",
+            "expected sqlite:<path> or postgres://",
+        ),
+    ] {
+        let run = ServerCommand::new()
+            .unwrap()
+            .default_db_path()
+            .env(&[("TASKMAN__STORAGE__URL", url)])
+            .run_to_exit(WAIT)
+            .unwrap();
+        assert!(!run.status.success(), "{run:?}");
+        let stderr = run.stderr.trim();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("storage.url = "), "{stderr}");
+        assert!(stderr.contains(reason), "{stderr}");
+        assert!(!stderr.contains("not-the-password"), "{stderr}");
+    }
+}
+
 // ---- the deployment kit (docs/deploy/): it cannot run here, so its shape is checked ----
 
 mod deploy_kit {
