@@ -30,7 +30,7 @@ use telemetry_http::TelemetryHttp;
 
 use crate::api::{error, ready, tasks};
 use crate::config::{Settings, StorageSettings};
-use crate::storage::Store;
+use crate::storage::{StorageUrl, Store};
 use crate::telemetry::Telemetry;
 
 mod other_methods;
@@ -150,11 +150,15 @@ fn raise_open_file_limit() -> Option<u64> {
 const SHUTDOWN_FLOOR: Duration = Duration::from_millis(200);
 
 async fn open_store(storage: &StorageSettings) -> anyhow::Result<Store> {
-    let path = storage.path.clone();
-    tokio::task::spawn_blocking(move || Store::open(&path))
+    let choice = storage.choice();
+    let shown = match (&choice.url, choice.key) {
+        // `storage.path = taskman.db`, as the operator wrote it.
+        (StorageUrl::Sqlite(path), "storage.path") => path.display().to_string(),
+        (url, _) => url.to_string(),
+    };
+    Store::connect(&choice.url, storage.pool())
         .await
-        .context("opening the task database was interrupted")?
-        .with_context(|| format!("storage.path = {}", storage.path.display()))
+        .with_context(|| format!("{} = {shown}", choice.key))
 }
 
 /// Binds `server.bind`, logs `listening on http://ADDRESS` once bound (port 0 is resolved),
@@ -187,7 +191,7 @@ pub async fn serve(
     let open_file_limit = raise_open_file_limit();
     let running = http.run();
     tracing::info!(
-        storage.path = %settings.storage.path.display(),
+        storage.url = %settings.storage.choice().url,
         open_file_limit,
         "listening on {}",
         urls.join(", ")

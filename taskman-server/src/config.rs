@@ -11,7 +11,7 @@ mod values;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -24,8 +24,9 @@ use telemetry_http::TelemetryHttpConfig;
 use self::declare::{CoreSettings, Visit, Walk, section};
 pub use self::values::LogFormat;
 use self::values::{
-    BindAddress, Bytes, Count, DatabasePath, Format, HumanDuration, Proxies, Workers,
+    BindAddress, Bytes, Count, DatabasePath, Format, HumanDuration, Proxies, Url, Workers,
 };
+use crate::storage::{PoolOptions, StorageUrl};
 
 /// Environment variables by name: the process environment, or a test's own.
 pub type Env = BTreeMap<String, String>;
@@ -121,8 +122,60 @@ section! {
     #[section = "storage"]
     #[derive(Debug, Clone, PartialEq)]
     pub struct StorageSettings {
-        /// SQLite database file, created if missing, relative to the working directory; `":memory:"` keeps tasks in memory only.
-        path: PathBuf as DatabasePath = PathBuf::from("taskman.db"),
+        /// Where tasks are kept: `"sqlite:<path>"` (one process) or `"postgres://user:password@host:port/database"` (several replicas on one database; the password is masked in every message). Unset: `storage.path`, else `"sqlite:taskman.db"`. Setting both keys is an error.
+        url: Option<StorageUrl> as Url = None,
+        /// Shorthand for `storage.url = "sqlite:<path>"`: an SQLite file, created if missing, relative to the working directory; `":memory:"` keeps tasks in memory only.
+        path: Option<PathBuf> as DatabasePath = None,
+        /// PostgreSQL connections per server process; keep replicas × `pool_size` below the server's `max_connections`. Ignored for SQLite.
+        pool_size: NonZeroU32 as Count = PoolOptions::default().pool_size,
+        /// How long a PostgreSQL call waits for a pooled connection (or a new one to connect) before it is answered `503` (`storage_unavailable`); also the connect timeout. Ignored for SQLite.
+        acquire_timeout: Duration as HumanDuration = PoolOptions::default().acquire_timeout,
+        /// How long a PostgreSQL call's statements may run once it has a connection (enforced by the server and the client) before it is answered `503`. Ignored for SQLite.
+        statement_timeout: Duration as HumanDuration = PoolOptions::default().statement_timeout,
+    }
+}
+
+/// Which key chose the store, for start-up errors (`storage.path = …: …`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageChoice {
+    /// `storage.url` or `storage.path`.
+    pub key: &'static str,
+    /// The store.
+    pub url: StorageUrl,
+}
+
+impl StorageSettings {
+    /// The default when neither `storage.url` nor `storage.path` is set.
+    pub const DEFAULT_PATH: &'static str = "taskman.db";
+
+    /// The store chosen by `storage.url`, or `storage.path`, or the default file.
+    /// [`Settings::load`] has refused settings that set both.
+    #[must_use]
+    pub fn choice(&self) -> StorageChoice {
+        match (&self.url, &self.path) {
+            (Some(url), _) => StorageChoice {
+                key: "storage.url",
+                url: url.clone(),
+            },
+            (None, Some(path)) => StorageChoice {
+                key: "storage.path",
+                url: StorageUrl::Sqlite(path.clone()),
+            },
+            (None, None) => StorageChoice {
+                key: "storage.url",
+                url: StorageUrl::Sqlite(PathBuf::from(Self::DEFAULT_PATH)),
+            },
+        }
+    }
+
+    /// The pool's bounds.
+    #[must_use]
+    pub fn pool(&self) -> PoolOptions {
+        PoolOptions {
+            pool_size: self.pool_size,
+            acquire_timeout: self.acquire_timeout,
+            statement_timeout: self.statement_timeout,
+        }
     }
 }
 
@@ -167,6 +220,18 @@ pub enum ConfigError {
         origin: Origin,
         /// The rule it breaks.
         reason: String,
+    },
+    /// Two keys that must not both be set.
+    #[error("{first} and {second} are both set{origin}: {reason}")]
+    Conflict {
+        /// The first key, dotted.
+        first: &'static str,
+        /// The second key, dotted.
+        second: &'static str,
+        /// Where the configuration came from.
+        origin: Origin,
+        /// Which one to keep.
+        reason: &'static str,
     },
     /// A standard environment variable (`OTEL_*`, `RUST_LOG`) with an unusable value.
     #[error("{var} = {value:?}: {reason}")]
@@ -277,8 +342,16 @@ impl Settings {
         })?;
         // Keep the raw tree: serde errors carry the key but not the value or its origin.
         let raw = merged.collect().unwrap_or_default();
-        let settings = serde_path_to_error::deserialize(merged)
+        let settings: Self = serde_path_to_error::deserialize(merged)
             .map_err(|err| describe_error(&err, &raw, file))?;
+        if settings.storage.url.is_some() && settings.storage.path.is_some() {
+            return Err(ConfigError::Conflict {
+                first: "storage.url",
+                second: "storage.path",
+                origin: file.map_or(Origin::Unknown, |f| Origin::File(f.to_path_buf())),
+                reason: "storage.path is shorthand for storage.url = \"sqlite:<path>\"; keep one",
+            });
+        }
         otel_env(env)
             .validate()
             .map_err(|err| ConfigError::InvalidEnv {
@@ -349,9 +422,14 @@ fn describe_error(
     if reason.starts_with("unknown field") {
         return ConfigError::UnknownKey { key, origin };
     }
+    let mut value = found.map_or_else(|| "(missing)".to_owned(), render);
+    if key == "storage.url" {
+        // A URL may carry a password; no message shows it.
+        value = crate::storage::mask_password(&value);
+    }
     ConfigError::InvalidValue {
         key,
-        value: found.map_or_else(|| "(missing)".to_owned(), render),
+        value,
         origin,
         reason,
     }
@@ -429,6 +507,7 @@ mod tests {
     use std::io::Write as _;
 
     use super::*;
+    use crate::storage::URL_SCHEMES;
 
     fn env(pairs: &[(&str, &str)]) -> Env {
         pairs
@@ -453,7 +532,14 @@ mod tests {
         // The libraries' own defaults, not copies: they are pinned where they are defined.
         assert_eq!(s.breaker, ExporterConfig::DEFAULT);
         assert_eq!(s.metrics, TelemetryHttpConfig::default());
-        assert_eq!(s.storage.path, PathBuf::from("taskman.db"));
+        assert_eq!(
+            s.storage.choice(),
+            StorageChoice {
+                key: "storage.url",
+                url: StorageUrl::Sqlite(PathBuf::from("taskman.db")),
+            }
+        );
+        assert_eq!(s.storage.pool(), PoolOptions::default());
         assert_eq!(s.log.format, LogFormat::Text);
         assert_eq!(s, Settings::default());
     }
@@ -496,7 +582,7 @@ mod tests {
             .map(ToString::to_string)
             .collect();
         assert_eq!(proxies, ["192.0.2.1", "fd00::/8"]);
-        assert_eq!(s.storage.path, PathBuf::from(":memory:"));
+        assert_eq!(s.storage.path, Some(PathBuf::from(":memory:")));
         // ...the file wins over defaults...
         assert_eq!(s.server.shutdown_timeout, Duration::from_secs(3));
         assert_eq!(s.server.workers.map(NonZeroUsize::get), Some(4));
@@ -508,6 +594,68 @@ mod tests {
             ExporterConfig::DEFAULT.breaker.probe_every
         );
         assert_eq!(s.metrics.burst, TelemetryHttpConfig::default().burst);
+    }
+
+    #[test]
+    fn storage_url_chooses_the_backend_and_conflicts_with_storage_path() {
+        let s = Settings::load(
+            None,
+            &env(&[
+                (
+                    "TASKMAN__STORAGE__URL",
+                    "postgres://app:s3cret@db:5433/tasks",
+                ),
+                ("TASKMAN__STORAGE__POOL_SIZE", "3"),
+                ("TASKMAN__STORAGE__ACQUIRE_TIMEOUT", "750ms"),
+            ]),
+        )
+        .unwrap();
+        let choice = s.storage.choice();
+        assert_eq!(choice.key, "storage.url");
+        assert_eq!(choice.url.to_string(), "postgres://app:***@db:5433/tasks");
+        assert_eq!(s.storage.pool().pool_size.get(), 3);
+        assert_eq!(s.storage.pool().acquire_timeout, Duration::from_millis(750));
+        let printed = s.to_toml(None, &Env::new()).unwrap();
+        assert!(!printed.contains("s3cret"), "{printed}");
+
+        let path = Settings::load(None, &env(&[("TASKMAN__STORAGE__PATH", "/data/t.db")]))
+            .unwrap()
+            .storage
+            .choice();
+        assert_eq!(
+            (path.key, path.url),
+            (
+                "storage.path",
+                StorageUrl::Sqlite(PathBuf::from("/data/t.db"))
+            )
+        );
+
+        let both = toml_file("[storage]\nurl = \"sqlite:a.db\"\npath = \"b.db\"\n");
+        let err = Settings::load(Some(both.path()), &Env::new())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err.replace(&both.path().display().to_string(), "FILE"),
+            "storage.url and storage.path are both set (in FILE): storage.path is shorthand \
+             for storage.url = \"sqlite:<path>\"; keep one"
+        );
+
+        for (url, reason) in [
+            ("mysql://app:s3cret@db/tasks", URL_SCHEMES),
+            (
+                "postgres://app:s3cret@db:port/tasks",
+                "not a PostgreSQL URL",
+            ),
+        ] {
+            let err = Settings::load(None, &env(&[("TASKMAN__STORAGE__URL", url)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("storage.url = \""), "{err}");
+            assert!(err.contains(reason), "{err}");
+            assert!(err.contains("(from TASKMAN__STORAGE__URL)"), "{err}");
+            assert!(!err.contains("s3cret"), "{err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
     }
 
     #[test]

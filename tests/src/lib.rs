@@ -6,7 +6,8 @@
 //! run time; [`server::TaskmanServer`] starts the built server as a separate
 //! process on a free port. Neither knows how the server works inside: tests
 //! observe it only through its HTTP API, its signals and what reaches the
-//! receiver. The crate is never published.
+//! receiver. [`postgres::Postgres`] is a throw-away PostgreSQL cluster for the
+//! tests of the PostgreSQL store. The crate is never published.
 //!
 //! For `cargo xtask bench`, [`load`] is a small HTTP load generator and
 //! [`process_stats`] reads a process's CPU time and memory; the
@@ -14,6 +15,7 @@
 //! them.
 
 pub mod load;
+pub mod postgres;
 pub mod process_stats;
 pub mod receiver;
 pub mod server;

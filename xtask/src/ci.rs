@@ -42,6 +42,12 @@ pub(crate) const GATES: &[Gate] = &[
         run: promtool,
     },
     Gate {
+        name: "postgres",
+        summary: "initdb and pg_ctl are there (the PostgreSQL store's tests run a cluster of their \
+                  own); installs Debian's `postgresql` as root",
+        run: postgres,
+    },
+    Gate {
         name: "tests",
         summary: "cargo nextest run --workspace (cargo test without nextest)",
         run: tests,
@@ -74,6 +80,9 @@ const COVERAGE_MIN_LINES: f64 = 90.0;
 
 /// Set for the test gate: tests that need `promtool` fail instead of skipping.
 const REQUIRE_PROMTOOL: &str = "TASKMAN_REQUIRE_PROMTOOL";
+
+/// Set for the test gate: tests that need PostgreSQL fail instead of skipping.
+const REQUIRE_POSTGRES: &str = "TASKMAN_REQUIRE_POSTGRES";
 
 /// The test that pipes `/metrics` through `promtool check metrics`.
 const PROMTOOL_TEST: &str = "telemetry-http/tests/http/promtool.rs";
@@ -195,6 +204,11 @@ fn require_promtool(root: &Path, installer: &mut Installer, programs: &[&str]) -
     })
 }
 
+/// The PostgreSQL store's tests start their own cluster with `initdb` and `pg_ctl`.
+fn postgres(root: &Path, installer: &mut Installer) -> Result<()> {
+    installer.ensure(root, &tools::POSTGRESQL, tools::has_postgres_server)
+}
+
 fn tests(root: &Path, _: &mut Installer) -> Result<()> {
     let nextest = process::succeeds(process::cargo(root).args(["nextest", "--version"]));
     let mut command = process::cargo(root);
@@ -204,7 +218,11 @@ fn tests(root: &Path, _: &mut Installer) -> Result<()> {
         println!("cargo-nextest is not installed: using cargo test");
         command.args(["test", "--workspace", "--no-fail-fast"]);
     }
-    process::run(command.env(REQUIRE_PROMTOOL, "1"))
+    process::run(
+        command
+            .env(REQUIRE_PROMTOOL, "1")
+            .env(REQUIRE_POSTGRES, "1"),
+    )
 }
 
 fn doctests(root: &Path, _: &mut Installer) -> Result<()> {
@@ -351,7 +369,8 @@ mod tests {
         assert_eq!(
             names,
             [
-                "fmt", "clippy", "promtool", "tests", "doctests", "docs", "coverage", "licences"
+                "fmt", "clippy", "promtool", "postgres", "tests", "doctests", "docs", "coverage",
+                "licences"
             ]
         );
     }

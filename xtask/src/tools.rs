@@ -46,6 +46,17 @@ pub(crate) const PROMETHEUS: Tool = Tool {
     },
 };
 
+/// `initdb` and `pg_ctl`: the PostgreSQL store's tests start a throw-away cluster of their
+/// own. Debian's `postgresql` package puts them in `/usr/lib/postgresql/<version>/bin`
+/// (not on `PATH`) and starts no server we use.
+pub(crate) const POSTGRESQL: Tool = Tool {
+    name: "PostgreSQL (initdb, pg_ctl)",
+    why: "the PostgreSQL store's tests and the multi-replica test run a throw-away cluster",
+    source: Source::Apt {
+        package: "postgresql",
+    },
+};
+
 /// `cargo llvm-cov` reads the profiles with the toolchain's `llvm-profdata`
 /// and `llvm-cov`.
 pub(crate) const LLVM_TOOLS: Tool = Tool {
@@ -285,6 +296,20 @@ pub(crate) fn answers_version(program: &str) -> bool {
         }
         _ => false,
     }
+}
+
+/// Whether PostgreSQL's server programs are there, where the tests' harness looks for
+/// them: on `PATH`, or in the newest `/usr/lib/postgresql/<version>/bin`.
+pub(crate) fn has_postgres_server() -> bool {
+    let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| has_both(&dir)));
+    let debian = std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|versions| {
+        versions
+            .filter_map(Result::ok)
+            .any(|version| has_both(&version.path().join("bin")))
+    });
+    on_path || debian
 }
 
 /// Whether the toolchain that runs us has the `llvm-tools` component, or

@@ -15,7 +15,7 @@
 //! | 413 | `payload_too_large` | the body exceeds `server.max_body_bytes` |
 //! | 415 | `unsupported_media_type` | the body is not sent as `application/json` |
 //! | 500 | `storage_error` | a database statement failed: a bug (details in the server log only) |
-//! | 503 | `storage_unavailable` | the database cannot store or read tasks right now: disk full, I/O error, file deleted or replaced, locked by another process. Nothing was written; `Retry-After` says when to try again |
+//! | 503 | `storage_unavailable` | the database cannot store or read tasks right now: disk full, I/O error, file deleted or replaced, locked by another process; PostgreSQL down, unreachable, out of pooled connections or too slow. Nothing was acknowledged; `Retry-After` says when to try again |
 //!
 //! 503 rather than 500 for an unavailable database: the request was fine and the same
 //! request may succeed later (once the disk has room), which is what 503 and `Retry-After`

@@ -1,19 +1,22 @@
 //! `GET /health/ready` (and `HEAD`): readiness, meaning "the task database answers".
 //!
-//! | state | answer |
-//! |---|---|
-//! | the database file is still the one opened, and it reads | `200 {"status":"pass"}` |
-//! | deleted, replaced, unreadable | `503 {"status":"fail","output":"<why, one line>"}` |
+//! | store | state | answer |
+//! |---|---|---|
+//! | SQLite | the database file is still the one opened, and it reads | `200 {"status":"pass"}` |
+//! | SQLite | deleted, replaced, unreadable | `503 {"status":"fail","output":"<why, one line>"}` |
+//! | PostgreSQL | `SELECT 1` answered through the pool | `200 {"status":"pass"}` |
+//! | PostgreSQL | no connection within `storage.acquire_timeout`, or no answer within `storage.statement_timeout` | `503 {"status":"fail","output":"<why, one line>"}` |
 //!
 //! `application/health+json` (the IETF health-check draft, like `/health` and
-//! `/health/telemetry`), `Cache-Control: no-store`. The check is a `stat` and a header read
-//! ([`Store::check`]), so probes may come often; the route is neither rate limited nor
-//! traced. It cannot see a full disk: only a write shows that, and a full disk still serves
-//! reads, so failing readiness for it would take a server out of rotation that can still
-//! answer and could never be seen recovering. Writes then answer 503 `storage_unavailable`.
+//! `/health/telemetry`), `Cache-Control: no-store`. The check is cheap ([`Store::check`]: a
+//! `stat` and a header read, or one round trip), so probes may come often; the route is
+//! neither rate limited nor traced. For SQLite it cannot see a full disk: only a write shows
+//! that, and a full disk still serves reads, so failing readiness for it would take a server
+//! out of rotation that can still answer and could never be seen recovering. Writes then
+//! answer 503 `storage_unavailable`.
 //!
 //! Liveness (`/health`) stays independent of the database: a restart does not bring back a
-//! deleted file.
+//! deleted file, nor a database server.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, CacheDirective};

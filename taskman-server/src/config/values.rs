@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use telemetry_http::TrustedProxy;
 
 use super::declare::Codec;
+use crate::storage::StorageUrl;
 
 /// Durations written the human way: `"30s"`, `"250ms"`, `"1m 30s"`. Zero is refused: every
 /// duration in the configuration is a timeout or an interval, and zero would mean "never wait".
@@ -245,25 +246,45 @@ fn bind_address(text: String) -> Result<String, &'static str> {
     }
 }
 
-/// A database file path. Empty is refused: SQLite would keep the tasks in a temporary file
-/// and lose them all at restart.
+/// A database file path, optional. Empty is refused: SQLite would keep the tasks in a
+/// temporary file and lose them all at restart.
 pub(crate) struct DatabasePath;
 
-impl Codec<PathBuf> for DatabasePath {
+impl Codec<Option<PathBuf>> for DatabasePath {
     const TYPE: &'static str = "path";
 
-    fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
         let text = String::deserialize(d)?;
         if text.trim().is_empty() {
             return Err(D::Error::custom(
                 "must not be empty (use \":memory:\" to keep tasks in memory only)",
             ));
         }
-        Ok(PathBuf::from(text))
+        Ok(Some(PathBuf::from(text)))
     }
 
-    fn to_toml(value: &PathBuf) -> Option<toml::Value> {
-        Some(value.display().to_string().into())
+    fn to_toml(value: &Option<PathBuf>) -> Option<toml::Value> {
+        value.as_ref().map(|path| path.display().to_string().into())
+    }
+}
+
+/// `storage.url`: `sqlite:<path>` or a PostgreSQL URL, checked by the driver's parser.
+pub(crate) struct Url;
+
+impl Codec<Option<StorageUrl>> for Url {
+    const TYPE: &'static str = "string, URL";
+
+    fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<StorageUrl>, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map(Some)
+            .map_err(D::Error::custom)
+    }
+
+    /// Masked: `--print-config` output gets pasted into tickets. A password belongs in the
+    /// environment (`TASKMAN__STORAGE__URL`) or a file only the server reads.
+    fn to_toml(value: &Option<StorageUrl>) -> Option<toml::Value> {
+        value.as_ref().map(|url| url.to_string().into())
     }
 }
 

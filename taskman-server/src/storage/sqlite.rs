@@ -1,4 +1,4 @@
-//! SQLite persistence for tasks.
+//! The SQLite backend: one file, one connection, one process.
 //!
 //! Durability: the database runs in WAL mode with `synchronous=FULL`, so a write is fsynced
 //! to the WAL before its commit returns, and the API acknowledges a write only after that.
@@ -23,7 +23,7 @@
 //! store refuses them instead and never recreates the file.
 //!
 //! Identity: `PRAGMA application_id` ([`APPLICATION_ID`]) marks the file as ours and
-//! `PRAGMA user_version` counts the migrations applied. [`Store::open`] refuses, with one
+//! `PRAGMA user_version` counts the migrations applied. [`SqliteStore::open`] refuses, with one
 //! line, a file that belongs to someone else or to a newer server, before changing it.
 //!
 //! Concurrency: one connection behind a [`Mutex`]. SQLite admits one writer at a time anyway,
@@ -37,7 +37,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{
@@ -45,7 +45,13 @@ use rusqlite::{
 };
 use tracing::Span;
 
+use super::{
+    Access, ListQuery, Operation, OutageLog, Page, StorageError, Unavailable, db_span, timestamp,
+};
 use crate::task::{NewTask, Task, TaskChanges, TaskStatus};
+
+/// `db.system.name` of this backend.
+pub(super) const SYSTEM: &str = "sqlite";
 
 /// The path that keeps the database in memory.
 pub const IN_MEMORY: &str = ":memory:";
@@ -85,119 +91,12 @@ const COLUMNS: &str = "id, title, description, status, created_at, updated_at";
 /// second server on the same file) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A storage failure. Every variant is the server's fault or the disk's, never the client's:
-/// "no such task" is `Ok(None)`, not an error. Messages include their cause (there is no
-/// `source()` chain to repeat it), so one `Display` is the whole story, in logs and on stderr.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StorageError {
-    /// The path is empty, which SQLite would take as "a temporary database".
-    #[error(
-        "the database path is empty; SQLite would use a temporary database and lose every \
-         task at restart (give a file, or :memory: on purpose)"
-    )]
-    EmptyPath,
-    /// The database file is missing but its write-ahead log is not: the file was deleted
-    /// while a server was using it. Starting empty would hide the loss of every task.
-    #[error(
-        "{} is missing but its write-ahead log {}-wal is there: the database was deleted \
-         while a server was using it; restore it, or delete the -wal and -shm files to start \
-         with no tasks",
-        path.display(),
-        path.display()
-    )]
-    Deleted {
-        /// The configured path.
-        path: PathBuf,
-    },
-    /// The database could not be opened or prepared.
-    #[error("cannot open the task database: {0}")]
-    Open(rusqlite::Error),
-    /// The database file cannot be written.
-    #[error("the task database is read-only")]
-    ReadOnly,
-    /// The file is an SQLite database, but not one this server made.
-    #[error(
-        "{} is not a taskman database (application_id 0x{:08x}, user_version {user_version}, \
-         {found})",
-        path.display(),
-        *application_id as u32
-    )]
-    NotOurs {
-        /// The file.
-        path: PathBuf,
-        /// Its `application_id`.
-        application_id: i32,
-        /// Its `user_version`.
-        user_version: i64,
-        /// What it holds instead of our tasks table, in a few words.
-        found: &'static str,
-    },
-    /// A newer server has migrated this database.
-    #[error("the task database has schema version {found}, newer than this server's {known}")]
-    NewerSchema {
-        /// The database's `user_version`.
-        found: i64,
-        /// The last migration this server knows.
-        known: i64,
-    },
-    /// The database cannot serve calls right now: its file, disk or lock is at fault, not
-    /// the statement. Writes were not committed. Retrying later may succeed.
-    #[error("the task database is unavailable: {0}")]
-    Unavailable(Unavailable),
-    /// A statement failed.
-    #[error("task database query failed: {0}")]
-    Query(rusqlite::Error),
-    /// The blocking task never reported back (the runtime is shutting down, or it panicked).
-    #[error("task database call did not complete: {0}")]
-    Interrupted(tokio::task::JoinError),
-}
-
-/// Why the database is [`StorageError::Unavailable`].
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Unavailable {
-    /// SQLite reported a failure of the disk, the file or its lock (full, I/O error,
-    /// busy), or a commit failed.
-    #[error("{}", with_extended_code(.0))]
-    Sqlite(rusqlite::Error),
-    /// The file the server opened is no longer at its path.
-    #[error("{} was deleted or renamed while the server was using it", path.display())]
-    FileGone {
-        /// The configured path.
-        path: PathBuf,
-    },
-    /// Another file is at the path now.
-    #[error("{} was replaced by another file while the server was using it", path.display())]
-    FileReplaced {
-        /// The configured path.
-        path: PathBuf,
-    },
-    /// The path cannot be examined.
-    #[error("cannot examine {}: {source}", path.display())]
-    FileUnreadable {
-        /// The configured path.
-        path: PathBuf,
-        /// Why.
-        source: io::Error,
-    },
-}
-
 /// SQLite's message plus its extended code: "disk I/O error" alone does not say that it was
 /// a write (`778`, `SQLITE_IOERR_WRITE`: a full disk or a file size limit) or an fsync.
-fn with_extended_code(err: &rusqlite::Error) -> String {
+pub(super) fn with_extended_code(err: &rusqlite::Error) -> String {
     match err.sqlite_extended_error_code() {
         Some(code) => format!("{err} (SQLite code {code})"),
         None => err.to_string(),
-    }
-}
-
-impl StorageError {
-    /// Whether this is [`StorageError::Unavailable`]: the database's environment failed,
-    /// and a retry later may succeed.
-    #[must_use]
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
     }
 }
 
@@ -208,12 +107,6 @@ impl From<rusqlite::Error> for StorageError {
         } else {
             Self::Query(err)
         }
-    }
-}
-
-impl From<tokio::task::JoinError> for StorageError {
-    fn from(err: tokio::task::JoinError) -> Self {
-        Self::Interrupted(err)
     }
 }
 
@@ -245,29 +138,9 @@ fn commit(tx: Transaction<'_>) -> Result<(), StorageError> {
         .map_err(|err| StorageError::Unavailable(Unavailable::Sqlite(err)))
 }
 
-/// Which tasks to list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListQuery {
-    /// At most this many items.
-    pub limit: u32,
-    /// Skip this many items first (in id order).
-    pub offset: u64,
-    /// Only tasks with this status.
-    pub status: Option<TaskStatus>,
-}
-
-/// One page of tasks and the number of tasks matching the filter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page {
-    /// Tasks in id order.
-    pub items: Vec<Task>,
-    /// All tasks matching the status filter, regardless of paging.
-    pub total: u64,
-}
-
 /// The task store: cheap to clone, shared by all workers.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub struct SqliteStore {
     inner: Arc<Mutex<Inner>>,
 }
 
@@ -278,7 +151,7 @@ struct Inner {
     /// The file opened, `None` in memory.
     file: Option<FileIdentity>,
     /// The unavailability episode in progress, if any.
-    outage: Option<Outage>,
+    outage: OutageLog,
 }
 
 /// Which file a path named when it was opened.
@@ -358,73 +231,7 @@ fn device_and_inode(path: &Path) -> io::Result<(u64, u64)> {
     std::fs::metadata(path).map(|_| (0, 0))
 }
 
-/// A stretch of time in which calls fail with [`StorageError::Unavailable`].
-#[derive(Debug)]
-struct Outage {
-    since: Instant,
-    failed_calls: u64,
-    /// A write failed: a read that succeeds (a full disk still reads) does not end it.
-    writes_failed: bool,
-}
-
-/// What a call does to the database, for the outage bookkeeping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
-    Read,
-    Write,
-    /// The readiness check: it may start an outage, never end one (it writes nothing).
-    Probe,
-}
-
-impl Inner {
-    /// Logs the start of an outage once, and its end once.
-    fn record<T>(&mut self, access: Access, result: &Result<T, StorageError>) {
-        match result {
-            Err(err @ StorageError::Unavailable(_)) => match &mut self.outage {
-                None => {
-                    tracing::error!(
-                        error = %err,
-                        "task database unavailable: task requests answer 503 until it recovers"
-                    );
-                    self.outage = Some(Outage {
-                        since: Instant::now(),
-                        failed_calls: 1,
-                        writes_failed: access == Access::Write,
-                    });
-                }
-                Some(outage) => {
-                    outage.failed_calls += 1;
-                    outage.writes_failed |= access == Access::Write;
-                    tracing::debug!(
-                        error = %err,
-                        failed_calls = outage.failed_calls,
-                        "task database still unavailable"
-                    );
-                }
-            },
-            Err(err) => tracing::error!(error = %err, "task database call failed"),
-            Ok(_) => {
-                let ends = self.outage.as_ref().is_some_and(|outage| match access {
-                    Access::Write => true,
-                    Access::Read => !outage.writes_failed,
-                    Access::Probe => false,
-                });
-                if let Some(outage) = self.outage.take_if(|_| ends) {
-                    let lasted = Duration::from_millis(
-                        u64::try_from(outage.since.elapsed().as_millis()).unwrap_or(u64::MAX),
-                    );
-                    tracing::info!(
-                        unavailable_for = %humantime::format_duration(lasted),
-                        failed_calls = outage.failed_calls,
-                        "task database available again"
-                    );
-                }
-            }
-        }
-    }
-}
-
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed) and migrates the database at `path`; [`IN_MEMORY`] keeps
     /// it in memory. Refuses an empty path, a file another application made and a schema
     /// newer than this server's, without changing the file. Blocking: call it from a
@@ -455,7 +262,7 @@ impl Store {
             inner: Arc::new(Mutex::new(Inner {
                 conn,
                 file,
-                outage: None,
+                outage: OutageLog::default(),
             })),
         })
     }
@@ -463,7 +270,7 @@ impl Store {
     /// Stores a new task and returns it with its id and timestamps.
     pub async fn create(&self, task: NewTask) -> Result<Task, StorageError> {
         self.call(
-            db_span("INSERT", "INSERT tasks"),
+            db_span(SYSTEM, Operation::Insert, None),
             Access::Write,
             move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -490,7 +297,7 @@ impl Store {
     /// The task with this id, if there is one.
     pub async fn get(&self, id: i64) -> Result<Option<Task>, StorageError> {
         self.call(
-            db_span("SELECT", "SELECT tasks"),
+            db_span(SYSTEM, Operation::Select, None),
             Access::Read,
             move |conn| Ok(select_one(conn, id)?),
         )
@@ -500,7 +307,7 @@ impl Store {
     /// A page of tasks in id order, and how many match in total.
     pub async fn list(&self, query: ListQuery) -> Result<Page, StorageError> {
         self.call(
-            db_span("SELECT", "SELECT tasks"),
+            db_span(SYSTEM, Operation::Select, None),
             Access::Read,
             move |conn| {
                 // One snapshot for both statements, so `total` agrees with `items`.
@@ -538,7 +345,7 @@ impl Store {
         changes: TaskChanges,
     ) -> Result<Option<Task>, StorageError> {
         self.call(
-            db_span("UPDATE", "UPDATE tasks"),
+            db_span(SYSTEM, Operation::Update, None),
             Access::Write,
             move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -571,7 +378,7 @@ impl Store {
     /// Deletes the task with this id; false if there was none.
     pub async fn delete(&self, id: i64) -> Result<bool, StorageError> {
         self.call(
-            db_span("DELETE", "DELETE tasks"),
+            db_span(SYSTEM, Operation::Delete, None),
             Access::Write,
             move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -625,7 +432,7 @@ impl Store {
                 Access::Write if inner.conn.total_changes() == changes_before => Access::Read,
                 other => other,
             };
-            inner.record(access, &result);
+            inner.outage.record(access, &result);
             result
         })
         .await?
@@ -788,24 +595,6 @@ fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
     })
 }
 
-/// Now, as RFC 3339 UTC with microseconds: fixed width, so text order is time order.
-fn timestamp() -> String {
-    humantime::format_rfc3339_micros(SystemTime::now()).to_string()
-}
-
-/// A span for one storage call, with the attributes OpenTelemetry's database conventions name
-/// (`otel.*` fields are read by `tracing-opentelemetry` and ignored by plain logs).
-fn db_span(operation: &'static str, summary: &'static str) -> Span {
-    tracing::info_span!(
-        "storage",
-        otel.name = summary,
-        otel.kind = "client",
-        db.system.name = "sqlite",
-        db.collection.name = "tasks",
-        db.operation.name = operation,
-    )
-}
-
 impl ToSql for TaskStatus {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(ToSqlOutput::from(self.as_str()))
@@ -829,8 +618,8 @@ mod tests {
     use super::*;
     use crate::task::Title;
 
-    fn memory() -> Store {
-        Store::open(Path::new(IN_MEMORY)).unwrap()
+    fn memory() -> SqliteStore {
+        SqliteStore::open(Path::new(IN_MEMORY)).unwrap()
     }
 
     fn new_task(title: &str, status: TaskStatus) -> NewTask {
@@ -943,7 +732,7 @@ mod tests {
 
     /// Every task in the database at `path`, read by a fresh store.
     async fn all_tasks(path: &Path) -> Vec<Task> {
-        let store = Store::open(path).unwrap();
+        let store = SqliteStore::open(path).unwrap();
         let page = |offset| ListQuery {
             limit: 100,
             offset,
@@ -972,7 +761,7 @@ mod tests {
     async fn a_write_whose_commit_fails_is_never_acknowledged_and_no_id_is_given_twice() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.db");
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         let veto = Arc::new(AtomicBool::new(false));
         let hook = Arc::clone(&veto);
         store
@@ -1034,7 +823,7 @@ mod tests {
     async fn a_full_database_holds_exactly_what_it_acknowledged() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.db");
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         {
             let inner = store.inner.lock().unwrap();
             let conn = &inner.conn;
@@ -1089,7 +878,7 @@ mod tests {
     fn file_database_uses_wal_and_full_sync_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.db");
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         {
             let inner = store.inner.lock().unwrap();
             let conn = &inner.conn;
@@ -1110,7 +899,7 @@ mod tests {
             .unwrap();
         drop(store);
 
-        let reopened = Store::open(&path).unwrap();
+        let reopened = SqliteStore::open(&path).unwrap();
         assert_eq!(
             runtime.block_on(reopened.get(created.id)).unwrap(),
             Some(created)
@@ -1121,12 +910,12 @@ mod tests {
     fn refuses_a_database_from_a_newer_server() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.db");
-        drop(Store::open(&path).unwrap());
+        drop(SqliteStore::open(&path).unwrap());
         Connection::open(&path)
             .unwrap()
             .pragma_update(None, "user_version", 99)
             .unwrap();
-        let err = Store::open(&path).unwrap_err().to_string();
+        let err = SqliteStore::open(&path).unwrap_err().to_string();
         assert_eq!(
             err,
             "the task database has schema version 99, newer than this server's 1"
@@ -1135,13 +924,13 @@ mod tests {
 
     #[test]
     fn missing_directory_is_an_open_error() {
-        let err = Store::open(Path::new("/nonexistent/dir/tasks.db")).unwrap_err();
+        let err = SqliteStore::open(Path::new("/nonexistent/dir/tasks.db")).unwrap_err();
         assert!(matches!(err, StorageError::Open(_)), "{err}");
     }
 
     #[test]
     fn an_empty_path_is_refused_rather_than_a_temporary_database() {
-        let err = Store::open(Path::new("")).unwrap_err();
+        let err = SqliteStore::open(Path::new("")).unwrap_err();
         assert!(matches!(err, StorageError::EmptyPath), "{err}");
     }
 
@@ -1160,7 +949,7 @@ mod tests {
     fn a_new_database_carries_our_application_id_and_schema_version() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.db");
-        drop(Store::open(&path).unwrap());
+        drop(SqliteStore::open(&path).unwrap());
         assert_eq!(header(&path), (APPLICATION_ID, 1));
         assert_eq!(format!("{APPLICATION_ID:08x}"), "54736b4d");
     }
@@ -1181,7 +970,7 @@ mod tests {
             .unwrap();
             conn.pragma_update(None, "user_version", 1).unwrap();
         }
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.get(1).await.unwrap().unwrap().title, "old");
         drop(store);
         assert_eq!(header(&path), (APPLICATION_ID, 1));
@@ -1197,7 +986,7 @@ mod tests {
             .execute_batch(setup)
             .unwrap();
         let before = std::fs::read(&path).unwrap();
-        let err = Store::open(&path).unwrap_err().to_string();
+        let err = SqliteStore::open(&path).unwrap_err().to_string();
         assert_eq!(std::fs::read(&path).unwrap(), before, "refused but changed");
         assert!(!err.contains('\n'), "{err}");
         err.replace(&path.display().to_string(), "/path/x.db")
@@ -1239,7 +1028,7 @@ mod tests {
             "just some text, long enough to be looked at by SQLite ".repeat(20),
         )
         .unwrap();
-        let err = Store::open(&path).unwrap_err().to_string();
+        let err = SqliteStore::open(&path).unwrap_err().to_string();
         assert_eq!(err, "cannot open the task database: file is not a database");
     }
 
@@ -1248,7 +1037,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.db");
         let aside = dir.path().join("aside.db");
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         let kept = store
             .create(new_task("kept", TaskStatus::Todo))
             .await
@@ -1302,7 +1091,7 @@ mod tests {
     async fn a_database_deleted_in_use_is_not_silently_started_empty() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.db");
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         store
             .create(new_task("lost", TaskStatus::Todo))
             .await
@@ -1316,7 +1105,7 @@ mod tests {
         );
         drop(store);
 
-        let err = Store::open(&path).unwrap_err();
+        let err = SqliteStore::open(&path).unwrap_err();
         assert!(matches!(err, StorageError::Deleted { .. }), "{err}");
         assert!(!err.to_string().contains('\n'), "{err}");
         assert!(!path.exists(), "the refused start created a database");
@@ -1326,7 +1115,7 @@ mod tests {
     async fn a_clean_close_leaves_nothing_that_looks_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.db");
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         store
             .create(new_task("kept", TaskStatus::Todo))
             .await
@@ -1361,7 +1150,7 @@ mod tests {
         let mut inner = Inner {
             conn: Connection::open_in_memory().unwrap(),
             file: None,
-            outage: None,
+            outage: OutageLog::default(),
         };
         let full = || {
             Err::<(), _>(StorageError::Unavailable(Unavailable::FileGone {
@@ -1370,16 +1159,16 @@ mod tests {
         };
         tracing::subscriber::with_default(subscriber, || {
             for _ in 0..10 {
-                inner.record(Access::Write, &full());
+                inner.outage.record(Access::Write, &full());
                 // A full disk still reads: that ends nothing.
-                inner.record(Access::Read, &Ok(()));
-                inner.record(Access::Probe, &Ok(()));
+                inner.outage.record(Access::Read, &Ok(()));
+                inner.outage.record(Access::Probe, &Ok(()));
             }
-            inner.record(Access::Probe, &full());
-            inner.record(Access::Write, &Ok(()));
+            inner.outage.record(Access::Probe, &full());
+            inner.outage.record(Access::Write, &Ok(()));
             // A new episode, started and ended by reads.
-            inner.record(Access::Read, &full());
-            inner.record(Access::Read, &Ok(()));
+            inner.outage.record(Access::Read, &full());
+            inner.outage.record(Access::Read, &Ok(()));
         });
         let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = log.lines().collect();
@@ -1403,7 +1192,7 @@ mod tests {
     async fn a_write_that_changes_nothing_does_not_end_an_outage() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.db");
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         let task = store
             .create(new_task("kept", TaskStatus::Todo))
             .await
@@ -1417,7 +1206,7 @@ mod tests {
             .conn
             .commit_hook(Some(move || hook.load(Ordering::SeqCst)))
             .unwrap();
-        let outage = || store.inner.lock().unwrap().outage.is_some();
+        let outage = || store.inner.lock().unwrap().outage.active();
 
         assert!(
             store
