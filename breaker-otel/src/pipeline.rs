@@ -248,7 +248,8 @@ impl TracingPipelineBuilder {
         let _ = (runtime, self.otlp_retries);
         let otlp = self.otlp_exporter(&env, protocol)?;
         let batch_config = env.batch_config();
-        let exporter = CircuitBreakerSpanExporter::new(otlp, self.breaker)?;
+        // `reporting`: the breaker learns what the backend answered, not just "failed".
+        let exporter = CircuitBreakerSpanExporter::reporting(otlp, self.breaker)?;
         let handle = exporter.handle();
         let control = exporter.control();
         let batch = BatchSpanProcessor::builder(exporter)
