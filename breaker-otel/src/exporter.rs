@@ -18,8 +18,8 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
-use crate::FailureCause;
 use crate::handle::{BreakerHandle, Published, SpanCounts};
+use crate::{ExportFailure, ExportReport, FailureCause};
 
 /// Where the adapter reads the time. The default follows Tokio's clock, so a
 /// test on paused Tokio time drives the breaker and the export timeout
@@ -73,6 +73,85 @@ breaker_core::settings! {
     }
 }
 
+/// A span exporter that says what the backend answered, not only whether
+/// the export failed: what the breaker needs to tell an outage from a
+/// refused token, a throttle or refused data (docs/contract.md, section 4).
+///
+/// [`OtlpSpanExporter`](crate::OtlpSpanExporter) is one. Any other SDK
+/// exporter becomes one with [`Unclassified`], which is what
+/// [`CircuitBreakerSpanExporter::new`] does.
+pub trait ReportingSpanExporter: SpanExporter {
+    /// Exports `batch` and reports the backend's answer. The adapter bounds
+    /// it by `export_timeout` and contains a panic.
+    fn report(&self, batch: Vec<SpanData>) -> impl Future<Output = ExportReport> + Send;
+}
+
+/// Any SDK span exporter as a [`ReportingSpanExporter`] that knows only what
+/// its `Result` says: `Ok` is exported, a timeout is
+/// [`FailureCause::Timeout`], any other error [`FailureCause::Internal`],
+/// and every error counts toward opening, since nothing says the backend is up.
+#[derive(Debug, Clone)]
+pub struct Unclassified<E>(pub E);
+
+impl<E: SpanExporter> SpanExporter for Unclassified<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        self.0.export(batch).await
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.0.set_resource(resource);
+    }
+}
+
+impl<E: SpanExporter> ReportingSpanExporter for Unclassified<E> {
+    async fn report(&self, batch: Vec<SpanData>) -> ExportReport {
+        match self.0.export(batch).await {
+            Ok(()) => ExportReport::Exported {
+                rejected: 0,
+                message: None,
+            },
+            Err(err) => ExportReport::Failed(ExportFailure {
+                cause: match err {
+                    OTelSdkError::Timeout(_) => FailureCause::Timeout,
+                    _ => FailureCause::Internal,
+                },
+                retryable: true,
+                retry_after: None,
+                message: err.to_string(),
+            }),
+        }
+    }
+}
+
+/// What the breaker makes of a backend's answer (the table in
+/// docs/operations.md, "Health endpoints"). A delay is a throttle, whatever
+/// the code; refused credentials count toward opening, so that a dead token
+/// does not cost a request per batch, and probing goes on because tokens
+/// rotate; a backend that refuses this data for good (non-retryable:
+/// invalid, too large, or an answer we cannot place) is up, so it does not
+/// count; everything else may be an outage and counts.
+fn verdict(report: &ExportReport) -> Outcome {
+    let failure = match report {
+        ExportReport::Exported { .. } => return Outcome::Success,
+        ExportReport::Failed(failure) => failure,
+    };
+    match (failure.retry_after, failure.cause) {
+        (Some(wait), _) => Outcome::Throttled(wait),
+        (None, FailureCause::Unauthenticated | FailureCause::PermissionDenied) => Outcome::Failure,
+        (None, FailureCause::Invalid | FailureCause::TooLarge) => Outcome::Refused,
+        (None, FailureCause::Internal) if !failure.retryable => Outcome::Refused,
+        (None, _) => Outcome::Failure,
+    }
+}
+
 /// Why the adapter could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -95,6 +174,14 @@ pub enum AdapterError {
 /// takes longer than `export_timeout`: the inner export runs as a task on a
 /// Tokio runtime, its panic is caught and its hang is cut off, both counted
 /// as failures.
+///
+/// What the backend answered decides what the breaker learns
+/// ([`ReportingSpanExporter`]): with [`OtlpSpanExporter`](crate::OtlpSpanExporter)
+/// (built with [`reporting`](Self::reporting)) a refused token, a throttle
+/// (`RetryInfo`, `Retry-After`: nothing is sent until it ends, probes
+/// included), refused data and a partial success each count as what they
+/// are; any other exporter (built with [`new`](Self::new)) says only
+/// success or failure.
 ///
 /// # Probes without traffic
 ///
@@ -267,6 +354,11 @@ impl Shared {
                 transitions.push(t);
             }
             let stats = core.breaker.stats();
+            self.published.set_throttled_until(
+                stats
+                    .throttled_until
+                    .map(|until| until.saturating_duration_since(self.origin)),
+            );
             self.published
                 .set_consecutive_failures(stats.consecutive_failures);
             self.published.set_state(
@@ -399,8 +491,11 @@ impl Line {
                 to = t.to.as_str(),
                 reason = t.reason.as_str(),
                 "telemetry circuit {}",
-                match t.to {
-                    CircuitState::HalfOpen => "half-open: probing the backend",
+                match (t.to, t.reason) {
+                    (CircuitState::HalfOpen, _) => "half-open: probing the backend",
+                    (_, TransitionReason::ProbeThrottled) => {
+                        "open again: the backend asked us to wait"
+                    }
                     _ => "open again: the probe failed",
                 }
             ),
@@ -432,26 +527,60 @@ impl BreakerControl {
     }
 }
 
-impl<E: SpanExporter + 'static> CircuitBreakerSpanExporter<E> {
-    /// Wraps `inner`, running exports on the current Tokio runtime and
-    /// reading Tokio's clock.
+impl<S: SpanExporter + 'static> CircuitBreakerSpanExporter<Unclassified<S>> {
+    /// Wraps any SDK span exporter, running exports on the current Tokio
+    /// runtime and reading Tokio's clock. Its results say only success or
+    /// failure ([`Unclassified`]); for an exporter that says more, use
+    /// [`reporting`](CircuitBreakerSpanExporter::reporting).
     ///
     /// # Errors
     ///
     /// [`AdapterError::NoRuntime`] outside a Tokio runtime;
     /// [`AdapterError::ZeroExportTimeout`] for a zero `export_timeout`.
-    pub fn new(inner: E, config: ExporterConfig) -> Result<Self, AdapterError> {
-        let runtime = Handle::try_current().map_err(|_| AdapterError::NoRuntime)?;
-        Self::with_runtime(inner, config, runtime, Arc::new(TokioClock))
+    pub fn new(inner: S, config: ExporterConfig) -> Result<Self, AdapterError> {
+        CircuitBreakerSpanExporter::reporting(Unclassified(inner), config)
     }
 
-    /// Wraps `inner` with an explicit runtime for exports and clock for the
-    /// breaker (the seam tests use for virtual time).
+    /// As [`new`](Self::new), with an explicit runtime for exports and clock
+    /// for the breaker (the seam tests use for virtual time).
     ///
     /// # Errors
     ///
     /// [`AdapterError::ZeroExportTimeout`] for a zero `export_timeout`.
     pub fn with_runtime(
+        inner: S,
+        config: ExporterConfig,
+        runtime: Handle,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, AdapterError> {
+        CircuitBreakerSpanExporter::reporting_with_runtime(
+            Unclassified(inner),
+            config,
+            runtime,
+            clock,
+        )
+    }
+}
+
+impl<E: ReportingSpanExporter + 'static> CircuitBreakerSpanExporter<E> {
+    /// Wraps an exporter that reports what the backend answered, running
+    /// exports on the current Tokio runtime and reading Tokio's clock.
+    ///
+    /// # Errors
+    ///
+    /// [`AdapterError::NoRuntime`] outside a Tokio runtime;
+    /// [`AdapterError::ZeroExportTimeout`] for a zero `export_timeout`.
+    pub fn reporting(inner: E, config: ExporterConfig) -> Result<Self, AdapterError> {
+        let runtime = Handle::try_current().map_err(|_| AdapterError::NoRuntime)?;
+        Self::reporting_with_runtime(inner, config, runtime, Arc::new(TokioClock))
+    }
+
+    /// As [`reporting`](Self::reporting), with an explicit runtime and clock.
+    ///
+    /// # Errors
+    ///
+    /// [`AdapterError::ZeroExportTimeout`] for a zero `export_timeout`.
+    pub fn reporting_with_runtime(
         inner: E,
         config: ExporterConfig,
         runtime: Handle,
@@ -519,41 +648,78 @@ impl<E: SpanExporter + 'static> CircuitBreakerSpanExporter<E> {
 
 /// Runs the inner export as a task on `runtime`, bounded by `timeout`, and
 /// turns a panic or a hang into a failure.
-async fn export_bounded<E: SpanExporter + 'static>(
+async fn export_bounded<E: ReportingSpanExporter + 'static>(
     inner: Arc<E>,
     runtime: &Handle,
     timeout: Duration,
     batch: Vec<SpanData>,
-) -> Result<(), (FailureCause, OTelSdkError)> {
-    let export = runtime.spawn(async move { inner.export(batch).await });
+) -> ExportReport {
+    let export = runtime.spawn(async move { inner.report(batch).await });
     // The deadline is its own task so that it fires even if the export
     // task never yields.
     // Created inside the task: the caller may be a thread outside the
     // runtime (the SDK's batch processor), where no timer can be made.
     let deadline = runtime.spawn(async move { tokio::time::sleep(timeout).await });
+    let failed = |cause, message: String| {
+        ExportReport::Failed(ExportFailure {
+            cause,
+            retryable: true,
+            retry_after: None,
+            message,
+        })
+    };
     match select(export, deadline).await {
         Either::Left((joined, deadline)) => {
             deadline.abort();
             match joined {
-                Ok(Ok(())) => Ok(()),
-                // A plain SDK exporter says no more than this.
-                Ok(Err(err @ OTelSdkError::Timeout(_))) => Err((FailureCause::Timeout, err)),
-                Ok(Err(err)) => Err((FailureCause::Internal, err)),
-                Err(join) if join.is_panic() => Err((
+                Ok(report) => report,
+                Err(join) if join.is_panic() => failed(
                     FailureCause::Panic,
-                    OTelSdkError::InternalFailure("the inner span exporter panicked".into()),
-                )),
-                Err(_) => Err((
+                    "the inner span exporter panicked".into(),
+                ),
+                Err(_) => failed(
                     FailureCause::Internal,
-                    OTelSdkError::InternalFailure("the export task was cancelled".into()),
-                )),
+                    "the export task was cancelled".into(),
+                ),
             }
         }
         Either::Right((_, export)) => {
             export.abort();
-            Err((FailureCause::Timeout, OTelSdkError::Timeout(timeout)))
+            failed(
+                FailureCause::Timeout,
+                format!("no answer within export_timeout ({timeout:?})"),
+            )
         }
     }
+}
+
+/// Counts what became of `spans` spans by `report`, and says what the
+/// breaker learns and what the log line that may follow names as the cause.
+fn account(shared: &Shared, spans: u64, report: &ExportReport) -> (Outcome, Option<String>) {
+    match report {
+        ExportReport::Exported { rejected, message } => {
+            let rejected = (*rejected).min(spans);
+            shared.published.count_exported(spans - rejected);
+            if rejected > 0 {
+                shared.published.count_rejected(rejected);
+                tracing::debug!(
+                    rejected,
+                    message = message.as_deref().unwrap_or(""),
+                    "the backend rejected spans of an accepted batch"
+                );
+            }
+        }
+        ExportReport::Failed(failure) => {
+            shared
+                .published
+                .count_failed(spans, failure.cause, shared.elapsed());
+        }
+    }
+    let cause = match report {
+        ExportReport::Failed(failure) => Some(failure.to_string()),
+        ExportReport::Exported { .. } => None,
+    };
+    (verdict(report), cause)
 }
 
 /// The task behind `idle_probes`. It holds the exporter and the breaker
@@ -567,7 +733,7 @@ struct IdleProber<E> {
     export_timeout: Duration,
 }
 
-impl<E: SpanExporter + 'static> IdleProber<E> {
+impl<E: ReportingSpanExporter + 'static> IdleProber<E> {
     async fn run(self) {
         while !self.wake.is_stopped() {
             let Some(shared) = self.shared.upgrade() else {
@@ -613,23 +779,16 @@ impl<E: SpanExporter + 'static> IdleProber<E> {
             return timed_out;
         };
         shared.published.count_probe();
-        let result = export_bounded(inner, &self.runtime, self.export_timeout, Vec::new()).await;
-        let outcome = match &result {
-            Ok(()) => Outcome::Success,
-            Err((kind, _)) => {
-                // A failed export request by its cause, as for a batch;
-                // it carried no spans, so no span is counted failed.
-                shared.published.count_failed(0, *kind, shared.elapsed());
-                Outcome::Failure
-            }
-        };
-        let cause = result.err().map(|(_, err)| err.to_string());
+        let report = export_bounded(inner, &self.runtime, self.export_timeout, Vec::new()).await;
+        // A failed export request counts by its cause, as for a batch; it
+        // carried no spans, so no span is counted.
+        let (outcome, cause) = account(&shared, 0, &report);
         shared.drive(cause.as_deref(), |b, now| b.record(permit, outcome, now));
         true
     }
 }
 
-impl<E: SpanExporter + 'static> SpanExporter for CircuitBreakerSpanExporter<E> {
+impl<E: ReportingSpanExporter + 'static> SpanExporter for CircuitBreakerSpanExporter<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         if self.is_shutdown.load(Ordering::Acquire) {
             return Err(OTelSdkError::AlreadyShutdown);
@@ -648,29 +807,25 @@ impl<E: SpanExporter + 'static> SpanExporter for CircuitBreakerSpanExporter<E> {
         if permit.is_probe() {
             self.shared.published.count_probe();
         }
-        let result = export_bounded(
+        let report = export_bounded(
             Arc::clone(&self.inner),
             &self.runtime,
             self.export_timeout,
             batch,
         )
         .await;
-        let outcome = match &result {
-            Ok(()) => {
-                self.shared.published.count_exported(spans);
-                Outcome::Success
-            }
-            Err((kind, _)) => {
-                self.shared
-                    .published
-                    .count_failed(spans, *kind, self.shared.elapsed());
-                Outcome::Failure
-            }
-        };
-        let cause = result.as_ref().err().map(|(_, err)| err.to_string());
+        let (outcome, cause) = account(&self.shared, spans, &report);
         self.shared
             .drive(cause.as_deref(), |b, now| b.record(permit, outcome, now));
-        result.map_err(|(_, err)| err)
+        match report {
+            ExportReport::Exported { .. } => Ok(()),
+            ExportReport::Failed(failure) if failure.cause == FailureCause::Timeout => {
+                Err(OTelSdkError::Timeout(self.export_timeout))
+            }
+            ExportReport::Failed(failure) => {
+                Err(OTelSdkError::InternalFailure(failure.to_string()))
+            }
+        }
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {

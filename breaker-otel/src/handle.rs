@@ -72,7 +72,6 @@ impl Published {
         self.state.store(encode(state), Relaxed);
     }
 
-    #[allow(dead_code)] // INTERIM: wired when the core learns throttles
     /// `until` is measured from the exporter's creation, like `since`;
     /// `None` when the backend has not asked us to wait (or the wait is over).
     pub(crate) fn set_throttled_until(&self, until: Option<Duration>) {
@@ -114,7 +113,6 @@ impl Published {
         self.dropped.fetch_add(spans, Relaxed);
     }
 
-    #[allow(dead_code)] // INTERIM: wired with the OTLP exporters' reports
     /// Spans the backend took but said it rejected (a partial success).
     pub(crate) fn count_rejected(&self, spans: u64) {
         self.rejected.fetch_add(spans, Relaxed);

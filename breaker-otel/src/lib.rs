@@ -22,7 +22,8 @@ pub mod test_util;
 
 pub use breaker_core::{BreakerConfig, CircuitState, Setting, VisitSettings};
 pub use exporter::{
-    AdapterError, BreakerControl, CircuitBreakerSpanExporter, Clock, ExporterConfig, TokioClock,
+    AdapterError, BreakerControl, CircuitBreakerSpanExporter, Clock, ExporterConfig,
+    ReportingSpanExporter, TokioClock, Unclassified,
 };
 pub use handle::{
     BreakerHandle, BreakerSnapshot, CauseCounts, FailureCounts, LastFailure, SpanCounts,

@@ -167,7 +167,7 @@ impl TracingPipelineBuilder {
     }
 
     /// Turns `opentelemetry-otlp`'s own retries (3, from 100 ms) on or off in the stock
-    /// pipeline (feature `bench`, [`breaker_enabled(false)`](Self::breaker_enabled)), where
+    /// pipeline (feature `bench`, `breaker_enabled(false)`), where
     /// they default to on. The breaker's pipeline uses our exporter, which has no retries:
     /// there this setting changes nothing (it is kept so that callers still build).
     pub fn otlp_retries(mut self, enabled: bool) -> Self {
@@ -248,7 +248,8 @@ impl TracingPipelineBuilder {
         let _ = (runtime, self.otlp_retries);
         let otlp = self.otlp_exporter(&env, protocol)?;
         let batch_config = env.batch_config();
-        let exporter = CircuitBreakerSpanExporter::new(otlp, self.breaker)?;
+        // `reporting`: the breaker learns what the backend answered, not just "failed".
+        let exporter = CircuitBreakerSpanExporter::reporting(otlp, self.breaker)?;
         let handle = exporter.handle();
         let control = exporter.control();
         let batch = BatchSpanProcessor::builder(exporter)

@@ -17,6 +17,8 @@ use opentelemetry_sdk::testing::trace::new_test_export_span_data;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use tokio::sync::Notify;
 
+use crate::{ExportFailure, ExportReport, FailureCause, ReportingSpanExporter};
+
 /// What a [`ScriptedExporter`] does with one export call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -28,6 +30,15 @@ pub enum Step {
     Panic,
     /// Never returns, as a backend that accepts the connection and never answers.
     Hang,
+    /// Accepts the batch but reports this many of its spans rejected (an OTLP
+    /// partial success; at most the batch).
+    PartialSuccess(u64),
+    /// Refuses the data as invalid: the backend is up (`INVALID_ARGUMENT`, 400).
+    Invalid,
+    /// Refuses our credentials (`UNAUTHENTICATED`, 401).
+    Unauthenticated,
+    /// Asks us to wait this long (`RESOURCE_EXHAUSTED` with `RetryInfo`, 429 with `Retry-After`).
+    Throttle(Duration),
 }
 
 /// A span exporter that follows a script of [`Step`]s, then repeats a last
@@ -147,6 +158,26 @@ impl ScriptedExporter {
 
 impl SpanExporter for ScriptedExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        match self.report(batch).await {
+            ExportReport::Exported { .. } => Ok(()),
+            ExportReport::Failed(failure) => {
+                Err(OTelSdkError::InternalFailure(failure.to_string()))
+            }
+        }
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        if self.shared.shutdown_hangs.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+        Ok(())
+    }
+}
+
+/// As a backend that says what it did: the steps that only fail report
+/// [`FailureCause::Internal`], as a plain SDK exporter would.
+impl ReportingSpanExporter for ScriptedExporter {
+    async fn report(&self, batch: Vec<SpanData>) -> ExportReport {
         self.shared.calls.fetch_add(1, Ordering::SeqCst);
         if self.shared.hold.load(Ordering::SeqCst) {
             self.shared.release.notified().await;
@@ -156,26 +187,50 @@ impl SpanExporter for ScriptedExporter {
             let then = script.then;
             script.next.pop_front().unwrap_or(then)
         };
+        let failed = |cause, retryable, retry_after, message: &str| {
+            ExportReport::Failed(ExportFailure {
+                cause,
+                retryable,
+                retry_after,
+                message: message.to_owned(),
+            })
+        };
         match step {
-            Step::Succeed => {
+            Step::Succeed | Step::PartialSuccess(_) => {
+                let rejected = match step {
+                    Step::PartialSuccess(n) => n.min(batch.len() as u64),
+                    _ => 0,
+                };
                 self.shared
                     .spans_received
                     .fetch_add(batch.len(), Ordering::SeqCst);
-                Ok(())
+                ExportReport::Exported {
+                    rejected,
+                    message: (rejected > 0).then(|| "scripted partial success".to_owned()),
+                }
             }
-            Step::Fail => Err(OTelSdkError::InternalFailure(
-                "scripted backend unavailable".into(),
-            )),
+            Step::Fail => failed(
+                FailureCause::Internal,
+                true,
+                None,
+                "scripted backend unavailable",
+            ),
+            Step::Invalid => failed(FailureCause::Invalid, false, None, "scripted invalid data"),
+            Step::Unauthenticated => failed(
+                FailureCause::Unauthenticated,
+                false,
+                None,
+                "scripted expired token",
+            ),
+            Step::Throttle(wait) => failed(
+                FailureCause::Throttled,
+                true,
+                Some(wait),
+                "scripted throttle",
+            ),
             Step::Panic => panic!("scripted span exporter panic"),
             Step::Hang => std::future::pending().await,
         }
-    }
-
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        if self.shared.shutdown_hangs.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_secs(3600));
-        }
-        Ok(())
     }
 }
 

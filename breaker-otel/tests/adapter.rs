@@ -7,11 +7,11 @@
 use std::time::Duration;
 
 use breaker_otel::test_util::{ScriptedExporter, Step, spans};
-use breaker_otel::{CircuitBreakerSpanExporter, CircuitState, ExporterConfig};
+use breaker_otel::{CircuitBreakerSpanExporter, CircuitState, ExporterConfig, Unclassified};
 use opentelemetry_sdk::error::OTelSdkError;
 use opentelemetry_sdk::trace::SpanExporter;
 
-fn wrap(inner: &ScriptedExporter) -> CircuitBreakerSpanExporter<ScriptedExporter> {
+fn wrap(inner: &ScriptedExporter) -> CircuitBreakerSpanExporter<Unclassified<ScriptedExporter>> {
     CircuitBreakerSpanExporter::new(inner.clone(), ExporterConfig::default()).unwrap()
 }
 
@@ -19,7 +19,7 @@ fn wrap(inner: &ScriptedExporter) -> CircuitBreakerSpanExporter<ScriptedExporter
 /// the idle prober would otherwise get to first.
 fn wrap_batch_probes_only(
     inner: &ScriptedExporter,
-) -> CircuitBreakerSpanExporter<ScriptedExporter> {
+) -> CircuitBreakerSpanExporter<Unclassified<ScriptedExporter>> {
     let config = ExporterConfig::DEFAULT.idle_probes(false);
     CircuitBreakerSpanExporter::new(inner.clone(), config).unwrap()
 }
@@ -29,7 +29,7 @@ fn wrap_batch_probes_only(
 const FLOOR: Duration = Duration::from_secs(1);
 
 /// Exports `n` one-span batches, one virtual millisecond apart.
-async fn export_n(exporter: &CircuitBreakerSpanExporter<ScriptedExporter>, n: usize) {
+async fn export_n(exporter: &CircuitBreakerSpanExporter<Unclassified<ScriptedExporter>>, n: usize) {
     for _ in 0..n {
         tokio::time::advance(Duration::from_millis(1)).await;
         let _ = exporter.export(spans(1)).await;

@@ -25,14 +25,14 @@ use std::time::{Duration, Instant};
 use actix_web::test::{self, TestRequest};
 use actix_web::{App, HttpResponse, web};
 use breaker_otel::test_util::{ScriptedExporter, Step};
-use breaker_otel::{CircuitBreakerSpanExporter, ExporterConfig};
+use breaker_otel::{CircuitBreakerSpanExporter, ExporterConfig, Unclassified};
 use criterion::{Criterion, criterion_group, criterion_main};
 use opentelemetry_sdk::trace::SpanExporter;
 use prometheus::{Encoder, TextEncoder};
 use telemetry_http::{TelemetryHttp, TelemetryHttpConfig};
 
 /// A breaker that exported, failed, opened, rejected and closed again.
-async fn used_breaker() -> CircuitBreakerSpanExporter<ScriptedExporter> {
+async fn used_breaker() -> CircuitBreakerSpanExporter<Unclassified<ScriptedExporter>> {
     let backend = ScriptedExporter::default();
     let exporter = CircuitBreakerSpanExporter::new(backend.clone(), ExporterConfig::default())
         .expect("built inside a runtime with a non-zero timeout");

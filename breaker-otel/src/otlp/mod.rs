@@ -338,6 +338,12 @@ impl SpanExporter for OtlpSpanExporter {
     }
 }
 
+impl crate::ReportingSpanExporter for OtlpSpanExporter {
+    async fn report(&self, batch: Vec<SpanData>) -> ExportReport {
+        self.send(batch).await
+    }
+}
+
 /// `message` with the endpoint's userinfo replaced by `***`.
 fn scrub(message: String, userinfo: Option<&str>) -> String {
     match userinfo {

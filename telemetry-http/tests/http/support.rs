@@ -11,7 +11,9 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::HeaderMap;
 use actix_web::test::{self, TestRequest};
 use breaker_otel::test_util::{self, ScriptedExporter, Step};
-use breaker_otel::{BreakerHandle, CircuitBreakerSpanExporter, CircuitState, ExporterConfig};
+use breaker_otel::{
+    BreakerHandle, CircuitBreakerSpanExporter, CircuitState, ExporterConfig, Unclassified,
+};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::SpanExporter;
 use telemetry_http::{ManualClock, TelemetryHttp, TelemetryHttpConfig};
@@ -29,7 +31,7 @@ pub(crate) fn telemetry(handle: BreakerHandle) -> TelemetryHttp {
 /// around a [`ScriptedExporter`]. Build it inside the test's runtime.
 #[derive(Debug, Clone)]
 pub(crate) struct Breaker {
-    pub(crate) exporter: Arc<CircuitBreakerSpanExporter<ScriptedExporter>>,
+    pub(crate) exporter: Arc<CircuitBreakerSpanExporter<Unclassified<ScriptedExporter>>>,
     pub(crate) backend: ScriptedExporter,
 }
 
