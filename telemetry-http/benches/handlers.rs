@@ -34,8 +34,14 @@ use telemetry_http::{TelemetryHttp, TelemetryHttpConfig};
 /// A breaker that exported, failed, opened, rejected and closed again.
 async fn used_breaker() -> CircuitBreakerSpanExporter<Unclassified<ScriptedExporter>> {
     let backend = ScriptedExporter::default();
-    let exporter = CircuitBreakerSpanExporter::new(backend.clone(), ExporterConfig::default())
-        .expect("built inside a runtime with a non-zero timeout");
+    // No time floor between probes: the first attempt after opening probes at
+    // once, so that the loop below closes the circuit again without waiting.
+    let breaker = ExporterConfig::DEFAULT
+        .breaker
+        .min_probe_interval(std::time::Duration::ZERO);
+    let exporter =
+        CircuitBreakerSpanExporter::new(backend.clone(), ExporterConfig::DEFAULT.breaker(breaker))
+            .expect("built inside a runtime with a non-zero timeout");
     let _ = exporter.export(Vec::new()).await;
     backend.set(Step::Fail);
     for _ in 0..5 {
