@@ -532,13 +532,15 @@ pub(crate) fn median_latency(calls: &[&Call]) -> Duration {
 }
 
 /// The counts of the server's last line, `tracing shut down spans_ended=..
-/// spans_exported=.. spans_dropped=.. spans_failed=..`.
+/// spans_exported=.. spans_rejected=.. spans_dropped=.. spans_failed=..`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FinalCounts {
     /// Sampled spans that ended, counted before the SDK's queue.
     pub(crate) ended: u64,
     /// Accepted by the backend.
     pub(crate) exported: u64,
+    /// In accepted batches, but rejected by the backend's partial success.
+    pub(crate) rejected: u64,
     /// Dropped because the circuit was open.
     pub(crate) dropped: u64,
     /// Sent, but the export failed.
@@ -562,6 +564,7 @@ impl FinalCounts {
         Some(Self {
             ended: field("spans_ended")?,
             exported: field("spans_exported")?,
+            rejected: field("spans_rejected")?,
             dropped: field("spans_dropped")?,
             failed: field("spans_failed")?,
         })
