@@ -105,6 +105,7 @@ impl Telemetry {
                 tracing::info!(
                     spans_ended = snapshot.spans_ended,
                     spans_exported = snapshot.spans.exported,
+                    spans_rejected = snapshot.spans.rejected,
                     spans_dropped = snapshot.spans.dropped,
                     spans_failed = snapshot.spans.failed,
                     "tracing shut down"

@@ -11,12 +11,13 @@
 pub(crate) mod prometheus;
 
 use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use ::tests::receiver::{Mode, Receiver, Snapshot};
+use ::tests::receiver::{Mode, Protocol, Receiver, Snapshot};
 use ::tests::server::TaskmanServer;
 use serde_json::Value;
 
@@ -36,7 +37,8 @@ const POLL: Duration = Duration::from_millis(10);
 /// running two scenarios at once.
 const TRAFFIC_PACE: Duration = Duration::from_millis(20);
 
-/// A receiver, a server exporting to it, and the runtime the receiver runs on.
+/// A receiver (OTLP/gRPC unless started with [`Rig::start_with`]), a server
+/// exporting to it, and the runtime the receiver runs on.
 /// Dropping it kills the server and stops the receiver.
 pub(crate) struct Rig {
     // Field order is drop order: the server goes first, the runtime last.
@@ -63,18 +65,33 @@ impl Rig {
     /// [`SCHEDULE_DELAY`]; `env` is applied last (`TASKMAN__BREAKER__*`,
     /// `OTEL_BSP_*`, ...).
     pub(crate) fn start(env: &[(&str, &str)]) -> Self {
+        Self::start_with(Protocol::Grpc, env)
+    }
+
+    /// Like [`Rig::start`], with the receiver and the server's exporter
+    /// speaking `protocol`.
+    pub(crate) fn start_with(protocol: Protocol, env: &[(&str, &str)]) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("a Tokio runtime for the receiver");
         let receiver = runtime
-            .block_on(Receiver::start())
+            .block_on(Receiver::start_with(
+                protocol,
+                SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            ))
             .expect("the OTLP receiver starts");
-        let endpoint = receiver.endpoint();
+        // The base URL for both: the HTTP exporter appends `/v1/traces` itself.
+        let endpoint = receiver.base_url();
+        let otlp_protocol = match protocol {
+            Protocol::Grpc => "grpc",
+            Protocol::Http => "http/protobuf",
+        };
         let delay = SCHEDULE_DELAY.as_millis().to_string();
         let mut all = vec![
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", otlp_protocol),
             ("OTEL_BSP_SCHEDULE_DELAY", delay.as_str()),
             // The accounting reads an info line; a developer's RUST_LOG must not hide it.
             ("RUST_LOG", "info"),
@@ -532,13 +549,15 @@ pub(crate) fn median_latency(calls: &[&Call]) -> Duration {
 }
 
 /// The counts of the server's last line, `tracing shut down spans_ended=..
-/// spans_exported=.. spans_dropped=.. spans_failed=..`.
+/// spans_exported=.. spans_rejected=.. spans_dropped=.. spans_failed=..`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FinalCounts {
     /// Sampled spans that ended, counted before the SDK's queue.
     pub(crate) ended: u64,
     /// Accepted by the backend.
     pub(crate) exported: u64,
+    /// In accepted batches, but rejected by the backend's partial success.
+    pub(crate) rejected: u64,
     /// Dropped because the circuit was open.
     pub(crate) dropped: u64,
     /// Sent, but the export failed.
@@ -562,6 +581,7 @@ impl FinalCounts {
         Some(Self {
             ended: field("spans_ended")?,
             exported: field("spans_exported")?,
+            rejected: field("spans_rejected")?,
             dropped: field("spans_dropped")?,
             failed: field("spans_failed")?,
         })
