@@ -11,7 +11,7 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
 
 use super::USER_AGENT;
-use super::report::{ExportReport, classify_status};
+use super::report::{ExportFailure, ExportReport, FailureCause, classify_status};
 
 /// One client per exporter; each export clones it (a handle on the same channel).
 #[derive(Debug)]
@@ -59,8 +59,22 @@ impl GrpcTransport {
         let mut request = tonic::Request::new(request);
         *request.metadata_mut() = self.metadata.clone();
         request.set_timeout(timeout);
+        let started = tokio::time::Instant::now();
         match client.export(request).await {
             Ok(response) => ExportReport::from_response(response.get_ref()),
+            // tonic enforces `grpc-timeout` on the client too, and reports its own
+            // expiry as `CANCELLED`; that race with the caller's deadline is our
+            // timeout, not a cancellation by the backend.
+            Err(status)
+                if status.code() == tonic::Code::Cancelled && started.elapsed() >= timeout =>
+            {
+                ExportReport::Failed(ExportFailure {
+                    cause: FailureCause::Timeout,
+                    retryable: true,
+                    retry_after: None,
+                    message: format!("no answer within the export timeout of {timeout:?}"),
+                })
+            }
             Err(status) => ExportReport::Failed(classify_status(&status)),
         }
     }
