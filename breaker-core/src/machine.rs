@@ -476,6 +476,12 @@ impl CircuitBreaker {
         if !(due && room && self.pacing.permits(now)) {
             return Err(self.reject());
         }
+        Ok(self.start_probe(now))
+    }
+
+    /// Starts a probe that the rules permitted: `try_acquire`'s, or
+    /// `try_probe`'s without an attempt number.
+    fn start_probe(&mut self, now: Instant) -> Permit {
         let id = self.next_probe_id;
         self.next_probe_id += 1;
         self.probes.push(InFlightProbe { id, started: now });
@@ -488,10 +494,10 @@ impl CircuitBreaker {
         if self.state == CircuitState::Open {
             self.transition(CircuitState::HalfOpen, TransitionReason::ProbeStarted, now);
         }
-        Ok(Permit {
+        Permit {
             kind: PermitKind::Probe { id },
             generation: self.generation,
-        })
+        }
     }
 
     /// Rejects the call while a throttle holds at `now` (noticing lost
@@ -654,22 +660,7 @@ impl CircuitBreaker {
                 throttled_until: None,
             });
         }
-        // The same start as a probe chosen by `try_acquire`, without its
-        // attempt number.
-        let id = self.next_probe_id;
-        self.next_probe_id += 1;
-        self.probes.push(InFlightProbe { id, started: now });
-        self.probe_due_at = now.checked_add(self.config.probe_after);
-        self.pacing.from = now;
-        self.stats.permitted += 1;
-        self.stats.probes += 1;
-        if self.state == CircuitState::Open {
-            self.transition(CircuitState::HalfOpen, TransitionReason::ProbeStarted, now);
-        }
-        Ok(Permit {
-            kind: PermitKind::Probe { id },
-            generation: self.generation,
-        })
+        Ok(self.start_probe(now))
     }
 
     /// When [`try_probe`](Self::try_probe) will next permit a probe: `None`
