@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, SystemTime};
 
 use breaker_core::{CircuitState, REACHABLE_TRANSITIONS};
@@ -42,6 +42,11 @@ pub(crate) struct Published {
     throttled_until_nanos: AtomicU64,
     probes: AtomicU64,
     ended: AtomicU64,
+    /// Spans lost because the batch queue was full.
+    queue_full: AtomicU64,
+    /// Spans in the batch queue now, and how many it holds (0: no queue of ours).
+    queue_len: AtomicUsize,
+    queue_capacity: AtomicUsize,
     transitions: [AtomicU64; REACHABLE_TRANSITIONS.len()],
 }
 
@@ -63,6 +68,9 @@ impl Published {
             throttled_until_nanos: AtomicU64::new(0),
             probes: AtomicU64::new(0),
             ended: AtomicU64::new(0),
+            queue_full: AtomicU64::new(0),
+            queue_len: AtomicUsize::new(0),
+            queue_capacity: AtomicUsize::new(0),
             transitions: Default::default(),
         }
     }
@@ -103,6 +111,19 @@ impl Published {
 
     pub(crate) fn count_ended(&self) {
         self.ended.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn count_queue_full(&self) {
+        self.queue_full.fetch_add(1, Relaxed);
+    }
+
+    /// The number of spans in the batch queue, which the processor keeps up to date.
+    pub(crate) fn queue_len(&self) -> &AtomicUsize {
+        &self.queue_len
+    }
+
+    pub(crate) fn set_queue_capacity(&self, capacity: usize) {
+        self.queue_capacity.store(capacity, Relaxed);
     }
 
     pub(crate) fn count_exported(&self, spans: u64) {
@@ -250,6 +271,11 @@ impl BreakerHandle {
             throttled_until: p.throttled_until(),
             probes: p.probes.load(Relaxed),
             spans_ended: p.ended.load(Relaxed),
+            queue: QueueSnapshot {
+                lost: p.queue_full.load(Relaxed),
+                size: p.queue_len.load(Relaxed) as u64,
+                capacity: p.queue_capacity.load(Relaxed) as u64,
+            },
             transitions,
         }
     }
@@ -280,11 +306,26 @@ pub struct BreakerSnapshot {
     pub probes: u64,
     /// Sampled spans that ended in a provider built by
     /// [`TracingPipeline`](crate::TracingPipeline), counted before the batch
-    /// queue; 0 for an exporter used on its own. After a clean shutdown,
-    /// `spans_ended - spans.total()` were lost in the SDK's queue.
+    /// queue; 0 for an exporter used on its own. Every one of them is in
+    /// [`spans`](Self::spans), lost in the queue ([`queue`](Self::queue)`.lost`),
+    /// still queued, or in the batch being exported.
     pub spans_ended: u64,
+    /// The pipeline's batch queue (all zero for an exporter used on its own).
+    pub queue: QueueSnapshot,
     /// State changes by `(from, to)`.
     pub transitions: TransitionCounts,
+}
+
+/// The batch queue in front of the exporter, as the pipeline's processor publishes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct QueueSnapshot {
+    /// Spans lost because the queue was full when they ended (`queue_full`).
+    pub lost: u64,
+    /// Spans in the queue now.
+    pub size: u64,
+    /// Spans the queue holds (`OTEL_BSP_MAX_QUEUE_SIZE`).
+    pub capacity: u64,
 }
 
 /// Spans by what became of them. Every span handed to the exporter is in

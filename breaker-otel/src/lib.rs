@@ -12,6 +12,7 @@
 //! This crate knows OpenTelemetry and nothing about HTTP or Prometheus; the
 //! breaker's rules live in `breaker-core`, never here.
 
+mod batch;
 mod exporter;
 mod handle;
 mod otel_env;
@@ -20,14 +21,15 @@ mod pipeline;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 
+pub use batch::TelemetryPriority;
 pub use breaker_core::{BreakerConfig, CircuitState, Setting, VisitSettings};
 pub use exporter::{
     AdapterError, BreakerControl, CircuitBreakerSpanExporter, Clock, ExporterConfig,
     ReportingSpanExporter, TokioClock, Unclassified,
 };
 pub use handle::{
-    BreakerHandle, BreakerSnapshot, CauseCounts, FailureCounts, LastFailure, SpanCounts,
-    TransitionCounts,
+    BreakerHandle, BreakerSnapshot, CauseCounts, FailureCounts, LastFailure, QueueSnapshot,
+    SpanCounts, TransitionCounts,
 };
 pub use otel_env::{EnvVar, OtlpEnv, OtlpEnvError};
 pub use otlp::{

@@ -8,18 +8,23 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry::{Array, Context, KeyValue, StringValue, Value};
+#[cfg(feature = "bench")]
+use opentelemetry::Context;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 #[cfg(feature = "bench")]
-use opentelemetry_sdk::trace::SpanExporter;
-use opentelemetry_sdk::trace::{
-    BatchSpanProcessor, Sampler, SdkTracerProvider, Span, SpanData, SpanProcessor,
-};
+use opentelemetry_sdk::trace::{BatchSpanProcessor, Span, SpanData, SpanExporter, SpanProcessor};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+#[cfg(feature = "bench")]
 use tokio::runtime::Handle;
 
-use crate::exporter::{AdapterError, BreakerControl, CircuitBreakerSpanExporter, ExporterConfig};
-use crate::handle::{BreakerHandle, Published};
+use crate::batch::{BatchProcessor, QueueSettings, TelemetryPriority, telemetry_runtime};
+use crate::exporter::{
+    AdapterError, BreakerControl, CircuitBreakerSpanExporter, ExporterConfig, TokioClock,
+};
+use crate::handle::BreakerHandle;
+#[cfg(feature = "bench")]
+use crate::handle::Published;
 use crate::otel_env::{Endpoint, OtlpEnv, OtlpEnvError, Resolved, mask_endpoint};
 use crate::otlp::{OtlpExporterConfig, OtlpExporterError, OtlpSpanExporter};
 
@@ -63,7 +68,14 @@ pub enum PipelineError {
     /// The circuit-breaking adapter could not be built.
     #[error(transparent)]
     Adapter(#[from] AdapterError),
+    /// The telemetry runtime's threads could not be started.
+    #[error("cannot start the telemetry threads: {0}")]
+    Runtime(#[source] std::io::Error),
 }
+
+/// How long [`SpanProcessor::force_flush`] waits at least (the SDK's own default); at
+/// most the breaker's export deadline when that is longer.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Builds a [`TracingPipeline`] from the standard `OTEL_*` environment unless set in code;
 /// made by [`TracingPipeline::builder`].
@@ -108,6 +120,7 @@ pub struct TracingPipelineBuilder {
     endpoint: Option<String>,
     /// `None`: the default for the pipeline's shape (off with the breaker, on without).
     otlp_retries: Option<bool>,
+    priority: TelemetryPriority,
     env: OtlpEnv,
 }
 
@@ -121,6 +134,7 @@ impl TracingPipelineBuilder {
             protocol: None,
             endpoint: None,
             otlp_retries: None,
+            priority: TelemetryPriority::default(),
             env: OtlpEnv::from_process(),
         }
     }
@@ -143,6 +157,15 @@ impl TracingPipelineBuilder {
     /// The breaker settings, typically from the service's configuration.
     pub fn breaker(mut self, settings: ExporterConfig) -> Self {
         self.breaker = settings;
+        self
+    }
+
+    /// The operating-system priority of the threads that batch, encode and send spans
+    /// (default [`TelemetryPriority::Background`]). Background threads run on CPU time
+    /// that requests leave over: under saturation the queue fills and the spans that do
+    /// not fit are counted as lost (`queue_full`) instead of slowing requests down.
+    pub fn priority(mut self, priority: TelemetryPriority) -> Self {
+        self.priority = priority;
         self
     }
 
@@ -232,10 +255,10 @@ impl TracingPipelineBuilder {
             });
         }
         let protocol = self.protocol.unwrap_or(env.protocol);
-        // Checked first: the tonic client panics when built outside a runtime.
-        let runtime = Handle::try_current().map_err(|_| AdapterError::NoRuntime)?;
         #[cfg(feature = "bench")]
         if !self.breaker_enabled {
+            // Checked first: the tonic client panics when built outside a runtime.
+            let runtime = Handle::try_current().map_err(|_| AdapterError::NoRuntime)?;
             let retry = if self.otlp_retries.unwrap_or(true) {
                 opentelemetry_otlp::RetryPolicy::default()
             } else {
@@ -245,17 +268,52 @@ impl TracingPipelineBuilder {
             return Ok(self.stock(otlp, &env, protocol, runtime));
         }
         #[cfg(not(feature = "bench"))]
-        let _ = (runtime, self.otlp_retries);
-        let otlp = self.otlp_exporter(&env, protocol)?;
-        let batch_config = env.batch_config();
-        // `reporting`: the breaker learns what the backend answered, not just "failed".
-        let exporter = CircuitBreakerSpanExporter::reporting(otlp, self.breaker)?;
+        let _ = self.otlp_retries;
+        // Everything the export does runs on the pipeline's own runtime, at its priority:
+        // the exporter's connection is made there too.
+        let runtime = telemetry_runtime(self.priority).map_err(PipelineError::Runtime)?;
+        let built = {
+            let _entered = runtime.enter();
+            self.otlp_exporter(&env, protocol).and_then(|otlp| {
+                // `reporting`: the breaker learns what the backend answered, not just "failed".
+                Ok(CircuitBreakerSpanExporter::reporting_with_runtime(
+                    otlp,
+                    self.breaker,
+                    runtime.handle().clone(),
+                    Arc::new(TokioClock),
+                )?)
+            })
+        };
+        let exporter = match built {
+            Ok(exporter) => exporter,
+            Err(err) => {
+                // Dropping a runtime waits for its threads, which an async caller may not do.
+                runtime.shutdown_background();
+                return Err(err);
+            }
+        };
         let handle = exporter.handle();
         let control = exporter.control();
-        let batch = BatchSpanProcessor::builder(exporter)
-            .with_batch_config(batch_config)
+        let queue = QueueSettings {
+            max_queue_size: env.max_queue_size,
+            max_export_batch_size: env.max_export_batch_size,
+            scheduled_delay: env.schedule_delay,
+            attribute_value_limit: env.attribute_value_length_limit,
+        };
+        let batch = BatchProcessor::new(
+            exporter,
+            queue,
+            runtime,
+            handle.published(),
+            self.breaker.export_timeout.max(FLUSH_TIMEOUT),
+        );
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(batch)
+            // Set explicitly, so that the SDK's own reading of the process environment
+            // never overrides the checked value.
+            .with_max_attributes_per_span(env.span_attribute_count_limit)
+            .with_resource(self.resource(&env))
             .build();
-        let provider = self.provider(batch, &env, &handle);
         Ok(TracingPipeline {
             provider,
             handle,
@@ -370,8 +428,9 @@ impl TracingPipelineBuilder {
         })
     }
 
-    /// The provider around `batch`, counting every span that ends on `handle`
+    /// The stock provider around `batch`, counting every span that ends on `handle`
     /// before the batch queue can drop it.
+    #[cfg(feature = "bench")]
     fn provider(
         &self,
         batch: impl SpanProcessor + 'static,
@@ -551,22 +610,19 @@ impl<E: SpanExporter + 'static> SpanExporter for OnRuntime<E> {
     }
 }
 
-/// What happens to every ended span before the batch processor's queue holds it:
-///
-/// - it is counted, so that spans lost to a full queue are accounted for:
-///   `ended = exported + dropped + failed + lost in the queue` after shutdown;
-/// - every string attribute value (the span's and its events') is cut to
-///   `attribute_value_limit` bytes on a UTF-8 character boundary. The SDK limits how many
-///   attributes a span keeps but not how long they are, and the HTTP instrumentation records
-///   client input (user agent, path, query) as it comes: without this, the queue's memory is
-///   its length times whatever clients send.
+/// The stock pipeline's step in front of the SDK's batch processor: it counts every span
+/// that ends (the SDK's queue losses are then `ended - total`), and cuts string attributes
+/// as our own processor does ([`crate::batch::truncate_attributes`]), so that the two
+/// pipelines compared carry the same spans.
 #[derive(Debug)]
+#[cfg(feature = "bench")]
 struct BeforeQueue<P> {
     inner: P,
     published: Arc<Published>,
     attribute_value_limit: usize,
 }
 
+#[cfg(feature = "bench")]
 impl<P: SpanProcessor> SpanProcessor for BeforeQueue<P> {
     fn on_start(&self, span: &mut Span, cx: &Context) {
         self.inner.on_start(span, cx);
@@ -576,10 +632,7 @@ impl<P: SpanProcessor> SpanProcessor for BeforeQueue<P> {
         if span.span_context.is_sampled() {
             self.published.count_ended();
         }
-        truncate_all(&mut span.attributes, self.attribute_value_limit);
-        for event in &mut span.events.events {
-            truncate_all(&mut event.attributes, self.attribute_value_limit);
-        }
+        crate::batch::truncate_attributes(&mut span, self.attribute_value_limit);
         self.inner.on_end(span);
     }
 
@@ -596,65 +649,9 @@ impl<P: SpanProcessor> SpanProcessor for BeforeQueue<P> {
     }
 }
 
-fn truncate_all(attributes: &mut [KeyValue], limit: usize) {
-    for attribute in attributes {
-        match &mut attribute.value {
-            Value::String(value) => truncate_value(value, limit),
-            Value::Array(Array::String(values)) => {
-                for value in values {
-                    truncate_value(value, limit);
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Replaces `value` by its first `limit` bytes, fewer if `limit` falls inside a character.
-/// Short values are left alone, without a copy.
-fn truncate_value(value: &mut StringValue, limit: usize) {
-    let text = value.as_str();
-    if text.len() <= limit {
-        return;
-    }
-    let mut end = limit;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    *value = StringValue::from(text[..end].to_owned());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_60_kb_attribute_is_cut_to_the_limit_on_a_char_boundary() {
-        // 'é' is two bytes: 255 ASCII bytes then 'é' puts byte 256 inside a character.
-        let long = format!("{}{}", "a".repeat(255), "é".repeat(30_000));
-        assert!(long.len() > 60_000);
-        let mut attributes = vec![
-            KeyValue::new("user_agent.original", long.clone()),
-            KeyValue::new("short", "kept"),
-            KeyValue::new("count", 7_i64),
-            KeyValue::new(
-                "list",
-                Value::Array(Array::String(vec![StringValue::from(long)])),
-            ),
-        ];
-        truncate_all(&mut attributes, 256);
-        assert_eq!(attributes[0].value.as_str(), "a".repeat(255));
-        assert_eq!(attributes[1].value.as_str(), "kept");
-        assert_eq!(attributes[2].value, Value::I64(7));
-        let Value::Array(Array::String(list)) = &attributes[3].value else {
-            panic!("not a string array");
-        };
-        assert_eq!(list[0].as_str(), "a".repeat(255));
-
-        let mut on_boundary = vec![KeyValue::new("k", "é".repeat(200))];
-        truncate_all(&mut on_boundary, 256);
-        assert_eq!(on_boundary[0].value.as_str(), "é".repeat(128));
-    }
 
     #[test]
     fn protocol_comes_from_the_signal_variable_first() {

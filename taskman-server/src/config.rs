@@ -15,7 +15,7 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use breaker_otel::ExporterConfig;
+use breaker_otel::{ExporterConfig, TelemetryPriority};
 use config::{Environment, FileFormat, Source as _, Value, ValueKind};
 use serde::{Deserialize, Deserializer};
 use serde_path_to_error::Segment;
@@ -24,7 +24,7 @@ use telemetry_http::TelemetryHttpConfig;
 use self::declare::{CoreSettings, Visit, Walk, section};
 pub use self::values::LogFormat;
 use self::values::{
-    BindAddress, Bytes, Count, DatabasePath, Format, HumanDuration, Proxies, Url, Workers,
+    BindAddress, Bytes, Count, DatabasePath, Format, HumanDuration, Priority, Proxies, Url, Workers,
 };
 use crate::storage::{PoolOptions, StorageUrl};
 
@@ -53,6 +53,8 @@ pub struct Settings {
     pub storage: StorageSettings,
     /// Log output.
     pub log: LogSettings,
+    /// How telemetry shares the machine with requests.
+    pub telemetry: TelemetrySettings,
 }
 
 impl Walk for Settings {
@@ -82,6 +84,7 @@ impl Walk for Settings {
         );
         self.storage.visit(v);
         self.log.visit(v);
+        self.telemetry.visit(v);
     }
 }
 
@@ -186,6 +189,16 @@ section! {
     pub struct LogSettings {
         /// Log lines on stderr: `"text"` for people, `"json"` (one object per line) for a log collector. The level comes from `RUST_LOG`.
         format: LogFormat as Format = LogFormat::Text,
+    }
+}
+
+section! {
+    /// how telemetry shares the machine with requests
+    #[section = "telemetry"]
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct TelemetrySettings {
+        /// Operating-system priority of the threads that batch, encode and send spans: `"background"` (the lowest there is: under CPU saturation telemetry waits and sheds spans, counted as `queue_full`, instead of slowing requests) or `"normal"` (it competes with requests for the CPU).
+        priority: TelemetryPriority as Priority = TelemetryPriority::Background,
     }
 }
 
@@ -823,7 +836,7 @@ mod tests {
     fn file_errors_name_key_value_and_file() {
         let cases: &[(&str, &str)] = &[
             ("[server]\nbnd = \"x:1\"\n", "unknown key server.bnd (in "),
-            ("[telemetry]\nx = 1\n", "unknown key telemetry (in "),
+            ("[tracing]\nx = 1\n", "unknown key tracing (in "),
             (
                 "[breaker]\nfailure_threshold = 0\n",
                 "breaker.failure_threshold = 0 (in ",

@@ -1,16 +1,14 @@
 //! Log output: `tracing` events to stderr, human-readable or JSON lines, filtered by
 //! `RUST_LOG` (default `info`). Stdout is left to `--print-config`.
 //!
-//! The same subscriber bridges the storage spans to OpenTelemetry (the child span of each
-//! traced request). Each output has its own filter: `RUST_LOG=warn` quiets the log without
-//! losing storage spans, and no other crate's spans (tonic's, hyper's) ever become
-//! OpenTelemetry spans, which would feed the exporter its own traffic.
+//! Nothing here becomes an OpenTelemetry span: the server's spans are made with the
+//! OpenTelemetry API (the HTTP middleware's, and `storage::StorageSpan`), so no other
+//! crate's `tracing` spans (tonic's, hyper's) can ever feed the exporter its own traffic.
 
 use std::io::IsTerminal as _;
 
-use opentelemetry_sdk::trace::Tracer;
 use tracing_subscriber::Layer as _;
-use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::{SubscriberInitExt as _, TryInitError};
 
@@ -30,17 +28,11 @@ pub fn filter(rust_log: Option<&str>) -> Result<EnvFilter, ConfigError> {
         })
 }
 
-/// Where the storage spans are recorded (`storage.rs`'s module path).
-const STORAGE_SPANS: &str = "taskman_server::storage";
-
-/// Installs the global subscriber: the log to stderr filtered by `filter`, and the storage
-/// spans to `tracer`. Fails only if one is already installed.
-pub fn init(format: LogFormat, filter: EnvFilter, tracer: Tracer) -> Result<(), TryInitError> {
-    let spans = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_filter(Targets::new().with_target(STORAGE_SPANS, LevelFilter::INFO));
+/// Installs the global subscriber: the log to stderr filtered by `filter`. Fails only if one
+/// is already installed.
+pub fn init(format: LogFormat, filter: EnvFilter) -> Result<(), TryInitError> {
     let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let registry = tracing_subscriber::registry().with(spans);
+    let registry = tracing_subscriber::registry();
     match format {
         LogFormat::Text => registry
             .with(

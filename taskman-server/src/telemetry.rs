@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use breaker_otel::{PipelineError, TracingPipeline, TracingPipelineBuilder};
-use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use telemetry_http::TelemetryHttp;
 
@@ -41,7 +40,8 @@ impl Telemetry {
         // OTLP exporter reads some variables (gRPC headers) from there by itself anyway.
         let builder = TracingPipeline::builder()
             .default_service_name(SERVICE_NAME)
-            .breaker(settings.breaker);
+            .breaker(settings.breaker)
+            .priority(settings.telemetry.priority);
         let pipeline = with_stock_switch(builder)
             .build()
             .map_err(|err| match err {
@@ -82,12 +82,6 @@ impl Telemetry {
         &self.http
     }
 
-    /// A tracer of the installed provider, for the `tracing` bridge (storage spans).
-    #[must_use]
-    pub fn tracer(&self) -> opentelemetry_sdk::trace::Tracer {
-        self.pipeline.tracer_provider().tracer("taskman-server")
-    }
-
     /// Shuts tracing down quietly after a failed start: the error that stopped the server
     /// is the one line the operator should see.
     pub async fn abandon(self) {
@@ -108,6 +102,7 @@ impl Telemetry {
                     spans_rejected = snapshot.spans.rejected,
                     spans_dropped = snapshot.spans.dropped,
                     spans_failed = snapshot.spans.failed,
+                    spans_queue_full = snapshot.queue.lost,
                     "tracing shut down"
                 );
             }

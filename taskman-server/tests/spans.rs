@@ -15,6 +15,7 @@ use actix_web::http::{Method, StatusCode, header};
 use actix_web::test::{self, TestRequest};
 use breaker_otel::BreakerHandle;
 use opentelemetry::Value;
+use opentelemetry::trace::SpanKind;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use taskman_server::app::{AppState, app};
@@ -34,6 +35,13 @@ impl SpanExporter for Collected {
 impl Collected {
     fn take(&self) -> Vec<SpanData> {
         std::mem::take(&mut *self.0.lock().unwrap())
+    }
+
+    /// The server spans taken, and the storage (client) spans apart.
+    fn take_by_kind(&self) -> (Vec<SpanData>, Vec<SpanData>) {
+        self.take()
+            .into_iter()
+            .partition(|span| span.span_kind == SpanKind::Server)
     }
 }
 
@@ -66,9 +74,19 @@ async fn unknown_methods_stay_out_of_span_names_and_method_attributes() {
 
     let get = test::call_service(&svc, TestRequest::get().uri("/tasks/1").to_request()).await;
     assert_eq!(get.status(), StatusCode::NOT_FOUND);
-    let [span] = &spans.take()[..] else {
-        panic!("one span per request")
+    let (server, storage) = spans.take_by_kind();
+    let [span] = &server[..] else {
+        panic!("one server span per request: {server:?}")
     };
+    // The storage call is the server span's child, in its trace.
+    let [select] = &storage[..] else {
+        panic!("one storage span for the lookup: {storage:?}")
+    };
+    assert_eq!(select.name, "SELECT tasks");
+    assert_eq!(select.span_kind, SpanKind::Client);
+    assert_eq!(select.parent_span_id, span.span_context.span_id());
+    assert_eq!(select.span_context.trace_id(), span.span_context.trace_id());
+    assert_eq!(attribute(select, "db.system.name"), ["sqlite"]);
     assert_eq!(span.name, "GET /tasks/{id}");
     assert_eq!(attribute(span, "http.request.method"), ["GET"]);
     assert!(attribute(span, "http.request.method_original").is_empty());
@@ -87,8 +105,9 @@ async fn unknown_methods_stay_out_of_span_names_and_method_attributes() {
         // The handlers still see the method sent: it is not one the route allows.
         assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED, "{method}");
         assert!(res.headers().contains_key(header::ALLOW), "{method}");
-        let [span] = &spans.take()[..] else {
-            panic!("one span per request")
+        let (server, _) = spans.take_by_kind();
+        let [span] = &server[..] else {
+            panic!("one server span per request: {server:?}")
         };
         assert_eq!(span.name, format!("HTTP {route}"), "{method}");
         assert!(!span.name.contains(method), "{}", span.name);

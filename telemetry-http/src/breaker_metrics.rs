@@ -30,6 +30,21 @@ const LAST_FAILURE_HELP: &str =
 const THROTTLED_UNTIL: &str = "circuit_throttled_until_timestamp_seconds";
 const THROTTLED_UNTIL_HELP: &str = "Until when the backend asked the span exporter to send \
      nothing (RetryInfo or Retry-After), in Unix seconds; 0 when it did not.";
+// The semantic conventions' SDK self-observability metrics for the batch processor
+// (`otel.sdk.processor.span.*`), in Prometheus' translation.
+const PROCESSED: &str = "otel_sdk_processor_span_processed_total";
+const PROCESSED_HELP: &str = "Spans whose processing by the batch span processor has \
+     finished: handed to the exporter (no error_type), or lost because the queue was full \
+     (error_type queue_full).";
+const QUEUE_SIZE: &str = "otel_sdk_processor_span_queue_size";
+const QUEUE_SIZE_HELP: &str = "Spans in the batch span processor's queue.";
+const QUEUE_CAPACITY: &str = "otel_sdk_processor_span_queue_capacity";
+const QUEUE_CAPACITY_HELP: &str = "Spans the batch span processor's queue holds.";
+/// `otel.component.type` and `otel.component.name` of the one processor.
+const COMPONENT: [(&str, &str); 2] = [
+    ("otel_component_name", "batching_span_processor/0"),
+    ("otel_component_type", "batching_span_processor"),
+];
 const TRANSITIONS: &str = "circuit_transitions_total";
 const TRANSITIONS_HELP: &str =
     "Changes of the circuit breaker's state, by state left and state entered.";
@@ -49,7 +64,7 @@ fn gauge_value(state: CircuitState) -> f64 {
 #[derive(Debug)]
 pub(crate) struct BreakerCollector {
     handle: BreakerHandle,
-    descs: [Desc; 7],
+    descs: [Desc; 10],
 }
 
 impl BreakerCollector {
@@ -72,6 +87,21 @@ impl BreakerCollector {
                 desc(EXPORTS_FAILED, EXPORTS_FAILED_HELP, &["cause"])?,
                 desc(LAST_FAILURE, LAST_FAILURE_HELP, &[])?,
                 desc(THROTTLED_UNTIL, THROTTLED_UNTIL_HELP, &[])?,
+                desc(
+                    PROCESSED,
+                    PROCESSED_HELP,
+                    &["error_type", "otel_component_name", "otel_component_type"],
+                )?,
+                desc(
+                    QUEUE_SIZE,
+                    QUEUE_SIZE_HELP,
+                    &["otel_component_name", "otel_component_type"],
+                )?,
+                desc(
+                    QUEUE_CAPACITY,
+                    QUEUE_CAPACITY_HELP,
+                    &["otel_component_name", "otel_component_type"],
+                )?,
             ],
         })
     }
@@ -115,6 +145,18 @@ fn families(snapshot: &BreakerSnapshot) -> Vec<MetricFamily> {
     };
     let last_failure = gauge(unix_seconds(snapshot.last_failure.map(|f| f.at)));
     let throttled_until = gauge(unix_seconds(snapshot.throttled_until));
+    let processed = vec![
+        counter(&COMPONENT, snapshot.spans.total()),
+        counter(
+            &[("error_type", "queue_full"), COMPONENT[0], COMPONENT[1]],
+            snapshot.queue.lost,
+        ),
+    ];
+    let queue_gauge = |value: u64| {
+        let mut metric = gauge(value as f64);
+        metric.set_label(labels(&COMPONENT));
+        vec![metric]
+    };
 
     vec![
         family(
@@ -159,6 +201,19 @@ fn families(snapshot: &BreakerSnapshot) -> Vec<MetricFamily> {
             MetricType::GAUGE,
             vec![throttled_until],
         ),
+        family(PROCESSED, PROCESSED_HELP, MetricType::COUNTER, processed),
+        family(
+            QUEUE_SIZE,
+            QUEUE_SIZE_HELP,
+            MetricType::GAUGE,
+            queue_gauge(snapshot.queue.size),
+        ),
+        family(
+            QUEUE_CAPACITY,
+            QUEUE_CAPACITY_HELP,
+            MetricType::GAUGE,
+            queue_gauge(snapshot.queue.capacity),
+        ),
     ]
 }
 
@@ -179,19 +234,21 @@ fn counter(labels: &[(&str, &str)], count: u64) -> Metric {
     // Exact up to 2^53 spans; Prometheus stores samples as f64 anyway.
     value.set_value(count as f64);
     let mut metric = Metric::default();
-    metric.set_label(
-        labels
-            .iter()
-            .map(|(name, value)| {
-                let mut pair = LabelPair::default();
-                pair.set_name((*name).to_owned());
-                pair.set_value((*value).to_owned());
-                pair
-            })
-            .collect(),
-    );
+    metric.set_label(self::labels(labels));
     metric.set_counter(value);
     metric
+}
+
+fn labels(labels: &[(&str, &str)]) -> Vec<LabelPair> {
+    labels
+        .iter()
+        .map(|(name, value)| {
+            let mut pair = LabelPair::default();
+            pair.set_name((*name).to_owned());
+            pair.set_value((*value).to_owned());
+            pair
+        })
+        .collect()
 }
 
 fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {

@@ -46,6 +46,7 @@ pub(crate) struct TelemetryHealth {
     #[serde(skip_serializing_if = "Option::is_none")]
     throttled_until: Option<String>,
     spans: SpanCounts,
+    queue: Queue,
     /// Failed exports by cause, every cause listed.
     failed_batches: BTreeMap<&'static str, u64>,
     /// Spans of failed exports by cause, every cause listed.
@@ -63,13 +64,22 @@ struct LastFailure {
 #[derive(Debug, Serialize)]
 struct SpanCounts {
     /// Spans that ended in a pipeline built by `breaker-otel` (0 for a bare
-    /// exporter). After a clean shutdown, `ended - exported - dropped - failed`
-    /// spans were lost in the SDK's queue before reaching the exporter.
+    /// exporter). Each is counted in one of the others, or is still in the
+    /// queue (`queue.size`) or in the batch being exported.
     ended: u64,
     exported: u64,
     rejected: u64,
     dropped: u64,
     failed: u64,
+    /// Lost because the batch queue was full when they ended.
+    queue_full: u64,
+}
+
+/// The pipeline's batch queue now.
+#[derive(Debug, Serialize)]
+struct Queue {
+    size: u64,
+    capacity: u64,
 }
 
 /// One entry of the draft's `checks` map.
@@ -241,6 +251,11 @@ impl TelemetryHealth {
                 rejected: spans.rejected,
                 dropped: spans.dropped,
                 failed: spans.failed,
+                queue_full: snapshot.queue.lost,
+            },
+            queue: Queue {
+                size: snapshot.queue.size,
+                capacity: snapshot.queue.capacity,
             },
             failed_batches: by_cause(|c| c.batches),
             failed_spans: by_cause(|c| c.spans),

@@ -10,6 +10,7 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use breaker_otel::TelemetryPriority;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use telemetry_http::TrustedProxy;
@@ -351,6 +352,23 @@ impl<'de> Deserialize<'de> for LogFormat {
             "json" => Ok(Self::Json),
             _ => Err(D::Error::custom("expected \"text\" or \"json\"")),
         }
+    }
+}
+
+/// `"background"` or `"normal"`: the telemetry threads' priority.
+pub(crate) struct Priority;
+
+impl Codec<TelemetryPriority> for Priority {
+    const TYPE: &'static str = "`\"background\"` or `\"normal\"`";
+
+    fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TelemetryPriority, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse()
+            .map_err(|_| D::Error::custom("expected \"background\" or \"normal\""))
+    }
+
+    fn to_toml(value: &TelemetryPriority) -> Option<toml::Value> {
+        Some(value.as_str().into())
     }
 }
 

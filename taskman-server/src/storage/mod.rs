@@ -17,7 +17,7 @@
 //! - an unavailability episode is logged once when it starts and once when it ends
 //!   (`OutageLog`), whichever backend it is;
 //! - every call runs inside a `storage` span that follows OpenTelemetry's database
-//!   conventions (`db_span`).
+//!   conventions (`StorageSpan`).
 
 mod postgres;
 mod sqlite;
@@ -28,7 +28,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant, SystemTime};
 
-use tracing::Span;
+use opentelemetry::KeyValue;
+use opentelemetry::global::{BoxedSpan, BoxedTracer};
+use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _};
 
 pub use self::postgres::{MIGRATION_LOCK, PostgresStore};
 pub use self::sqlite::{APPLICATION_ID, IN_MEMORY, SqliteStore, handle_file_size_signal};
@@ -581,39 +583,83 @@ pub(crate) struct ServerAddress {
     pub(crate) port: u16,
 }
 
-/// A span for one storage call, with the attributes of OpenTelemetry's database semantic
+/// The span of one storage call, with the attributes of OpenTelemetry's database semantic
 /// conventions: `db.system.name`, `db.operation.name`, `db.collection.name` (`tasks`),
-/// `db.query.summary`, and `server.address` / `server.port` for a database over the network.
-/// No SQL text or parameter goes into it: the summary says all a trace needs, and a task's
-/// title is the user's data. (`otel.*` fields are read by `tracing-opentelemetry` and ignored
-/// by plain logs.)
-pub(crate) fn db_span(
-    system: &'static str,
-    operation: Operation,
-    server: Option<&ServerAddress>,
-) -> Span {
-    match server {
-        None => tracing::info_span!(
-            "storage",
-            otel.name = operation.summary(),
-            otel.kind = "client",
-            db.system.name = system,
-            db.collection.name = "tasks",
-            db.operation.name = operation.name(),
-            db.query.summary = operation.summary(),
-        ),
-        Some(server) => tracing::info_span!(
-            "storage",
-            otel.name = operation.summary(),
-            otel.kind = "client",
-            db.system.name = system,
-            db.collection.name = "tasks",
-            db.operation.name = operation.name(),
-            db.query.summary = operation.summary(),
-            server.address = server.address.as_str(),
-            server.port = i64::from(server.port),
-        ),
+/// `db.query.summary`, and `server.address` / `server.port` for a database over the network;
+/// a failed call adds `error.type` (`unavailable` or `internal`) and an error status. No SQL
+/// text or parameter goes into it: the summary says all a trace needs, and a task's title is
+/// the user's data.
+///
+/// Made with the OpenTelemetry API directly, a child of the request's server span (the
+/// current OpenTelemetry context where the call starts), and ended by [`finish`](Self::finish)
+/// or when dropped. A `tracing` span bridged by `tracing-opentelemetry` cost about four
+/// times as much CPU per span (`tests/benches/span_path.rs`, `docs/benchmarks.md`).
+pub(crate) struct StorageSpan(Option<BoxedSpan>);
+
+impl StorageSpan {
+    /// No span: for readiness probes, which are not part of a request.
+    pub(crate) fn none() -> Self {
+        Self(None)
     }
+
+    /// Starts the span of a call of `operation` on `system`.
+    pub(crate) fn start(
+        system: &'static str,
+        operation: Operation,
+        server: Option<&ServerAddress>,
+    ) -> Self {
+        let tracer = tracer();
+        let mut attributes = Vec::with_capacity(6);
+        attributes.extend([
+            KeyValue::new("db.system.name", system),
+            KeyValue::new("db.collection.name", "tasks"),
+            KeyValue::new("db.operation.name", operation.name()),
+            KeyValue::new("db.query.summary", operation.summary()),
+        ]);
+        if let Some(server) = server {
+            attributes.push(KeyValue::new("server.address", server.address.clone()));
+            attributes.push(KeyValue::new("server.port", i64::from(server.port)));
+        }
+        let span = tracer
+            .span_builder(operation.summary())
+            .with_kind(SpanKind::Client)
+            .with_attributes(attributes)
+            .start(&tracer);
+        Self(Some(span))
+    }
+
+    /// Ends the span, marking it failed if `result` is an error.
+    pub(crate) fn finish<T>(self, result: &Result<T, StorageError>) {
+        let Some(mut span) = self.0 else {
+            return;
+        };
+        if let Err(err) = result {
+            let kind = if err.is_unavailable() {
+                "unavailable"
+            } else {
+                "internal"
+            };
+            span.set_attribute(KeyValue::new("error.type", kind));
+            span.set_status(Status::error(kind));
+        }
+        span.end();
+    }
+}
+
+impl fmt::Debug for StorageSpan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("StorageSpan")
+            .field(&self.0.as_ref().map(|span| span.span_context().span_id()))
+            .finish()
+    }
+}
+
+/// The tracer of storage spans: the global provider's, as it is now (without one, as in
+/// tests of the store alone, spans are not recorded). Taken per span, not kept: it costs a
+/// read lock and an allocation, little next to the span itself, and a provider installed
+/// later (as each test of the spans does) is always the one used.
+fn tracer() -> BoxedTracer {
+    opentelemetry::global::tracer("taskman-server")
 }
 
 /// Now, as RFC 3339 UTC with microseconds: fixed width, so text order is time order. Both

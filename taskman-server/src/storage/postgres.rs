@@ -34,11 +34,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, Recycli
 use tokio_postgres::config::Host;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{IsolationLevel, NoTls, Row};
-use tracing::{Instrument as _, Span};
 
 use super::{
     Access, ListQuery, Operation, OutageLog, Page, PoolOptions, PostgresUrl, ServerAddress,
-    StorageError, Unavailable, db_span, timestamp,
+    StorageError, StorageSpan, Unavailable, timestamp,
 };
 use crate::task::{NewTask, Task, TaskChanges, TaskStatus};
 
@@ -291,7 +290,7 @@ impl PostgresStore {
     /// Whether the database answers: a connection from the pool (within
     /// `storage.acquire_timeout`) and `SELECT 1` on it (within `storage.statement_timeout`).
     pub async fn check(&self) -> Result<(), StorageError> {
-        self.run(Span::none(), Access::Probe, async |client| {
+        self.run(StorageSpan::none(), Access::Probe, async |client| {
             client
                 .simple_query("SELECT 1")
                 .await
@@ -308,7 +307,7 @@ impl PostgresStore {
         access: Access,
         f: impl AsyncFnOnce(&mut Object) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        let span = db_span(SYSTEM, operation, Some(&self.shared.server));
+        let span = StorageSpan::start(SYSTEM, operation, Some(&self.shared.server));
         self.run(span, access, f).await
     }
 
@@ -316,7 +315,7 @@ impl PostgresStore {
     /// connection if the call failed because of it, and keeps the outage log.
     async fn run<T>(
         &self,
-        span: Span,
+        span: StorageSpan,
         access: Access,
         f: impl AsyncFnOnce(&mut Object) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
@@ -341,8 +340,8 @@ impl PostgresStore {
                 }
             }
         }
-        .instrument(span)
         .await;
+        span.finish(&result);
         // Any call that succeeds shows the server is back: unlike a full disk, a database
         // server that answers reads also takes writes, so reads end an outage too.
         let access = match access {
@@ -624,7 +623,7 @@ mod tests {
         let store = store(&cluster, options).await;
         let started = Instant::now();
         let slow = store
-            .run(Span::none(), Access::Read, async |client| {
+            .run(StorageSpan::none(), Access::Read, async |client| {
                 client
                     .simple_query("SELECT pg_sleep(60)")
                     .await

@@ -43,10 +43,10 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, 
 use rusqlite::{
     Connection, ErrorCode, OptionalExtension as _, Row, Transaction, TransactionBehavior, params,
 };
-use tracing::Span;
 
 use super::{
-    Access, ListQuery, Operation, OutageLog, Page, StorageError, Unavailable, db_span, timestamp,
+    Access, ListQuery, Operation, OutageLog, Page, StorageError, StorageSpan, Unavailable,
+    timestamp,
 };
 use crate::task::{NewTask, Task, TaskChanges, TaskStatus};
 
@@ -270,7 +270,7 @@ impl SqliteStore {
     /// Stores a new task and returns it with its id and timestamps.
     pub async fn create(&self, task: NewTask) -> Result<Task, StorageError> {
         self.call(
-            db_span(SYSTEM, Operation::Insert, None),
+            StorageSpan::start(SYSTEM, Operation::Insert, None),
             Access::Write,
             move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -297,7 +297,7 @@ impl SqliteStore {
     /// The task with this id, if there is one.
     pub async fn get(&self, id: i64) -> Result<Option<Task>, StorageError> {
         self.call(
-            db_span(SYSTEM, Operation::Select, None),
+            StorageSpan::start(SYSTEM, Operation::Select, None),
             Access::Read,
             move |conn| Ok(select_one(conn, id)?),
         )
@@ -307,7 +307,7 @@ impl SqliteStore {
     /// A page of tasks in id order, and how many match in total.
     pub async fn list(&self, query: ListQuery) -> Result<Page, StorageError> {
         self.call(
-            db_span(SYSTEM, Operation::Select, None),
+            StorageSpan::start(SYSTEM, Operation::Select, None),
             Access::Read,
             move |conn| {
                 // One snapshot for both statements, so `total` agrees with `items`.
@@ -345,7 +345,7 @@ impl SqliteStore {
         changes: TaskChanges,
     ) -> Result<Option<Task>, StorageError> {
         self.call(
-            db_span(SYSTEM, Operation::Update, None),
+            StorageSpan::start(SYSTEM, Operation::Update, None),
             Access::Write,
             move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -378,7 +378,7 @@ impl SqliteStore {
     /// Deletes the task with this id; false if there was none.
     pub async fn delete(&self, id: i64) -> Result<bool, StorageError> {
         self.call(
-            db_span(SYSTEM, Operation::Delete, None),
+            StorageSpan::start(SYSTEM, Operation::Delete, None),
             Access::Write,
             move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -394,7 +394,7 @@ impl SqliteStore {
     /// database still carries our [`APPLICATION_ID`]. Cheap (a `stat` and a header read);
     /// for readiness probes. It cannot see a full disk, which only a write reveals.
     pub async fn check(&self) -> Result<(), StorageError> {
-        self.call(Span::none(), Access::Probe, |conn| {
+        self.call(StorageSpan::none(), Access::Probe, |conn| {
             let id: i32 = conn.pragma_query_value(None, "application_id", |row| row.get(0))?;
             if id == APPLICATION_ID {
                 Ok(())
@@ -407,16 +407,15 @@ impl SqliteStore {
         .await
     }
 
-    /// Runs `f` with the connection on the blocking pool, inside `span`, once the file is
-    /// known to be still ours.
-    async fn call<T, F>(&self, span: Span, access: Access, f: F) -> Result<T, StorageError>
+    /// Runs `f` with the connection on the blocking pool, once the file is known to be still
+    /// ours, and ends `span` with its result.
+    async fn call<T, F>(&self, span: StorageSpan, access: Access, f: F) -> Result<T, StorageError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StorageError> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            let _entered = span.enter();
+        let result = tokio::task::spawn_blocking(move || {
             // A panic while locked cannot leave the connection half-written: an open
             // transaction rolls back when dropped. So a poisoned lock is safe to reuse.
             let mut inner = inner.lock().unwrap_or_else(PoisonError::into_inner);
@@ -435,7 +434,11 @@ impl SqliteStore {
             inner.outage.record(access, &result);
             result
         })
-        .await?
+        .await
+        .map_err(StorageError::from)
+        .and_then(|result| result);
+        span.finish(&result);
+        result
     }
 }
 

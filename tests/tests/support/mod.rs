@@ -562,6 +562,8 @@ pub(crate) struct FinalCounts {
     pub(crate) dropped: u64,
     /// Sent, but the export failed.
     pub(crate) failed: u64,
+    /// Lost because the batch queue was full when they ended.
+    pub(crate) queue_full: u64,
 }
 
 impl FinalCounts {
@@ -584,6 +586,7 @@ impl FinalCounts {
             rejected: field("spans_rejected")?,
             dropped: field("spans_dropped")?,
             failed: field("spans_failed")?,
+            queue_full: field("spans_queue_full")?,
         })
     }
 }
