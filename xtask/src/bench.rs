@@ -26,6 +26,9 @@ use crate::process;
 /// Where the report goes.
 const REPORT: &str = "docs/benchmarks.md";
 
+/// Spans per batch in `span_path`'s `encode` and `send` groups.
+const SPAN_PATH_BATCH: f64 = 512.0;
+
 /// The goal for one closed-path decision on one thread, in nanoseconds.
 const DECISION_GOAL_NS: f64 = 10.0;
 
@@ -102,6 +105,8 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
             "tests",
             "--bin",
             "outage-bench",
+            "--bin",
+            "pipeline-bench",
         ]),
         &mut commands,
     )?;
@@ -126,6 +131,36 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     run_logged(&mut command, &mut commands)?;
     let fragment = std::fs::read_to_string(&fragment_path)
         .with_context(|| format!("reading {}", fragment_path.display()))?;
+    println!("==> bench 7: the pipeline's cost per span, server pinned to one CPU");
+    let pipeline_path = out_dir.join("pipeline-bench.md");
+    let mut command = Command::new(target.join("release").join("pipeline-bench"));
+    command
+        .current_dir(root)
+        .arg("--server")
+        .arg(target.join("release").join("taskman-server"))
+        .arg("--stock-server")
+        .arg(stock_target.join("release").join("taskman-server"))
+        // The setting under test: telemetry at normal priority, against the default.
+        .args(["--variant", "normal:TASKMAN__TELEMETRY__PRIORITY=normal"])
+        .arg("--markdown")
+        .arg(&pipeline_path)
+        .arg("--json")
+        .arg(out_dir.join("pipeline-bench.json"));
+    if options.quick {
+        command.arg("--quick");
+    }
+    run_logged(&mut command, &mut commands)?;
+    let pipeline = std::fs::read_to_string(&pipeline_path)
+        .with_context(|| format!("reading {}", pipeline_path.display()))?;
+
+    println!("==> bench 8: the span path stage by stage (criterion)");
+    let since = SystemTime::now();
+    let mut command = process::cargo(root);
+    command.args(["bench", "--package", "tests", "--bench", "span_path"]);
+    criterion_args(&mut command, options);
+    run_logged(&mut command, &mut commands)?;
+    let stages = criterion_results(&criterion_dir, since)?;
+
     let outage_json: Value = serde_json::from_str(
         &std::fs::read_to_string(&json_path)
             .with_context(|| format!("reading {}", json_path.display()))?,
@@ -138,6 +173,8 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
         decision,
         handlers,
         fragment,
+        pipeline,
+        stages,
         outage_json,
         commands: commands.shown,
         took_minutes: started.elapsed().as_secs_f64() / 60.0,
@@ -417,6 +454,10 @@ struct Report {
     handlers: Vec<Estimate>,
     /// Sections 2 to 5, written by `outage-bench`.
     fragment: String,
+    /// The pinned healthy-day section, written by `pipeline-bench`.
+    pipeline: String,
+    /// `tests/benches/span_path.rs`: one span's cost per stage.
+    stages: Vec<Estimate>,
     /// `outage-bench`'s raw results, for the summary of goals.
     outage_json: Value,
     commands: Vec<String>,
@@ -439,6 +480,8 @@ impl Report {
         self.goals_table(&mut out);
         self.decision_section(&mut out);
         out.push_str(&self.fragment);
+        out.push_str(&self.pipeline);
+        self.stages_section(&mut out);
         self.handlers_section(&mut out);
         self.reproduce(&mut out);
         out
@@ -590,6 +633,28 @@ impl Report {
             );
         }
         let _ = writeln!(out);
+    }
+
+    fn stages_section(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "## One span, stage by stage\n\n\
+             From `tests/benches/span_path.rs` (criterion, medians per span; module docs say \
+             what each row does). `record/*` is the request thread's cost of making a span; \
+             `handoff/*` adds ending it into a real batch processor; `encode/*` and `send/*` \
+             run on the telemetry threads, per span of a 512-span batch.\n\n\
+             | stage | per span |\n|---|---:|"
+        );
+        for e in &self.stages {
+            // Criterion times one iteration: a span, or a whole batch for these groups.
+            let spans = if e.group == "encode" || e.group == "send" {
+                SPAN_PATH_BATCH
+            } else {
+                1.0
+            };
+            let _ = writeln!(out, "| `{}` | {} |", e.id, time(e.median_ns / spans));
+        }
+        out.push('\n');
     }
 
     fn handlers_section(&self, out: &mut String) {
@@ -780,6 +845,8 @@ mod tests {
             ],
             handlers: vec![estimate("routes/baseline/x", 600.0)],
             fragment: "## 2. Outage impact\n".to_owned(),
+            pipeline: String::new(),
+            stages: Vec::new(),
             outage_json: json!({"goals": [
                 {"goal": "throughput ratio, refused", "result": "0.99", "met": true}
             ]}),

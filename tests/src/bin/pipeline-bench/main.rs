@@ -1,0 +1,475 @@
+//! `pipeline-bench`: what tracing costs the server on a healthy day, the measurement behind
+//! the "CPU per exported span" and "tracing on against off" goals of `docs/benchmarks.md`.
+//!
+//! The release server runs pinned to CPU 0 (`taskset`); this process, which is the load
+//! generator ([`tests::load`]) and the OTLP/gRPC receiver ([`tests::receiver`]), runs pinned
+//! to CPU 1, so that the server's CPU time is the server's own cost and nothing else
+//! competes with it. Each round starts every variant afresh, in turn, so that the
+//! machine's drift hits them alike:
+//!
+//! - **tracing off** (`OTEL_SDK_DISABLED=true`): the baseline;
+//! - **ours**: the shipped pipeline (our OTLP exporter behind the breaker);
+//! - **stock**: `opentelemetry-otlp`'s exporter straight into the SDK's batch processor
+//!   (the `bench` build with `TASKMAN_BENCH_STOCK_PIPELINE=true`);
+//! - any further variant given with `--variant NAME:KEY=VALUE,...` (the shipped binary
+//!   with extra environment), e.g. a setting under test.
+//!
+//! Each variant sees three loads of `GET /tasks/{id}` (two spans a request: the server
+//! span and the storage span):
+//!
+//! 1. **paced** at `--paced-rate` (2000/s): the server's CPU time per request; tracing on
+//!    minus tracing off, divided by the spans the receiver got per request, is the CPU
+//!    per exported span;
+//! 2. **saturation**: a closed loop of `--connections` (16): throughput and p99;
+//! 3. **low rate** at 1000/s: p99.
+//!
+//! After each load the bench waits for the pipeline to flush and counts what reached the
+//! receiver against the spans that ended. Nothing is asserted: numbers are reported.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "progress on the console is what the person running a benchmark watches"
+)]
+
+mod report;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ::tests::load::{self, GetClient, LoadSpec};
+use ::tests::process_stats;
+use ::tests::receiver::Receiver;
+use ::tests::server::TaskmanServer;
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Parser)]
+#[command(name = "pipeline-bench")]
+struct Cli {
+    /// The shipped release server.
+    #[arg(long, value_name = "PATH")]
+    server: PathBuf,
+    /// The release server built with the `bench` feature (the stock pipeline).
+    #[arg(long, value_name = "PATH")]
+    stock_server: PathBuf,
+    /// Where the Markdown section goes.
+    #[arg(long, value_name = "PATH")]
+    markdown: PathBuf,
+    /// Where every measurement goes, as JSON.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Short phases and one round, to try the bench out.
+    #[arg(long)]
+    quick: bool,
+    #[arg(long)]
+    rounds: Option<usize>,
+    #[arg(long, value_name = "SECONDS")]
+    phase_secs: Option<u64>,
+    /// An extra variant: `NAME:KEY=VALUE,KEY=VALUE` on the shipped server.
+    #[arg(long, value_name = "NAME:ENV")]
+    variant: Vec<String>,
+    /// Leave out the stock pipeline.
+    #[arg(long)]
+    no_stock: bool,
+    /// Only these variants (by name), in this order; tracing off is always kept.
+    #[arg(long, value_name = "NAME")]
+    only: Vec<String>,
+}
+
+/// How long each part of a round takes, and at what rates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Plan {
+    pub(crate) rounds: usize,
+    pub(crate) warmup: Duration,
+    pub(crate) phase: Duration,
+    pub(crate) connections: usize,
+    pub(crate) paced_rate: f64,
+    pub(crate) low_rate: f64,
+    /// The server CPU and the load's CPU.
+    pub(crate) server_cpu: usize,
+    pub(crate) load_cpu: usize,
+}
+
+impl Plan {
+    fn full() -> Self {
+        Self {
+            rounds: 3,
+            warmup: Duration::from_secs(2),
+            phase: Duration::from_secs(10),
+            connections: 16,
+            paced_rate: 2000.0,
+            low_rate: 1000.0,
+            server_cpu: 0,
+            load_cpu: 1,
+        }
+    }
+
+    fn quick() -> Self {
+        Self {
+            rounds: 1,
+            warmup: Duration::from_secs(1),
+            phase: Duration::from_secs(3),
+            ..Self::full()
+        }
+    }
+}
+
+/// One server configuration under test.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Variant {
+    pub(crate) name: String,
+    /// Which binary: the stock build or the shipped one.
+    pub(crate) stock: bool,
+    pub(crate) env: Vec<(String, String)>,
+}
+
+/// The name of the baseline variant.
+pub(crate) const OFF: &str = "tracing off";
+/// The name of the shipped pipeline.
+pub(crate) const OURS: &str = "ours";
+/// The name of the stock pipeline.
+pub(crate) const STOCK: &str = "stock";
+
+impl Variant {
+    fn new(name: &str, stock: bool, env: &[(&str, &str)]) -> Self {
+        Self {
+            name: name.to_owned(),
+            stock,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    /// `NAME:KEY=VALUE,KEY=VALUE`.
+    fn parse(text: &str) -> anyhow::Result<Self> {
+        let (name, env) = text
+            .split_once(':')
+            .with_context(|| format!("--variant {text}: expected NAME:KEY=VALUE,..."))?;
+        let env = env
+            .split(',')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                pair.split_once('=')
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .with_context(|| format!("--variant {text}: `{pair}` is not KEY=VALUE"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self {
+            name: name.to_owned(),
+            stock: false,
+            env,
+        })
+    }
+}
+
+/// Which load.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) enum Load {
+    Paced,
+    Saturation,
+    LowRate,
+}
+
+impl Load {
+    pub(crate) const ALL: [Self; 3] = [Self::Paced, Self::Saturation, Self::LowRate];
+}
+
+/// One variant under one load in one round.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Sample {
+    pub(crate) round: usize,
+    pub(crate) variant: String,
+    pub(crate) load: Load,
+    pub(crate) requests: u64,
+    pub(crate) errors: u64,
+    pub(crate) throughput: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+    /// The server's CPU time during the load, in microseconds.
+    pub(crate) server_cpu_us: f64,
+    /// The load's length, in microseconds (to tell how busy the server's CPU was).
+    pub(crate) wall_us: f64,
+    /// Spans that ended in the server during the load and its flush.
+    pub(crate) ended: u64,
+    /// Spans the receiver accepted during the load and its flush.
+    pub(crate) delivered: u64,
+    /// The pipeline's own counts over the same time (absent with tracing off).
+    pub(crate) counts: Option<Counts>,
+}
+
+/// What `/health/telemetry` counted.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub(crate) ended: u64,
+    pub(crate) exported: u64,
+    pub(crate) dropped: u64,
+    pub(crate) failed: u64,
+    pub(crate) rejected: u64,
+    /// Lost in the batch queue, as the pipeline reports it (absent: 0).
+    pub(crate) queue_full: u64,
+}
+
+impl Counts {
+    fn read(client: &mut GetClient) -> Self {
+        let json = client
+            .get("/health/telemetry")
+            .ok()
+            .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
+            .unwrap_or(Value::Null);
+        let spans = &json["spans"];
+        let count = |key: &str| spans[key].as_u64().unwrap_or(0);
+        Self {
+            ended: count("ended"),
+            exported: count("exported"),
+            dropped: count("dropped"),
+            failed: count("failed"),
+            rejected: count("rejected"),
+            queue_full: count("queue_full"),
+        }
+    }
+
+    fn since(self, earlier: Self) -> Self {
+        Self {
+            ended: self.ended - earlier.ended.min(self.ended),
+            exported: self.exported - earlier.exported.min(self.exported),
+            dropped: self.dropped - earlier.dropped.min(self.dropped),
+            failed: self.failed - earlier.failed.min(self.failed),
+            rejected: self.rejected - earlier.rejected.min(self.rejected),
+            queue_full: self.queue_full - earlier.queue_full.min(self.queue_full),
+        }
+    }
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Results {
+    pub(crate) plan: Plan,
+    pub(crate) variants: Vec<Variant>,
+    pub(crate) samples: Vec<Sample>,
+    pub(crate) load_average_before: String,
+    pub(crate) load_average_after: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut plan = if cli.quick {
+        Plan::quick()
+    } else {
+        Plan::full()
+    };
+    if let Some(rounds) = cli.rounds {
+        plan.rounds = rounds.max(1);
+    }
+    if let Some(secs) = cli.phase_secs {
+        plan.phase = Duration::from_secs(secs.max(1));
+    }
+    for binary in [&cli.server, &cli.stock_server] {
+        if !binary.is_file() {
+            bail!("no server binary at {}", binary.display());
+        }
+    }
+    let mut variants = vec![
+        Variant::new(OFF, false, &[("OTEL_SDK_DISABLED", "true")]),
+        Variant::new(OURS, false, &[]),
+    ];
+    if !cli.no_stock {
+        variants.push(Variant::new(
+            STOCK,
+            true,
+            &[("TASKMAN_BENCH_STOCK_PIPELINE", "true")],
+        ));
+    }
+    for text in &cli.variant {
+        variants.push(Variant::parse(text)?);
+    }
+    if !cli.only.is_empty() {
+        variants.retain(|v| v.name == OFF || cli.only.contains(&v.name));
+    }
+
+    // This process first, so that the receiver's and the load's threads inherit the CPU.
+    pin(std::process::id(), plan.load_cpu)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("otlp-receiver")
+        .enable_all()
+        .build()
+        .context("a Tokio runtime for the receiver")?;
+    let receiver = runtime
+        .block_on(Receiver::start())
+        .context("starting the OTLP receiver")?;
+    receiver.forget_spans();
+
+    let started = Instant::now();
+    let load_average_before = load_average();
+    let mut samples = Vec::new();
+    for round in 1..=plan.rounds {
+        for variant in &variants {
+            println!("==> round {round}/{}: {}", plan.rounds, variant.name);
+            samples.extend(run_variant(&cli, &plan, &receiver, variant, round)?);
+        }
+    }
+    let results = Results {
+        plan,
+        variants,
+        samples,
+        load_average_before,
+        load_average_after: load_average(),
+    };
+    std::fs::write(&cli.markdown, report::markdown(&results))
+        .with_context(|| format!("writing {}", cli.markdown.display()))?;
+    if let Some(path) = &cli.json {
+        std::fs::write(path, serde_json::to_string_pretty(&results)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!(
+        "pipeline-bench: done in {:.0?}; wrote {}",
+        started.elapsed(),
+        cli.markdown.display()
+    );
+    drop(receiver);
+    Ok(())
+}
+
+/// Starts `variant` pinned to the server CPU and runs the three loads against it.
+fn run_variant(
+    cli: &Cli,
+    plan: &Plan,
+    receiver: &Receiver,
+    variant: &Variant,
+    round: usize,
+) -> anyhow::Result<Vec<Sample>> {
+    let endpoint = receiver.endpoint();
+    let mut env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        // The disk's fsync would dominate and add noise; the comparison is about telemetry.
+        ("TASKMAN__STORAGE__PATH", ":memory:"),
+        ("RUST_LOG", "warn"),
+    ];
+    env.extend(variant.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let binary = if variant.stock {
+        &cli.stock_server
+    } else {
+        &cli.server
+    };
+    let mut server = TaskmanServer::start_binary(binary, &env, &[])
+        .with_context(|| format!("starting the server ({})", variant.name))?;
+    pin(server.pid(), plan.server_cpu)?;
+    let mut health = GetClient::new(server.addr(), Duration::from_secs(5));
+    let traced = variant.env.iter().all(|(k, _)| k != "OTEL_SDK_DISABLED");
+
+    // Warm up: connections, the task table, the exporter's channel.
+    let _ = load::run(&spec(plan, &server, Some(plan.paced_rate), plan.warmup));
+    settle(receiver, &mut health, traced);
+
+    let mut samples = Vec::new();
+    for kind in Load::ALL {
+        let rate = match kind {
+            Load::Paced => Some(plan.paced_rate),
+            Load::Saturation => None,
+            Load::LowRate => Some(plan.low_rate),
+        };
+        let counts_before = traced.then(|| Counts::read(&mut health));
+        let delivered_before = receiver.totals().spans;
+        let cpu_before = process_stats::cpu_times(server.pid()).unwrap_or_default();
+        let report = load::run(&spec(plan, &server, rate, plan.phase));
+        let cpu = process_stats::cpu_times(server.pid())
+            .unwrap_or_default()
+            .since(&cpu_before);
+        settle(receiver, &mut health, traced);
+        let counts = counts_before.map(|before| Counts::read(&mut health).since(before));
+        let delivered = receiver.totals().spans - delivered_before;
+        if !report.first_errors.is_empty() {
+            println!(
+                "  {} errors, first: {:?}",
+                report.errors, report.first_errors
+            );
+        }
+        let sample = Sample {
+            round,
+            variant: variant.name.clone(),
+            load: kind,
+            requests: report.requests(),
+            errors: report.errors,
+            throughput: report.throughput(),
+            p50_us: micros(report.percentile(0.50)),
+            p99_us: micros(report.percentile(0.99)),
+            server_cpu_us: micros(cpu.total),
+            wall_us: micros(report.elapsed),
+            ended: counts.map_or(0, |c| c.ended),
+            delivered,
+            counts,
+        };
+        println!("  {}", report::one_line(&sample));
+        samples.push(sample);
+    }
+    server.sigterm().context("stopping the server")?;
+    let _ = server.wait_exit(Duration::from_secs(10));
+    Ok(samples)
+}
+
+fn spec(plan: &Plan, server: &TaskmanServer, rate: Option<f64>, duration: Duration) -> LoadSpec {
+    LoadSpec {
+        // One task per connection, then reads only: `GET /tasks/{id}`.
+        post_every: u32::MAX,
+        rate,
+        ..LoadSpec::closed_loop(server.addr(), plan.connections, duration)
+    }
+}
+
+/// Waits until the pipeline has handed over everything that ended (the batch
+/// processor's schedule delay is 5 s by default): the receiver's count has stopped
+/// moving and the server accounts for every ended span, or 12 s have passed.
+fn settle(receiver: &Receiver, health: &mut GetClient, traced: bool) {
+    let deadline = Instant::now() + Duration::from_secs(12);
+    let mut last = receiver.totals().spans;
+    let mut still_since = Instant::now();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = receiver.totals().spans;
+        if now != last {
+            last = now;
+            still_since = Instant::now();
+            continue;
+        }
+        let accounted = !traced || {
+            let c = Counts::read(health);
+            c.exported + c.dropped + c.failed + c.rejected + c.queue_full >= c.ended
+        };
+        if accounted && still_since.elapsed() >= Duration::from_millis(750) {
+            return;
+        }
+    }
+}
+
+/// Pins every thread of `pid` to `cpu` (`taskset -a -p -c`).
+fn pin(pid: u32, cpu: usize) -> anyhow::Result<()> {
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running taskset (util-linux)")?;
+    if !status.success() {
+        bail!("taskset could not pin process {pid} to CPU {cpu}: {status}");
+    }
+    Ok(())
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
+fn micros(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e6
+}
