@@ -14,6 +14,7 @@
 
 mod exporter;
 mod handle;
+mod instance_id;
 mod otel_env;
 mod otlp;
 mod pipeline;
