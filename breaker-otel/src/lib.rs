@@ -15,6 +15,7 @@
 mod batch;
 mod exporter;
 mod handle;
+mod instance_id;
 mod otel_env;
 mod otlp;
 mod pipeline;

@@ -30,6 +30,7 @@ use opentelemetry_sdk::trace::{
     OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT, OTEL_BSP_SCHEDULE_DELAY, OTEL_BSP_SCHEDULE_DELAY_DEFAULT,
 };
 
+use crate::instance_id::SERVICE_INSTANCE_ID;
 use crate::pipeline::Protocol;
 
 // Names the SDK and exporter crates use but do not export.
@@ -341,7 +342,7 @@ impl OtlpEnv {
             OTEL_RESOURCE_ATTRIBUTES,
             Kind::Text,
             "none",
-            "Resource attributes, `key=value,...` (read by the SDK from the process environment).",
+            "Resource attributes, `key=value,...` (read by the SDK from the process environment); a `service.instance.id` here replaces the random one each process gets.",
         ),
         var(
             OTEL_BSP_SCHEDULE_DELAY,
@@ -432,6 +433,13 @@ impl OtlpEnv {
             Source::Map(vars) => vars.get(name).cloned(),
         }
         .filter(|v| !v.trim().is_empty())
+    }
+
+    /// `service.instance.id` in `OTEL_RESOURCE_ATTRIBUTES` (percent-decoded), `None` when
+    /// it is not there or empty.
+    pub(crate) fn service_instance_id(&self) -> Option<String> {
+        let raw = self.get(OTEL_RESOURCE_ATTRIBUTES)?;
+        resource_attribute(&raw, SERVICE_INSTANCE_ID)
     }
 
     /// Checks every variable that is set, shadowed or not: a typo in a variable that does
@@ -789,9 +797,14 @@ fn percent_decode(value: &str) -> Option<String> {
 
 /// `service.name` from `OTEL_RESOURCE_ATTRIBUTES`, if it has one.
 fn service_name_attribute(raw: &str) -> Option<String> {
+    resource_attribute(raw, "service.name")
+}
+
+/// The non-empty value of `wanted` in `OTEL_RESOURCE_ATTRIBUTES` (`key=value,...`).
+fn resource_attribute(raw: &str, wanted: &str) -> Option<String> {
     raw.split(',').find_map(|entry| {
         let (key, value) = entry.split_once('=')?;
-        (key.trim() == "service.name" && !value.trim().is_empty()).then(|| {
+        (key.trim() == wanted && !value.trim().is_empty()).then(|| {
             let value = value.trim();
             percent_decode(value).unwrap_or_else(|| value.to_owned())
         })
@@ -1244,6 +1257,30 @@ mod tests {
             ]),
             Some("b".into())
         );
+    }
+
+    #[test]
+    fn the_instance_id_comes_from_the_attributes_decoded_and_never_empty() {
+        let id = |pairs: &[(&str, &str)]| env(pairs).service_instance_id();
+        assert_eq!(id(&[]), None);
+        assert_eq!(
+            id(&[(
+                OTEL_RESOURCE_ATTRIBUTES,
+                "service.name=tasks, service.instance.id = pod-7 "
+            )]),
+            Some("pod-7".into())
+        );
+        assert_eq!(
+            id(&[(OTEL_RESOURCE_ATTRIBUTES, "service.instance.id=a%2Cb")]),
+            Some("a,b".into())
+        );
+        for unset in [
+            "service.instance.id=",
+            "service.instance.id= ",
+            "x.service.instance.id=a",
+        ] {
+            assert_eq!(id(&[(OTEL_RESOURCE_ATTRIBUTES, unset)]), None, "{unset}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
 #[cfg(feature = "bench")]
 use opentelemetry::Context;
 use opentelemetry_sdk::Resource;
@@ -25,6 +26,7 @@ use crate::exporter::{
 use crate::handle::BreakerHandle;
 #[cfg(feature = "bench")]
 use crate::handle::Published;
+use crate::instance_id;
 use crate::otel_env::{Endpoint, OtlpEnv, OtlpEnvError, Resolved, mask_endpoint};
 use crate::otlp::{OtlpExporterConfig, OtlpExporterError, OtlpSpanExporter};
 
@@ -87,7 +89,9 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// (protocol, endpoint, headers, timeout, compression), `OTEL_BSP_*`, and
 /// `OTEL_SERVICE_NAME` or `service.name` in `OTEL_RESOURCE_ATTRIBUTES`. The SDK reads
 /// the rest itself from the process environment (`OTEL_RESOURCE_ATTRIBUTES`,
-/// `OTEL_TRACES_SAMPLER(_ARG)`). The whole list is [`OtlpEnv::VARIABLES`].
+/// `OTEL_TRACES_SAMPLER(_ARG)`). The whole list is [`OtlpEnv::VARIABLES`]. The resource
+/// always has a `service.instance.id`: a random one unless set
+/// ([`resolved_service_instance_id`](Self::resolved_service_instance_id)).
 ///
 /// The exporter in the breaker's pipeline is ours ([`OtlpSpanExporter`]), which never
 /// retries: the breaker is the resilience mechanism, and retrying inside one export would
@@ -116,6 +120,8 @@ pub struct TracingPipelineBuilder {
     #[cfg(feature = "bench")]
     breaker_enabled: bool,
     default_service_name: String,
+    /// `service.instance.id` set in code.
+    service_instance_id: Option<String>,
     protocol: Option<Protocol>,
     endpoint: Option<String>,
     /// `None`: the default for the pipeline's shape (off with the breaker, on without).
@@ -131,6 +137,7 @@ impl TracingPipelineBuilder {
             #[cfg(feature = "bench")]
             breaker_enabled: true,
             default_service_name: "unknown_service".to_owned(),
+            service_instance_id: None,
             protocol: None,
             endpoint: None,
             otlp_retries: None,
@@ -174,6 +181,29 @@ impl TracingPipelineBuilder {
     pub fn default_service_name(mut self, name: impl Into<String>) -> Self {
         self.default_service_name = name.into();
         self
+    }
+
+    /// The `service.instance.id` resource attribute, overriding the one in
+    /// `OTEL_RESOURCE_ATTRIBUTES` (see
+    /// [`resolved_service_instance_id`](Self::resolved_service_instance_id)).
+    pub fn service_instance_id(mut self, id: impl Into<String>) -> Self {
+        self.service_instance_id = Some(id.into());
+        self
+    }
+
+    /// The `service.instance.id` the pipeline's resource carries, so that a service can show
+    /// it (in its start-up log and health answer) and an operator can find its spans: the one
+    /// set in code ([`service_instance_id`](Self::service_instance_id)), else
+    /// `service.instance.id` in `OTEL_RESOURCE_ATTRIBUTES`, else a random UUID (v4) made once
+    /// per process, as the semantic conventions recommend when nothing better names the
+    /// instance. An explicit value always wins; an empty one counts as none.
+    #[must_use]
+    pub fn resolved_service_instance_id(&self) -> String {
+        self.service_instance_id
+            .clone()
+            .filter(|id| !id.trim().is_empty())
+            .or_else(|| self.env.service_instance_id())
+            .unwrap_or_else(|| instance_id::of_this_process().to_owned())
     }
 
     /// The transport, overriding `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`.
@@ -487,13 +517,20 @@ impl TracingPipelineBuilder {
     }
 
     /// The SDK's resource from the process environment, named from the checked variables
-    /// (so that a map given with [`env`](Self::env) names the service too).
+    /// (so that a map given with [`env`](Self::env) names the service too), and always with a
+    /// `service.instance.id`: several replicas of one service must be told apart.
     fn resource(&self, env: &Resolved) -> Resource {
         let name = env
             .service_name
             .clone()
             .unwrap_or_else(|| self.default_service_name.clone());
-        Resource::builder().with_service_name(name).build()
+        Resource::builder()
+            .with_service_name(name)
+            .with_attribute(KeyValue::new(
+                instance_id::SERVICE_INSTANCE_ID,
+                self.resolved_service_instance_id(),
+            ))
+            .build()
     }
 }
 
@@ -686,6 +723,40 @@ mod tests {
             .with_vars([("OTEL_EXPORTER_OTLP_PROTOCOL", "nonsense")])
             .protocol(Protocol::Grpc);
         assert_eq!(builder.resolved_protocol().unwrap(), Protocol::Grpc);
+    }
+
+    #[test]
+    fn every_resource_has_an_instance_id_and_an_explicit_one_wins() {
+        let instance = |builder: TracingPipelineBuilder| {
+            let env = builder.env.resolve().unwrap();
+            let from_resource = builder
+                .resource(&env)
+                .get(&opentelemetry::Key::from_static_str("service.instance.id"))
+                .map(|value| value.to_string());
+            let resolved = builder.resolved_service_instance_id();
+            assert_eq!(from_resource.as_deref(), Some(resolved.as_str()));
+            resolved
+        };
+        let generated = instance(TracingPipeline::builder().with_vars([("X", "y")]));
+        assert_eq!(generated, instance_id::of_this_process());
+        let attributes = [("OTEL_RESOURCE_ATTRIBUTES", "service.instance.id=pod-1")];
+        assert_eq!(
+            instance(TracingPipeline::builder().with_vars(attributes)),
+            "pod-1"
+        );
+        assert_eq!(
+            instance(
+                TracingPipeline::builder()
+                    .with_vars(attributes)
+                    .service_instance_id("in-code")
+            ),
+            "in-code"
+        );
+        let empty = [("OTEL_RESOURCE_ATTRIBUTES", "service.instance.id=")];
+        assert_eq!(
+            instance(TracingPipeline::builder().with_vars(empty)),
+            generated
+        );
     }
 
     #[test]

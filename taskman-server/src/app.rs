@@ -170,6 +170,7 @@ pub async fn serve(
     stop_requested: Arc<OnceLock<Instant>>,
 ) -> anyhow::Result<()> {
     let server = &settings.server;
+    let instance = state.telemetry.service_instance_id().map(str::to_owned);
     let body_timeout = tasks::BodyTimeout(server.request_body_timeout);
     let mut http = HttpServer::new(move || app(state.clone()).app_data(body_timeout))
         .disable_signals()
@@ -192,6 +193,7 @@ pub async fn serve(
     let running = http.run();
     tracing::info!(
         storage.url = %settings.storage.choice().url,
+        service.instance.id = instance.as_deref(),
         open_file_limit,
         "listening on {}",
         urls.join(", ")

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use breaker_otel::{PipelineError, TracingPipeline, TracingPipelineBuilder};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use telemetry_http::TelemetryHttp;
+use telemetry_http::{TelemetryHttp, TelemetryHttpConfig};
 
 use crate::api::tasks;
 #[cfg(test)]
@@ -42,6 +42,8 @@ impl Telemetry {
             .default_service_name(SERVICE_NAME)
             .breaker(settings.breaker)
             .priority(settings.telemetry.priority);
+        // What the spans' resource carries, for `/health/telemetry` and the listening line.
+        let service_instance_id = builder.resolved_service_instance_id();
         let pipeline = with_stock_switch(builder)
             .build()
             .map_err(|err| match err {
@@ -66,8 +68,12 @@ impl Telemetry {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         opentelemetry::global::set_tracer_provider(pipeline.tracer_provider().clone());
 
-        let http = TelemetryHttp::new(pipeline.handle(), settings.metrics.clone())
-            .context("metrics settings")?;
+        let http_config = TelemetryHttpConfig {
+            service_instance_id: Some(service_instance_id),
+            ..settings.metrics.clone()
+        };
+        let http =
+            TelemetryHttp::new(pipeline.handle(), http_config).context("metrics settings")?;
         let http_metrics = http.http_metrics();
         for (method, route) in tasks::ROUTES {
             http_metrics.register_route(method, route);

@@ -63,6 +63,8 @@ fn handlers(c: &mut Criterion) {
             requests_per_minute: NonZeroU32::MAX,
             burst: NonZeroU32::MAX,
             trusted_proxies: Vec::new(),
+            // As the server has it: the health answer names the process.
+            service_instance_id: Some("0b6a7c1e-4f7d-4e55-9a3b-2f1c8d9e0a47".to_owned()),
         },
     )
     .expect("a valid configuration");

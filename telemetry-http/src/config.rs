@@ -23,6 +23,11 @@ pub struct TelemetryHttpConfig {
     /// Proxies whose `X-Forwarded-For` header is believed. Requests from any
     /// other peer are keyed by the peer address.
     pub trusted_proxies: Vec<TrustedProxy>,
+    /// The `service.instance.id` of the process's spans (for instance
+    /// `TracingPipelineBuilder::resolved_service_instance_id`), shown as
+    /// `service_instance_id` in `/health/telemetry` so that an operator can find a
+    /// replica's spans; `None` leaves the field out. Not a setting: the host knows it.
+    pub service_instance_id: Option<String>,
 }
 
 /// Zero fails the build: these are evaluated as constants.
@@ -52,6 +57,7 @@ impl Default for TelemetryHttpConfig {
             requests_per_minute: Self::DEFAULT_REQUESTS_PER_MINUTE,
             burst: Self::DEFAULT_BURST,
             trusted_proxies: Vec::new(),
+            service_instance_id: None,
         }
     }
 }

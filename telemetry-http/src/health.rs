@@ -37,6 +37,9 @@ pub(crate) struct TelemetryHealth {
     #[serde(skip_serializing_if = "Option::is_none")]
     output: Option<String>,
     circuit_state: &'static str,
+    /// Which process answers: the `service.instance.id` of its spans.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_instance_id: Option<String>,
     timestamp: String,
     since: String,
     consecutive_failures: u32,
@@ -237,6 +240,7 @@ impl TelemetryHealth {
             description: "Export of trace spans through the circuit breaker",
             output,
             circuit_state: snapshot.state.as_str(),
+            service_instance_id: None,
             timestamp,
             since,
             consecutive_failures: snapshot.consecutive_failures,
@@ -262,5 +266,11 @@ impl TelemetryHealth {
             probes: snapshot.probes,
             checks,
         }
+    }
+
+    /// Names the process that answers (`None`: the field is left out).
+    pub(crate) fn with_service_instance_id(mut self, id: Option<&str>) -> Self {
+        self.service_instance_id = id.map(str::to_owned);
+        self
     }
 }

@@ -208,6 +208,13 @@ impl TelemetryHttp {
         &self.shared.registry
     }
 
+    /// The `service.instance.id` that `/health/telemetry` shows
+    /// ([`TelemetryHttpConfig::service_instance_id`]).
+    #[must_use]
+    pub fn service_instance_id(&self) -> Option<&str> {
+        self.shared.config.service_instance_id.as_deref()
+    }
+
     /// Forgets `/metrics` clients whose rate budget has fully refilled.
     /// This also happens inline every 1024 requests to `/metrics`; a host
     /// may call it from a timer as well, but need not.

@@ -53,7 +53,8 @@ pub(crate) async fn liveness() -> HttpResponse {
 }
 
 pub(crate) async fn telemetry_health(shared: web::Data<Shared>) -> HttpResponse {
-    let body = TelemetryHealth::new(&shared.handle.snapshot(), SystemTime::now());
+    let body = TelemetryHealth::new(&shared.handle.snapshot(), SystemTime::now())
+        .with_service_instance_id(shared.config.service_instance_id.as_deref());
     let builder = match body.status {
         HealthStatus::Pass | HealthStatus::Warn => HttpResponse::Ok(),
         HealthStatus::Fail => HttpResponse::ServiceUnavailable(),

@@ -79,6 +79,8 @@ pub struct Postgres {
     port: u16,
     as_user: Option<&'static str>,
     running: bool,
+    /// Whether commits are flushed to disk (PostgreSQL's default); off for tests.
+    durable: bool,
 }
 
 /// Databases made by this process, for unique names.
@@ -110,11 +112,26 @@ impl Postgres {
         }
     }
 
-    /// Makes a new cluster in a temporary directory and starts it.
+    /// Makes a new cluster in a temporary directory and starts it, with `fsync` off: a test
+    /// cluster need not survive a power cut.
     ///
     /// # Errors
     /// When the binaries are missing or a step fails (the message has the server log).
     pub fn start() -> Result<Self, PostgresError> {
+        Self::start_with(false)
+    }
+
+    /// Like [`start`](Self::start), but with PostgreSQL's own default, `fsync` on: every
+    /// commit waits for its WAL to reach the disk, as in production. For benchmarks that
+    /// compare it with SQLite, which the server runs with `synchronous=FULL`.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_durable() -> Result<Self, PostgresError> {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Result<Self, PostgresError> {
         let bin = find_binaries().ok_or(PostgresError::NotInstalled)?;
         let dir = tempfile::Builder::new()
             .prefix("taskman-pg-")
@@ -130,6 +147,7 @@ impl Postgres {
             port: 0,
             as_user,
             running: false,
+            durable,
         };
         let pwfile = cluster.dir.path().join("pwfile");
         std::fs::write(&pwfile, PASSWORD).map_err(PostgresError::Dir)?;
@@ -171,9 +189,10 @@ impl Postgres {
             // fsync off: a test cluster need not survive a power cut, and it saves the
             // shared CI machine a flush per commit; an immediate stop loses nothing
             // committed (the WAL is in the page cache).
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=100",
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync={} -c max_connections=100",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            if self.durable { "on" } else { "off" },
         );
         let mut start = self.server_command("pg_ctl");
         start
@@ -219,6 +238,14 @@ impl Postgres {
     #[must_use]
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The process id of the server (the postmaster, parent of every connection's
+    /// backend), from its `postmaster.pid`; `None` while it is stopped.
+    #[must_use]
+    pub fn server_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.data_dir().join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
     }
 
     /// The URL of `database` with the superuser's password, as `storage.url` takes it.

@@ -77,6 +77,35 @@ pub fn cpu_times(pid: u32) -> io::Result<CpuTimes> {
     Ok(CpuTimes { total, by_thread })
 }
 
+/// The CPU time process `pid` and its children have used so far: its own, that of its
+/// children that have exited and it has waited for, and that of its live children (not
+/// their own children). This is what a PostgreSQL server costs: the postmaster and one
+/// backend per connection.
+///
+/// # Errors
+/// When `/proc/PID` cannot be read (the process is gone, or not Linux).
+pub fn cpu_with_children(pid: u32) -> io::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let mut total = stat_cpu(&stat)? + stat_children_cpu(&stat)?;
+    for entry in std::fs::read_dir("/proc")? {
+        let Some(child) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A process may exit between the listing and the read: skip it.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        if stat_parent(&stat)? == pid {
+            total += stat_cpu(&stat)?;
+        }
+    }
+    Ok(total)
+}
+
 /// CPU time of the whole machine so far, every CPU summed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MachineCpu {
@@ -150,6 +179,30 @@ fn vm_rss(status: &str) -> Option<u64> {
 
 /// utime + stime of one `/proc/.../stat` line.
 fn stat_cpu(stat: &str) -> io::Result<Duration> {
+    stat_ticks(stat, [14, 15])
+}
+
+/// cutime + cstime (children waited for) of one `/proc/.../stat` line.
+fn stat_children_cpu(stat: &str) -> io::Result<Duration> {
+    stat_ticks(stat, [16, 17])
+}
+
+/// The parent's process id in one `/proc/.../stat` line.
+fn stat_parent(stat: &str) -> io::Result<u32> {
+    stat_field(stat, 4)
+}
+
+/// The sum of two clock-tick fields of one `/proc/.../stat` line, as a duration.
+fn stat_ticks(stat: &str, fields: [usize; 2]) -> io::Result<Duration> {
+    let ticks = stat_field::<u64>(stat, fields[0])? + stat_field::<u64>(stat, fields[1])?;
+    Ok(Duration::from_secs_f64(
+        ticks as f64 / clock_ticks_per_second(),
+    ))
+}
+
+/// Field `field` (numbered as in proc(5), from 1) of one `/proc/.../stat` line; field 3 or
+/// later.
+fn stat_field<T: std::str::FromStr>(stat: &str, field: usize) -> io::Result<T> {
     let bad = || {
         io::Error::new(
             io::ErrorKind::InvalidData,
@@ -159,17 +212,12 @@ fn stat_cpu(stat: &str) -> io::Result<Duration> {
     // The command name is in parentheses and may contain anything, spaces included.
     let after_name = &stat[stat.rfind(')').ok_or_else(bad)? + 1..];
     let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // Fields 14 and 15 of proc(5); the first field after the name is field 3.
-    let ticks = |field: usize| -> io::Result<u64> {
-        fields
-            .get(field - 3)
-            .and_then(|f| f.parse().ok())
-            .ok_or_else(bad)
-    };
-    let ticks = ticks(14)? + ticks(15)?;
-    Ok(Duration::from_secs_f64(
-        ticks as f64 / clock_ticks_per_second(),
-    ))
+    // The first field after the name is field 3.
+    field
+        .checked_sub(3)
+        .and_then(|index| fields.get(index))
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(bad)
 }
 
 /// `sysconf(_SC_CLK_TCK)`, read once with `getconf`; 100, the Linux value
@@ -200,6 +248,28 @@ mod tests {
         assert_eq!(cpu, Duration::from_secs_f64(300.0 / ticks));
         assert!(stat_cpu("no parenthesis").is_err());
         assert!(stat_cpu("1 (short) S 1").is_err());
+        assert_eq!(stat_parent(line).unwrap(), 1);
+        assert_eq!(stat_children_cpu(line).unwrap(), Duration::ZERO);
+        let waited = "7 (postgres) S 3 7 7 0 -1 0 0 0 0 0 1 2 30 12 20 0 1 0 5 0 0";
+        assert_eq!(
+            stat_children_cpu(waited).unwrap(),
+            Duration::from_secs_f64(42.0 / ticks)
+        );
+        assert_eq!(stat_parent(waited).unwrap(), 3);
+    }
+
+    #[test]
+    fn a_process_is_charged_for_the_children_it_waited_for() {
+        let pid = std::process::id();
+        // A child that burns some CPU time, then is waited for.
+        let status = Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let own = cpu_times(pid).unwrap().total;
+        let with_children = cpu_with_children(pid).unwrap();
+        assert!(with_children > own, "{with_children:?} <= {own:?}");
     }
 
     #[test]

@@ -7,10 +7,12 @@
 //! acknowledged write; a PostgreSQL restart under load turns readiness to 503 and back, task
 //! requests get 503 `storage_unavailable` (never 500) meanwhile, and nothing acknowledged is
 //! lost; every replica's spans, storage spans included, reach the one receiver, each
-//! replica with its own `service.instance.id`. Waits poll against generous deadlines.
+//! replica with its own `service.instance.id`: the one the operator set, or else the random
+//! one each process gives itself and reports in `/health/telemetry` and its listening line.
+//! Waits poll against generous deadlines.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -72,6 +74,28 @@ impl Api {
         self.get("/health/ready").0
     }
 
+    /// The `service.instance.id` the replica says its spans carry.
+    fn instance_id(&self) -> String {
+        let (status, health) = self.get("/health/telemetry");
+        assert_eq!(status, 200, "{health}");
+        health["service_instance_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no service_instance_id: {health}"))
+            .to_owned()
+    }
+
+    /// Creates a task as part of the caller's trace `trace_id` (32 hex digits).
+    fn create_in_trace(&self, title: &str, trace_id: &str) -> u16 {
+        self.agent
+            .post(&format!("{}/tasks", self.base))
+            .header("content-type", "application/json")
+            .header("traceparent", &format!("00-{trace_id}-00f067aa0ba902b7-01"))
+            .send(json!({ "title": title }).to_string())
+            .unwrap_or_else(|err| panic!("POST /tasks: {err}"))
+            .status()
+            .as_u16()
+    }
+
     /// Every task, by id.
     fn all_tasks(&self) -> BTreeMap<i64, Value> {
         let mut tasks = BTreeMap::new();
@@ -125,8 +149,14 @@ fn writer(api: Api, name: String, stop: Arc<AtomicBool>, writes: Arc<Mutex<Write
     }
 }
 
+/// Replica `n` on the database at `url`, named `replica-{n}` by the operator.
 fn replica(url: &str, receiver: &Receiver, n: usize) -> TaskmanServer {
     let instance = format!("service.instance.id=replica-{n}");
+    replica_with(url, receiver, &[("OTEL_RESOURCE_ATTRIBUTES", &instance)])
+}
+
+/// A replica on the database at `url` exporting to `receiver`, with `extra` settings.
+fn replica_with(url: &str, receiver: &Receiver, extra: &[(&str, &str)]) -> TaskmanServer {
     ServerCommand::new()
         .unwrap()
         .default_db_path()
@@ -137,10 +167,30 @@ fn replica(url: &str, receiver: &Receiver, n: usize) -> TaskmanServer {
             ("TASKMAN__STORAGE__POOL_SIZE", "4"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint()),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-            ("OTEL_RESOURCE_ATTRIBUTES", &instance),
         ])
+        .env(extra)
         .start()
         .unwrap()
+}
+
+/// The `service.instance.id` of every span of `trace_id`, once its server span and its
+/// storage span have both arrived.
+fn instance_ids_in_trace(receiver: &Receiver, trace_id: &str) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    until(&format!("the two spans of trace {trace_id}"), || {
+        let snapshot = receiver.snapshot();
+        let spans: Vec<_> = snapshot.spans_in_trace(trace_id).collect();
+        ids = spans
+            .iter()
+            .map(|span| {
+                span.resource_attribute("service.instance.id")
+                    .unwrap_or("none")
+                    .to_owned()
+            })
+            .collect();
+        spans.len() >= 2
+    });
+    ids
 }
 
 fn until(what: &str, mut done: impl FnMut() -> bool) {
@@ -272,6 +322,69 @@ fn three_replicas_share_one_database_through_crashes_and_a_database_restart() {
         "a title in the span: {insert:?}"
     );
     drop(writes);
+
+    // The operator's `service.instance.id` wins: the survivors report it, and no span
+    // carries any other.
+    for (n, api) in apis[..2].iter().enumerate() {
+        assert_eq!(api.instance_id(), format!("replica-{n}"));
+    }
+    let snapshot = receiver.snapshot();
+    let instances: BTreeSet<&str> = snapshot
+        .received
+        .iter()
+        .map(|span| {
+            span.resource_attribute("service.instance.id")
+                .unwrap_or("none")
+        })
+        .collect();
+    assert!(
+        instances.contains("replica-0") && instances.contains("replica-1"),
+        "{instances:?}"
+    );
+    assert!(
+        instances.iter().all(|id| id.starts_with("replica-")),
+        "{instances:?}"
+    );
+    drop(servers);
+}
+
+#[test]
+fn replicas_nobody_named_name_themselves_and_say_so() {
+    let Some(cluster) = Postgres::start_or_skip("self-named replicas") else {
+        return;
+    };
+    let url = cluster.create_database().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let receiver = runtime.block_on(Receiver::start()).unwrap();
+    // No OTEL_RESOURCE_ATTRIBUTES: the harness clears the test's own OTEL_* variables.
+    let mut servers: Vec<TaskmanServer> =
+        (0..3).map(|_| replica_with(&url, &receiver, &[])).collect();
+    let apis: Vec<Api> = servers.iter().map(Api::new).collect();
+
+    let reported: Vec<String> = apis.iter().map(Api::instance_id).collect();
+    let distinct: BTreeSet<&String> = reported.iter().collect();
+    assert_eq!(distinct.len(), 3, "{reported:?}");
+    for (server, id) in servers.iter_mut().zip(&reported) {
+        // A UUID v4, as the semantic conventions recommend.
+        let groups: Vec<usize> = id.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{id}");
+        assert_eq!(id.as_bytes()[14], b'4', "{id}");
+        let listening = server
+            .wait_for_stderr("listening on", WAIT)
+            .expect("a listening line");
+        assert!(listening.contains(id.as_str()), "{listening}");
+    }
+
+    // Each replica's spans (its server span and storage span, in a trace of the test's own)
+    // carry the id that replica reported, and only that one.
+    for (n, (api, id)) in apis.iter().zip(&reported).enumerate() {
+        let trace_id = format!("4bf92f3577b34da6a3ce929d0e0e47{n:02x}");
+        assert_eq!(api.create_in_trace(&format!("via {n}"), &trace_id), 201);
+        assert_eq!(
+            instance_ids_in_trace(&receiver, &trace_id),
+            BTreeSet::from([id.clone()])
+        );
+    }
     drop(servers);
 }
 

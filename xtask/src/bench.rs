@@ -9,6 +9,9 @@
 //!    tracing off, and the recovery time; it writes those sections itself.
 //! 6. `telemetry-http`'s criterion benchmark (`handlers`): the health and
 //!    metrics routes.
+//! 7. `scale-bench` (in the `tests` crate): one replica against three on one
+//!    PostgreSQL, and SQLite against PostgreSQL for one; it writes its section
+//!    itself. It needs PostgreSQL's server programs, installed first if missing.
 //!
 //! Speed is measured here, never asserted in CI: no gate runs this, and a
 //! missed goal is reported in the document, not as a failure.
@@ -22,6 +25,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::process;
+use crate::tools::{self, Installer};
 
 /// Where the report goes.
 const REPORT: &str = "docs/benchmarks.md";
@@ -45,6 +49,8 @@ const QUICK_CRITERION: [&str; 4] = ["--warm-up-time", "0.3", "--measurement-time
 
 pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     let started = Instant::now();
+    // Bench 7 runs a PostgreSQL cluster: a missing install fails now, not after the rest.
+    Installer::new(true).ensure(root, &tools::POSTGRESQL, tools::has_postgres_server)?;
     let machine = Machine::read(root);
     let target = target_dir(root)?;
     let criterion_dir = target.join("criterion");
@@ -131,7 +137,7 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     run_logged(&mut command, &mut commands)?;
     let fragment = std::fs::read_to_string(&fragment_path)
         .with_context(|| format!("reading {}", fragment_path.display()))?;
-    println!("==> bench 7: the pipeline's cost per span, server pinned to one CPU");
+    println!("==> bench 8: the pipeline's cost per span, server pinned to one CPU");
     let pipeline_path = out_dir.join("pipeline-bench.md");
     let mut command = Command::new(target.join("release").join("pipeline-bench"));
     command
@@ -153,7 +159,7 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     let pipeline = std::fs::read_to_string(&pipeline_path)
         .with_context(|| format!("reading {}", pipeline_path.display()))?;
 
-    println!("==> bench 8: the span path stage by stage (criterion)");
+    println!("==> bench 9: the span path stage by stage (criterion)");
     let since = SystemTime::now();
     let mut command = process::cargo(root);
     command.args(["bench", "--package", "tests", "--bench", "span_path"]);
@@ -167,6 +173,35 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     )
     .with_context(|| format!("{} is not JSON", json_path.display()))?;
 
+    println!("==> bench 7: replicas and storage (scale-bench)");
+    run_logged(
+        process::cargo(root).args([
+            "build",
+            "--release",
+            "--package",
+            "tests",
+            "--bin",
+            "scale-bench",
+        ]),
+        &mut commands,
+    )?;
+    let scale_path = out_dir.join("scale-bench.md");
+    let mut command = Command::new(target.join("release").join("scale-bench"));
+    command
+        .current_dir(root)
+        .arg("--server")
+        .arg(target.join("release").join("taskman-server"))
+        .arg("--markdown")
+        .arg(&scale_path)
+        .arg("--json")
+        .arg(out_dir.join("scale-bench.json"));
+    if options.quick {
+        command.arg("--quick");
+    }
+    run_logged(&mut command, &mut commands)?;
+    let scale_fragment = std::fs::read_to_string(&scale_path)
+        .with_context(|| format!("reading {}", scale_path.display()))?;
+
     let report = Report {
         machine,
         machine_after: LoadAverage::read(),
@@ -176,6 +211,7 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
         pipeline,
         stages,
         outage_json,
+        scale_fragment,
         commands: commands.shown,
         took_minutes: started.elapsed().as_secs_f64() / 60.0,
         quick: options.quick,
@@ -460,6 +496,8 @@ struct Report {
     stages: Vec<Estimate>,
     /// `outage-bench`'s raw results, for the summary of goals.
     outage_json: Value,
+    /// Section 7, written by `scale-bench`.
+    scale_fragment: String,
     commands: Vec<String>,
     took_minutes: f64,
     quick: bool,
@@ -480,9 +518,10 @@ impl Report {
         self.goals_table(&mut out);
         self.decision_section(&mut out);
         out.push_str(&self.fragment);
+        self.handlers_section(&mut out);
+        out.push_str(&self.scale_fragment);
         out.push_str(&self.pipeline);
         self.stages_section(&mut out);
-        self.handlers_section(&mut out);
         self.reproduce(&mut out);
         out
     }
@@ -638,7 +677,7 @@ impl Report {
     fn stages_section(&self, out: &mut String) {
         let _ = writeln!(
             out,
-            "## One span, stage by stage\n\n\
+            "## 9. One span, stage by stage\n\n\
              From `tests/benches/span_path.rs` (criterion, medians per span; module docs say \
              what each row does). `record/*` is the request thread's cost of making a span; \
              `handoff/*` adds ending it into a real batch processor; `encode/*` and `send/*` \
@@ -850,6 +889,7 @@ mod tests {
             outage_json: json!({"goals": [
                 {"goal": "throughput ratio, refused", "result": "0.99", "met": true}
             ]}),
+            scale_fragment: "## 7. Replicas and storage\n".to_owned(),
             commands: vec!["cargo bench".to_owned()],
             took_minutes: 1.0,
             quick: false,
@@ -871,6 +911,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("## 2. Outage impact"), "{text}");
+        let (handlers, scale) = (
+            text.find("## 6. `/metrics` render cost").unwrap(),
+            text.find("## 7. Replicas and storage").unwrap(),
+        );
+        assert!(handlers < scale && scale < text.find("## Reproducing").unwrap());
         assert!(text.contains("```sh\ncargo xtask bench\n```"), "{text}");
     }
 

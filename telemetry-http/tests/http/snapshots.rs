@@ -4,14 +4,22 @@
 
 use actix_web::{App, test};
 use breaker_otel::BreakerHandle;
+use telemetry_http::{ManualClock, TelemetryHttp, TelemetryHttpConfig};
 
 use crate::support::{Breaker, get_from, send, telemetry};
 
+/// With the host's `service.instance.id`, which the open snapshot below is without.
 #[actix_web::test]
 async fn health_telemetry_json_while_closed() {
     let breaker = Breaker::new();
     breaker.export(3).await.unwrap();
-    let telemetry = telemetry(breaker.handle());
+    let config = TelemetryHttpConfig {
+        service_instance_id: Some("replica-7".to_owned()),
+        ..TelemetryHttpConfig::default()
+    };
+    let telemetry =
+        TelemetryHttp::with_manual_clock(breaker.handle(), config, ManualClock::new()).unwrap();
+    assert_eq!(telemetry.service_instance_id(), Some("replica-7"));
     let app = test::init_service(App::new().configure(|cfg| telemetry.configure(cfg))).await;
     let reply = send(
         &app,

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 pub use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
@@ -321,13 +321,17 @@ pub struct ReceivedSpan {
     /// Attributes with scalar values, written as text (`201`, `true`, `GET`);
     /// array, map and byte values are left out.
     pub attributes: BTreeMap<String, String>,
+    /// Its resource's attributes (`service.name`, `service.instance.id`, ...), written
+    /// like [`attributes`](Self::attributes).
+    pub resource: Arc<BTreeMap<String, String>>,
 }
 
 impl ReceivedSpan {
-    fn new(service: &str, span: &Span) -> Self {
+    fn new(service: &str, resource: &Arc<BTreeMap<String, String>>, span: &Span) -> Self {
         let parent = hex(&span.parent_span_id);
         Self {
             service: service.to_owned(),
+            resource: Arc::clone(resource),
             name: span.name.clone(),
             kind: SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified),
             trace_id: hex(&span.trace_id),
@@ -335,11 +339,7 @@ impl ReceivedSpan {
             // An absent parent is sent as no bytes, or by some SDKs as zeros.
             parent_span_id: (!parent.is_empty() && parent.bytes().any(|b| b != b'0'))
                 .then_some(parent),
-            attributes: span
-                .attributes
-                .iter()
-                .filter_map(|kv| Some((kv.key.clone(), scalar_text(kv.value.as_ref()?)?)))
-                .collect(),
+            attributes: scalar_attributes(&span.attributes),
         }
     }
 
@@ -348,6 +348,19 @@ impl ReceivedSpan {
     pub fn attribute(&self, key: &str) -> Option<&str> {
         self.attributes.get(key).map(String::as_str)
     }
+
+    /// The resource attribute's value as text, if the span's resource has it.
+    #[must_use]
+    pub fn resource_attribute(&self, key: &str) -> Option<&str> {
+        self.resource.get(key).map(String::as_str)
+    }
+}
+
+fn scalar_attributes(attributes: &[KeyValue]) -> BTreeMap<String, String> {
+    attributes
+        .iter()
+        .filter_map(|kv| Some((kv.key.clone(), scalar_text(kv.value.as_ref()?)?)))
+        .collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -967,6 +980,13 @@ impl Shared {
             let mut spans = 0;
             for resource_spans in &request.resource_spans {
                 let service = service_name(resource_spans.resource.as_ref());
+                let resource = Arc::new(
+                    resource_spans
+                        .resource
+                        .as_ref()
+                        .map(|r| scalar_attributes(&r.attributes))
+                        .unwrap_or_default(),
+                );
                 for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
                     spans += 1;
                     if accepting && spans <= to_accept {
@@ -974,7 +994,9 @@ impl Shared {
                         *stats.spans_by_service.entry(service.clone()).or_default() += 1;
                         *stats.spans_by_name.entry(span.name.clone()).or_default() += 1;
                         if keep {
-                            stats.received.push(ReceivedSpan::new(&service, span));
+                            stats
+                                .received
+                                .push(ReceivedSpan::new(&service, &resource, span));
                         }
                     }
                 }

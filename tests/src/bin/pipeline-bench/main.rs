@@ -50,11 +50,14 @@ use serde_json::Value;
 #[command(name = "pipeline-bench")]
 struct Cli {
     /// The shipped release server.
-    #[arg(long, value_name = "PATH")]
-    server: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present = "render_from")]
+    server: Option<PathBuf>,
     /// The release server built with the `bench` feature (the stock pipeline).
-    #[arg(long, value_name = "PATH")]
-    stock_server: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present = "render_from")]
+    stock_server: Option<PathBuf>,
+    /// Writes the Markdown again from the JSON of an earlier run, measuring nothing.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["server", "stock_server", "json"])]
+    render_from: Option<PathBuf>,
     /// Where the Markdown section goes.
     #[arg(long, value_name = "PATH")]
     markdown: PathBuf,
@@ -268,7 +271,20 @@ fn main() -> anyhow::Result<()> {
     if let Some(secs) = cli.phase_secs {
         plan.phase = Duration::from_secs(secs.max(1));
     }
-    for binary in [&cli.server, &cli.stock_server] {
+    if let Some(path) = &cli.render_from {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let results: Results = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not this bench's JSON", path.display()))?;
+        std::fs::write(&cli.markdown, report::markdown(&results))
+            .with_context(|| format!("writing {}", cli.markdown.display()))?;
+        println!("pipeline-bench: wrote {}", cli.markdown.display());
+        return Ok(());
+    }
+    let (Some(server), Some(stock_server)) = (&cli.server, &cli.stock_server) else {
+        bail!("--server and --stock-server are required to measure");
+    };
+    for binary in [server, stock_server] {
         if !binary.is_file() {
             bail!("no server binary at {}", binary.display());
         }
@@ -351,10 +367,10 @@ fn run_variant(
         ("RUST_LOG", "warn"),
     ];
     env.extend(variant.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    let binary = if variant.stock {
-        &cli.stock_server
-    } else {
-        &cli.server
+    let binary = match (variant.stock, &cli.stock_server, &cli.server) {
+        (true, Some(stock), _) => stock,
+        (false, _, Some(server)) => server,
+        _ => bail!("no binary for variant {}", variant.name),
     };
     let mut server = TaskmanServer::start_binary(binary, &env, &[])
         .with_context(|| format!("starting the server ({})", variant.name))?;

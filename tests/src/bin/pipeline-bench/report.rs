@@ -14,8 +14,9 @@ const BACKGROUND_P99_GOAL: f64 = 1.25;
 const LOW_RATE_P99_GOAL: f64 = 1.10;
 const STOCK_FACTOR_GOAL: f64 = 3.0;
 
-/// The variant name the background-priority goals apply to.
-pub(crate) const BACKGROUND: &str = "background";
+/// The variant name the normal-priority goals apply to (`ours` runs the default,
+/// background priority).
+pub(crate) const NORMAL: &str = "normal";
 
 pub(crate) fn one_line(s: &Sample) -> String {
     format!(
@@ -126,7 +127,7 @@ pub(crate) fn markdown(r: &Results) -> String {
     let p = &r.plan;
     let _ = writeln!(
         out,
-        "## Pipeline cost on a healthy day (server pinned to one CPU)\n\n\
+        "## 8. Pipeline cost on a healthy day (server pinned to one CPU)\n\n\
          From `pipeline-bench` (`tests/src/bin/pipeline-bench/`). The release server runs \
          pinned to CPU {server} (`taskset -a -p -c {server}`); the load generator and the \
          OTLP/gRPC receiver run in the bench's own process, pinned to CPU {load}, so the \
@@ -291,8 +292,11 @@ pub(crate) fn goal_rows(r: &Results) -> Vec<(String, String, bool)> {
             format!("{per_span:.2} µs"),
             per_span <= CPU_PER_SPAN_GOAL_US,
         ));
-        let ratio = r.throughput_ratio(OURS);
-        let delivered = r.med(OURS, Load::Saturation, delivered_share);
+    }
+    // The shipped default is background priority: `ours` is the background variant.
+    if has(NORMAL) {
+        let ratio = r.throughput_ratio(NORMAL);
+        let delivered = r.med(NORMAL, Load::Saturation, delivered_share);
         rows.push((
             format!(
                 "saturation, normal priority: throughput ≥ {SATURATION_RATIO_GOAL} of tracing off, \
@@ -303,19 +307,19 @@ pub(crate) fn goal_rows(r: &Results) -> Vec<(String, String, bool)> {
             ratio >= SATURATION_RATIO_GOAL && delivered >= SATURATION_DELIVERED_GOAL,
         ));
     }
-    if has(BACKGROUND) {
-        let ratio = r.throughput_ratio(BACKGROUND);
-        let p99 = r.p99_ratio(BACKGROUND, Load::Saturation);
+    if has(OURS) {
+        let ratio = r.throughput_ratio(OURS);
+        let p99 = r.p99_ratio(OURS, Load::Saturation);
         rows.push((
             format!(
                 "saturation, background priority: throughput ≥ {BACKGROUND_RATIO_GOAL}, \
-                 p99 ≤ ×{BACKGROUND_P99_GOAL} of tracing off"
+                 p99 ≤ ×{BACKGROUND_P99_GOAL} of tracing off, shed spans counted"
             ),
             format!("{ratio:.3}, ×{p99:.2}"),
             ratio >= BACKGROUND_RATIO_GOAL && p99 <= BACKGROUND_P99_GOAL,
         ));
     }
-    for name in r.traced().filter(|n| *n == OURS || *n == BACKGROUND) {
+    for name in r.traced().filter(|n| *n == OURS || *n == NORMAL) {
         let p99 = r.p99_ratio(name, Load::LowRate);
         let delivered = r.med(name, Load::LowRate, delivered_share);
         rows.push((
