@@ -364,7 +364,8 @@ fn run_variant(
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         // The disk's fsync would dominate and add noise; the comparison is about telemetry.
         ("TASKMAN__STORAGE__PATH", ":memory:"),
-        ("RUST_LOG", "warn"),
+        // `info`: the harness waits for the `listening on` line.
+        ("RUST_LOG", "info"),
     ];
     env.extend(variant.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let binary = match (variant.stock, &cli.stock_server, &cli.server) {
