@@ -12,6 +12,8 @@
 //! This crate knows OpenTelemetry and nothing about HTTP or Prometheus; the
 //! breaker's rules live in `breaker-core`, never here.
 
+mod bounded;
+mod classify;
 mod exporter;
 mod handle;
 mod otel_env;
