@@ -18,6 +18,8 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
+use crate::bounded;
+use crate::classify::{unclassified, verdict};
 use crate::handle::{BreakerHandle, Published, SpanCounts};
 use crate::{ExportFailure, ExportReport, FailureCause};
 
@@ -113,42 +115,7 @@ impl<E: SpanExporter> SpanExporter for Unclassified<E> {
 
 impl<E: SpanExporter> ReportingSpanExporter for Unclassified<E> {
     async fn report(&self, batch: Vec<SpanData>) -> ExportReport {
-        match self.0.export(batch).await {
-            Ok(()) => ExportReport::Exported {
-                rejected: 0,
-                message: None,
-            },
-            Err(err) => ExportReport::Failed(ExportFailure {
-                cause: match err {
-                    OTelSdkError::Timeout(_) => FailureCause::Timeout,
-                    _ => FailureCause::Internal,
-                },
-                retryable: true,
-                retry_after: None,
-                message: err.to_string(),
-            }),
-        }
-    }
-}
-
-/// What the breaker makes of a backend's answer (the table in
-/// docs/operations.md, "Health endpoints"). A delay is a throttle, whatever
-/// the code; refused credentials count toward opening, so that a dead token
-/// does not cost a request per batch, and probing goes on because tokens
-/// rotate; a backend that refuses this data for good (non-retryable:
-/// invalid, too large, or an answer we cannot place) is up, so it does not
-/// count; everything else may be an outage and counts.
-fn verdict(report: &ExportReport) -> Outcome {
-    let failure = match report {
-        ExportReport::Exported { .. } => return Outcome::Success,
-        ExportReport::Failed(failure) => failure,
-    };
-    match (failure.retry_after, failure.cause) {
-        (Some(wait), _) => Outcome::Throttled(wait),
-        (None, FailureCause::Unauthenticated | FailureCause::PermissionDenied) => Outcome::Failure,
-        (None, FailureCause::Invalid | FailureCause::TooLarge) => Outcome::Refused,
-        (None, FailureCause::Internal) if !failure.retryable => Outcome::Refused,
-        (None, _) => Outcome::Failure,
+        unclassified(self.0.export(batch).await)
     }
 }
 
@@ -834,7 +801,9 @@ impl<E: ReportingSpanExporter + 'static> SpanExporter for CircuitBreakerSpanExpo
         }
         self.shared.wake.stop();
         let inner = Arc::clone(&self.inner);
-        bounded_on_thread(timeout, move || inner.shutdown_with_timeout(timeout))
+        bounded::on_thread(timeout, "span", move || {
+            inner.shutdown_with_timeout(timeout)
+        })
     }
 
     fn force_flush(&self) -> OTelSdkResult {
@@ -842,7 +811,7 @@ impl<E: ReportingSpanExporter + 'static> SpanExporter for CircuitBreakerSpanExpo
             return Err(OTelSdkError::AlreadyShutdown);
         }
         let inner = Arc::clone(&self.inner);
-        bounded_on_thread(self.export_timeout, move || inner.force_flush())
+        bounded::on_thread(self.export_timeout, "span", move || inner.force_flush())
     }
 
     fn set_resource(&mut self, resource: &Resource) {
@@ -860,36 +829,9 @@ impl<E: ReportingSpanExporter + 'static> SpanExporter for CircuitBreakerSpanExpo
 /// A seed that differs between processes and between breakers built at
 /// different moments, so that services failing together do not probe in
 /// step. Not secret and not uniform: jitter needs neither.
-fn jitter_seed() -> u64 {
+pub(crate) fn jitter_seed() -> u64 {
     let wall = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     wall ^ (u64::from(std::process::id()) << 32)
-}
-
-/// Runs a blocking call of the inner exporter on its own thread and waits at
-/// most `timeout` for it: an inner shutdown that hangs must not hang ours.
-fn bounded_on_thread(
-    timeout: Duration,
-    call: impl FnOnce() -> OTelSdkResult + Send + 'static,
-) -> OTelSdkResult {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    let spawned = std::thread::Builder::new()
-        .name("breaker-otel-shutdown".into())
-        .spawn(move || {
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call))
-                .unwrap_or_else(|_| {
-                    Err(OTelSdkError::InternalFailure(
-                        "the inner span exporter panicked".into(),
-                    ))
-                });
-            let _ = tx.send(result);
-        });
-    if let Err(err) = spawned {
-        return Err(OTelSdkError::InternalFailure(format!(
-            "could not start a thread: {err}"
-        )));
-    }
-    rx.recv_timeout(timeout)
-        .unwrap_or(Err(OTelSdkError::Timeout(timeout)))
 }

@@ -9,19 +9,34 @@
 //! breaker and a tracer provider from the standard `OTEL_*` variables, which
 //! [`OtlpEnv`] reads and checks (for a service's own start-up checks too).
 //!
+//! [`CircuitBreakerLogExporter`] and [`CircuitBreakerMetricExporter`] do the
+//! same for log and metric exporters, each with a breaker of its own or
+//! sharing one [`BackendBreaker`] per backend, so that the signals sent to one
+//! collector detect, probe and report its outage once ([`BackendHandle`]:
+//! the state, and counts per signal).
+//!
 //! This crate knows OpenTelemetry and nothing about HTTP or Prometheus; the
 //! breaker's rules live in `breaker-core`, never here.
 
+mod backend;
 mod batch;
+mod bounded;
+mod classify;
 mod exporter;
 mod handle;
 mod instance_id;
+mod logs;
+mod metrics;
 mod otel_env;
 mod otlp;
 mod pipeline;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 
+pub use backend::{
+    BackendBreaker, BackendBreakerBuilder, BackendControl, BackendHandle, BackendSnapshot, Signal,
+    SignalCounts, SignalSnapshot,
+};
 pub use batch::TelemetryPriority;
 pub use breaker_core::{BreakerConfig, CircuitState, Setting, VisitSettings};
 pub use exporter::{
@@ -32,6 +47,8 @@ pub use handle::{
     BreakerHandle, BreakerSnapshot, CauseCounts, FailureCounts, LastFailure, QueueSnapshot,
     SpanCounts, TransitionCounts,
 };
+pub use logs::{CircuitBreakerLogExporter, ReportingLogExporter};
+pub use metrics::{CircuitBreakerMetricExporter, ReportingMetricExporter};
 pub use otel_env::{EnvVar, OtlpEnv, OtlpEnvError};
 pub use otlp::{
     ExportFailure, ExportReport, FailureCause, OtlpExporterConfig, OtlpExporterError,

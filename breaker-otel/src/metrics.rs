@@ -1,0 +1,294 @@
+//! The circuit-breaking metric exporter: a driver that owns the inner
+//! [`PushMetricExporter`] and runs each export, in place, through a
+//! [`BackendBreaker`] that it may share with the other signals' exporters.
+//! Behind it, a `PeriodicReader` whose export hangs goes on exporting.
+
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::metrics::Temporality;
+use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+
+use crate::backend::{Backend, EmptyProbe, on_blocking_thread};
+use crate::classify::unclassified;
+use crate::{
+    AdapterError, BackendBreaker, BackendControl, BackendHandle, ExportReport, ExporterConfig,
+    Signal, Unclassified, bounded,
+};
+
+/// A metric exporter that says what the backend answered, not only whether
+/// the export failed (see [`ReportingSpanExporter`](crate::ReportingSpanExporter)
+/// for why the breaker wants to know). Any SDK metric exporter becomes one
+/// with [`Unclassified`], which is what [`CircuitBreakerMetricExporter::new`] does.
+pub trait ReportingMetricExporter: PushMetricExporter {
+    /// Exports `metrics` and reports the backend's answer; a partial success
+    /// reports the data points rejected. The breaker bounds it by
+    /// `export_timeout` and contains a panic.
+    fn report(&self, metrics: &ResourceMetrics) -> impl Future<Output = ExportReport> + Send;
+}
+
+impl<E: PushMetricExporter> PushMetricExporter for Unclassified<E> {
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        self.0.export(metrics).await
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn temporality(&self) -> Temporality {
+        self.0.temporality()
+    }
+}
+
+impl<E: PushMetricExporter> ReportingMetricExporter for Unclassified<E> {
+    async fn report(&self, metrics: &ResourceMetrics) -> ExportReport {
+        unclassified(self.0.export(metrics).await)
+    }
+}
+
+/// Wraps any push metric exporter with a circuit breaker, alone or shared
+/// with the other signals sent to the same backend ([`BackendBreaker`]).
+///
+/// What it guarantees is what [`CircuitBreakerLogExporter`](crate::CircuitBreakerLogExporter)
+/// guarantees, counted in metric data points: a rejected export is dropped
+/// at once, a panic is contained and counted as `panic`, an inner export
+/// that waits is cut off at `export_timeout` and counted as `timeout`. The
+/// metrics are borrowed (and `ResourceMetrics` can be neither cloned nor
+/// built outside the SDK), so the inner export is polled in place, on the
+/// `PeriodicReader`'s thread, raced against a deadline task.
+///
+/// That is what keeps a hung backend from stopping the metrics for good:
+/// the SDK's `PeriodicReader` "does not enforce a timeout for exports" and,
+/// if one never returns, "will stop exporting new metrics". Behind this
+/// exporter the hung export ends at `export_timeout`, the reader goes on,
+/// and once the backend answers again, metrics flow again. An inner export
+/// that blocks its thread inside `export` still holds the reader until it
+/// returns (docs/signals.md).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use breaker_otel::{CircuitBreakerMetricExporter, ExporterConfig};
+/// use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+///
+/// let exporter = CircuitBreakerMetricExporter::new(InMemoryMetricExporter::default(), ExporterConfig::DEFAULT)?;
+/// let health = exporter.handle();
+/// let provider = SdkMeterProvider::builder()
+///     .with_reader(PeriodicReader::builder(exporter).build())
+///     .build();
+/// # drop((health, provider)); Ok(()) }
+/// ```
+pub struct CircuitBreakerMetricExporter<E> {
+    inner: Arc<E>,
+    backend: Arc<Backend>,
+    shut_down: Arc<AtomicBool>,
+    /// The probe registered with the breaker at the first export, as the
+    /// other exporters do.
+    probe: OnceLock<Arc<dyn EmptyProbe>>,
+}
+
+impl<E> fmt::Debug for CircuitBreakerMetricExporter<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreakerMetricExporter")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E> Drop for CircuitBreakerMetricExporter<E> {
+    fn drop(&mut self) {
+        self.probe.take();
+        self.backend.exporter_gone();
+    }
+}
+
+impl<M: PushMetricExporter> CircuitBreakerMetricExporter<Unclassified<M>> {
+    /// Wraps any SDK metric exporter with a breaker of its own, on the
+    /// current Tokio runtime. Its results say only success or failure
+    /// ([`Unclassified`]).
+    ///
+    /// # Errors
+    ///
+    /// [`AdapterError::NoRuntime`] outside a Tokio runtime;
+    /// [`AdapterError::ZeroExportTimeout`] for a zero `export_timeout`.
+    pub fn new(inner: M, config: ExporterConfig) -> Result<Self, AdapterError> {
+        Ok(BackendBreaker::new(config)?.metric_exporter(inner))
+    }
+}
+
+impl<E: ReportingMetricExporter> CircuitBreakerMetricExporter<E> {
+    /// Wraps an exporter that reports what the backend answered, with a
+    /// breaker of its own on the current Tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](CircuitBreakerMetricExporter::new).
+    pub fn reporting(inner: E, config: ExporterConfig) -> Result<Self, AdapterError> {
+        Ok(BackendBreaker::new(config)?.reporting_metric_exporter(inner))
+    }
+
+    fn on(backend: &BackendBreaker, inner: E) -> Self {
+        Self {
+            inner: Arc::new(inner),
+            backend: backend.serve(Signal::Metrics),
+            shut_down: Arc::new(AtomicBool::new(false)),
+            probe: OnceLock::new(),
+        }
+    }
+
+    /// A read-only handle on the breaker (shared, if it is).
+    #[must_use]
+    pub fn handle(&self) -> BackendHandle {
+        BackendBreaker::from_backend(&self.backend).handle()
+    }
+
+    /// Manual control over the breaker (shared, if it is).
+    #[must_use]
+    pub fn control(&self) -> BackendControl {
+        BackendBreaker::from_backend(&self.backend).control()
+    }
+
+    fn register_probe(&self) {
+        self.probe.get_or_init(|| {
+            let probe: Arc<dyn EmptyProbe> = Arc::new(MetricProbe {
+                inner: Arc::clone(&self.inner),
+                backend: Arc::clone(&self.backend),
+                shut_down: Arc::clone(&self.shut_down),
+            });
+            self.backend.register_probe(Arc::downgrade(&probe));
+            probe
+        });
+    }
+}
+
+impl BackendBreaker {
+    /// A metric exporter on this breaker for any SDK push metric exporter,
+    /// whose results say only success or failure ([`Unclassified`]).
+    pub fn metric_exporter<M: PushMetricExporter>(
+        &self,
+        inner: M,
+    ) -> CircuitBreakerMetricExporter<Unclassified<M>> {
+        CircuitBreakerMetricExporter::on(self, Unclassified(inner))
+    }
+
+    /// A metric exporter on this breaker for an exporter that reports what
+    /// the backend answered.
+    pub fn reporting_metric_exporter<E: ReportingMetricExporter>(
+        &self,
+        inner: E,
+    ) -> CircuitBreakerMetricExporter<E> {
+        CircuitBreakerMetricExporter::on(self, inner)
+    }
+}
+
+/// The metric exporter's empty export, as the breaker's probe.
+struct MetricProbe<E> {
+    inner: Arc<E>,
+    backend: Arc<Backend>,
+    shut_down: Arc<AtomicBool>,
+}
+
+impl<E: ReportingMetricExporter> EmptyProbe for MetricProbe<E> {
+    fn signal(&self) -> Signal {
+        Signal::Metrics
+    }
+
+    fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Ordering::Acquire)
+    }
+
+    fn probe(self: Arc<Self>) -> BoxFuture<'static, ExportReport> {
+        let runtime = self.backend.runtime.clone();
+        on_blocking_thread(&runtime, move || {
+            let nothing = ResourceMetrics::default();
+            futures_executor::block_on(bounded::in_place(
+                || self.inner.report(&nothing),
+                &self.backend.runtime,
+                self.backend.export_timeout,
+                "metric",
+            ))
+        })
+    }
+}
+
+/// How many data points `metrics` holds: what the metric exporter counts,
+/// as the semantic conventions' `otel.sdk.exporter.metric_data_point.*` do.
+fn data_points(metrics: &ResourceMetrics) -> u64 {
+    fn of<T>(data: &MetricData<T>) -> usize {
+        match data {
+            MetricData::Gauge(gauge) => gauge.data_points().count(),
+            MetricData::Sum(sum) => sum.data_points().count(),
+            MetricData::Histogram(histogram) => histogram.data_points().count(),
+            MetricData::ExponentialHistogram(histogram) => histogram.data_points().count(),
+        }
+    }
+    metrics
+        .scope_metrics()
+        .flat_map(|scope| scope.metrics())
+        .map(|metric| match metric.data() {
+            AggregatedMetrics::F64(data) => of(data),
+            AggregatedMetrics::U64(data) => of(data),
+            AggregatedMetrics::I64(data) => of(data),
+        } as u64)
+        .sum()
+}
+
+impl<E: ReportingMetricExporter> PushMetricExporter for CircuitBreakerMetricExporter<E> {
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
+        self.register_probe();
+        let points = data_points(metrics);
+        let permit = self.backend.admit(Signal::Metrics, points)?;
+        let inner = &self.inner;
+        let report = bounded::in_place(
+            || inner.report(metrics),
+            &self.backend.runtime,
+            self.backend.export_timeout,
+            "metric",
+        )
+        .await;
+        self.backend
+            .conclude(Signal::Metrics, points, permit, &report);
+        bounded::sdk_result(&report, self.backend.export_timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
+        let inner = Arc::clone(&self.inner);
+        bounded::on_thread(self.backend.export_timeout, "metric", move || {
+            inner.force_flush()
+        })
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        if self.shut_down.swap(true, Ordering::AcqRel) {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
+        self.backend.exporter_gone();
+        let inner = Arc::clone(&self.inner);
+        bounded::on_thread(timeout, "metric", move || {
+            inner.shutdown_with_timeout(timeout)
+        })
+    }
+
+    fn temporality(&self) -> Temporality {
+        // Asked once, while the reader is built: a panic would take the
+        // meter provider's construction with it.
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.temporality())).unwrap_or_default()
+    }
+}
