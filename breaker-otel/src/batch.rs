@@ -473,7 +473,7 @@ fn truncate_value(value: &mut StringValue, limit: usize) {
     *value = StringValue::from(text[..end].to_owned());
 }
 
-#[cfg(all(test, feature = "test-util"))]
+#[cfg(test)]
 mod tests {
     use std::time::Instant as StdInstant;
 

@@ -18,6 +18,12 @@
 //!   (encoding included, the receiver's work on the other side included in the wall
 //!   time), per span.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark: a failed setup should stop it"
+)]
+
 use std::hint::black_box;
 use std::time::Duration;
 
