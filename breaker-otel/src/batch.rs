@@ -478,7 +478,7 @@ mod tests {
     use std::time::Instant as StdInstant;
 
     use opentelemetry::trace::{Tracer as _, TracerProvider as _};
-    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 
     use super::*;
     use crate::handle::BreakerHandle;
@@ -494,6 +494,16 @@ mod tests {
         queue: usize,
         batch: usize,
         delay: Duration,
+    ) -> (SdkTracerProvider, BreakerHandle) {
+        sampled_pipeline(backend, queue, batch, delay, Sampler::AlwaysOn)
+    }
+
+    fn sampled_pipeline(
+        backend: &ScriptedExporter,
+        queue: usize,
+        batch: usize,
+        delay: Duration,
+        sampler: Sampler,
     ) -> (SdkTracerProvider, BreakerHandle) {
         let runtime = telemetry_runtime(TelemetryPriority::Normal).unwrap();
         let exporter = CircuitBreakerSpanExporter::with_runtime(
@@ -517,6 +527,7 @@ mod tests {
             Duration::from_secs(5),
         );
         let provider = SdkTracerProvider::builder()
+            .with_sampler(sampler)
             .with_span_processor(processor)
             .build();
         (provider, handle)
@@ -605,31 +616,13 @@ mod tests {
     #[test]
     fn unsampled_spans_are_neither_queued_nor_counted() {
         let backend = ScriptedExporter::default();
-        let runtime = telemetry_runtime(TelemetryPriority::Normal).unwrap();
-        let exporter = CircuitBreakerSpanExporter::with_runtime(
-            backend.clone(),
-            ExporterConfig::DEFAULT,
-            runtime.handle().clone(),
-            Arc::new(TokioClock),
-        )
-        .unwrap();
-        let handle = exporter.handle();
-        let processor = BatchProcessor::new(
-            exporter,
-            QueueSettings {
-                max_queue_size: 8,
-                max_export_batch_size: 4,
-                scheduled_delay: Duration::from_secs(3600),
-                attribute_value_limit: 256,
-            },
-            runtime,
-            handle.published(),
-            Duration::from_secs(5),
+        let (provider, handle) = sampled_pipeline(
+            &backend,
+            8,
+            4,
+            Duration::from_secs(3600),
+            Sampler::AlwaysOff,
         );
-        let provider = SdkTracerProvider::builder()
-            .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOff)
-            .with_span_processor(processor)
-            .build();
         end_spans(&provider, 10);
         provider.shutdown().unwrap();
         let snapshot = handle.snapshot();

@@ -155,6 +155,19 @@ fn batch(n: usize) -> Vec<SpanData> {
     std::mem::take(&mut *spans.lock().unwrap())
 }
 
+/// The OTLP receiver of this crate, on a one-thread runtime of its own; it keeps counts, not
+/// spans.
+fn receiver() -> (tokio::runtime::Runtime, Receiver) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let receiver = runtime.block_on(Receiver::start()).unwrap();
+    receiver.forget_spans();
+    (runtime, receiver)
+}
+
 fn record(c: &mut Criterion) {
     let provider = SdkTracerProvider::builder()
         .with_span_processor(Discard)
@@ -181,13 +194,7 @@ fn record(c: &mut Criterion) {
 }
 
 fn handoff(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let receiver = runtime.block_on(Receiver::start()).unwrap();
-    receiver.forget_spans();
+    let (runtime, receiver) = receiver();
     let mut group = c.benchmark_group("handoff");
     group.throughput(Throughput::Elements(1));
 
@@ -251,13 +258,7 @@ fn encode(c: &mut Criterion) {
 }
 
 fn send(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let receiver = runtime.block_on(Receiver::start()).unwrap();
-    receiver.forget_spans();
+    let (runtime, receiver) = receiver();
     let exporter = {
         let _entered = runtime.enter();
         OtlpSpanExporter::new(OtlpExporterConfig::new(Protocol::Grpc, receiver.endpoint())).unwrap()
