@@ -9,6 +9,10 @@
 //!    tracing off, and the recovery time; it writes those sections itself.
 //! 6. `telemetry-http`'s criterion benchmark (`handlers`): the health and
 //!    metrics routes.
+//! 7. `scale-bench`: 1 vs 3 replicas on PostgreSQL, SQLite vs PostgreSQL.
+//! 8. `pipeline-bench`: the pipeline's cost per span, the server pinned to one
+//!    CPU, against tracing off and the stock pipeline.
+//! 9. `tests`' criterion benchmark (`span_path`): one span, stage by stage.
 //! 7. `scale-bench` (in the `tests` crate): one replica against three on one
 //!    PostgreSQL, and SQLite against PostgreSQL for one; it writes its section
 //!    itself. It needs PostgreSQL's server programs, installed first if missing.
@@ -113,51 +117,43 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
             "outage-bench",
             "--bin",
             "pipeline-bench",
+            "--bin",
+            "scale-bench",
         ]),
         &mut commands,
     )?;
 
     println!("==> benches 2-5: the server through telemetry outages");
-    let fragment_path = out_dir.join("outage-bench.md");
-    let json_path = out_dir.join("outage-bench.json");
-    let mut command = Command::new(target.join("release").join("outage-bench"));
+    let server = target.join("release").join("taskman-server");
+    let mut command = fragment_bench(root, &target, &out_dir, "outage-bench", options);
     command
-        .current_dir(root)
         .arg("--server")
-        .arg(target.join("release").join("taskman-server"))
+        .arg(&server)
         .arg("--stock-server")
-        .arg(stock_target.join("release").join("taskman-server"))
-        .arg("--markdown")
-        .arg(&fragment_path)
-        .arg("--json")
-        .arg(&json_path);
-    if options.quick {
-        command.arg("--quick");
-    }
-    run_logged(&mut command, &mut commands)?;
-    let fragment = std::fs::read_to_string(&fragment_path)
-        .with_context(|| format!("reading {}", fragment_path.display()))?;
+        .arg(stock_target.join("release").join("taskman-server"));
+    let fragment = run_fragment_bench(command, &out_dir, "outage-bench", &mut commands)?;
+    let json_path = out_dir.join("outage-bench.json");
+    let outage_json: Value = serde_json::from_str(
+        &std::fs::read_to_string(&json_path)
+            .with_context(|| format!("reading {}", json_path.display()))?,
+    )
+    .with_context(|| format!("{} is not JSON", json_path.display()))?;
+
+    println!("==> bench 7: replicas and storage (scale-bench)");
+    let mut command = fragment_bench(root, &target, &out_dir, "scale-bench", options);
+    command.arg("--server").arg(&server);
+    let scale_fragment = run_fragment_bench(command, &out_dir, "scale-bench", &mut commands)?;
+
     println!("==> bench 8: the pipeline's cost per span, server pinned to one CPU");
-    let pipeline_path = out_dir.join("pipeline-bench.md");
-    let mut command = Command::new(target.join("release").join("pipeline-bench"));
+    let mut command = fragment_bench(root, &target, &out_dir, "pipeline-bench", options);
     command
-        .current_dir(root)
         .arg("--server")
-        .arg(target.join("release").join("taskman-server"))
+        .arg(&server)
         .arg("--stock-server")
         .arg(stock_target.join("release").join("taskman-server"))
         // The setting under test: telemetry at normal priority, against the default.
-        .args(["--variant", "normal:TASKMAN__TELEMETRY__PRIORITY=normal"])
-        .arg("--markdown")
-        .arg(&pipeline_path)
-        .arg("--json")
-        .arg(out_dir.join("pipeline-bench.json"));
-    if options.quick {
-        command.arg("--quick");
-    }
-    run_logged(&mut command, &mut commands)?;
-    let pipeline = std::fs::read_to_string(&pipeline_path)
-        .with_context(|| format!("reading {}", pipeline_path.display()))?;
+        .args(["--variant", "normal:TASKMAN__TELEMETRY__PRIORITY=normal"]);
+    let pipeline = run_fragment_bench(command, &out_dir, "pipeline-bench", &mut commands)?;
 
     println!("==> bench 9: the span path stage by stage (criterion)");
     let since = SystemTime::now();
@@ -166,41 +162,6 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     criterion_args(&mut command, options);
     run_logged(&mut command, &mut commands)?;
     let stages = criterion_results(&criterion_dir, since)?;
-
-    let outage_json: Value = serde_json::from_str(
-        &std::fs::read_to_string(&json_path)
-            .with_context(|| format!("reading {}", json_path.display()))?,
-    )
-    .with_context(|| format!("{} is not JSON", json_path.display()))?;
-
-    println!("==> bench 7: replicas and storage (scale-bench)");
-    run_logged(
-        process::cargo(root).args([
-            "build",
-            "--release",
-            "--package",
-            "tests",
-            "--bin",
-            "scale-bench",
-        ]),
-        &mut commands,
-    )?;
-    let scale_path = out_dir.join("scale-bench.md");
-    let mut command = Command::new(target.join("release").join("scale-bench"));
-    command
-        .current_dir(root)
-        .arg("--server")
-        .arg(target.join("release").join("taskman-server"))
-        .arg("--markdown")
-        .arg(&scale_path)
-        .arg("--json")
-        .arg(out_dir.join("scale-bench.json"));
-    if options.quick {
-        command.arg("--quick");
-    }
-    run_logged(&mut command, &mut commands)?;
-    let scale_fragment = std::fs::read_to_string(&scale_path)
-        .with_context(|| format!("reading {}", scale_path.display()))?;
 
     let report = Report {
         machine,
@@ -229,6 +190,40 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
         report.took_minutes
     );
     Ok(())
+}
+
+/// A bench binary of the `tests` crate that writes its section to `out_dir/NAME.md` and
+/// its measurements to `out_dir/NAME.json`; the caller adds its own arguments.
+fn fragment_bench(
+    root: &Path,
+    target: &Path,
+    out_dir: &Path,
+    name: &str,
+    options: &Options,
+) -> Command {
+    let mut command = Command::new(target.join("release").join(name));
+    command
+        .current_dir(root)
+        .arg("--markdown")
+        .arg(out_dir.join(format!("{name}.md")))
+        .arg("--json")
+        .arg(out_dir.join(format!("{name}.json")));
+    if options.quick {
+        command.arg("--quick");
+    }
+    command
+}
+
+/// Runs a [`fragment_bench`] command and returns the section it wrote.
+fn run_fragment_bench(
+    mut command: Command,
+    out_dir: &Path,
+    name: &str,
+    commands: &mut Commands,
+) -> Result<String> {
+    run_logged(&mut command, commands)?;
+    let path = out_dir.join(format!("{name}.md"));
+    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
 }
 
 fn criterion_args(command: &mut Command, options: &Options) {
