@@ -9,13 +9,12 @@
 //!    tracing off, and the recovery time; it writes those sections itself.
 //! 6. `telemetry-http`'s criterion benchmark (`handlers`): the health and
 //!    metrics routes.
-//! 7. `scale-bench`: 1 vs 3 replicas on PostgreSQL, SQLite vs PostgreSQL.
-//! 8. `pipeline-bench`: the pipeline's cost per span, the server pinned to one
-//!    CPU, against tracing off and the stock pipeline.
-//! 9. `tests`' criterion benchmark (`span_path`): one span, stage by stage.
 //! 7. `scale-bench` (in the `tests` crate): one replica against three on one
 //!    PostgreSQL, and SQLite against PostgreSQL for one; it writes its section
 //!    itself. It needs PostgreSQL's server programs, installed first if missing.
+//! 8. `pipeline-bench`: the pipeline's cost per span, the server pinned to one
+//!    CPU, against tracing off and the stock pipeline.
+//! 9. `tests`' criterion benchmark (`span_path`): one span, stage by stage.
 //!
 //! Speed is measured here, never asserted in CI: no gate runs this, and a
 //! missed goal is reported in the document, not as a failure.
