@@ -2,11 +2,12 @@
 //! `breaker-core` breaker that the exporters of several signals share when
 //! they send to the same endpoint, so that a dead collector is detected
 //! once, probed once and reported once. It owns the breaker, the clock, the
-//! lock and the idle prober; the exporters ([`CircuitBreakerLogExporter`],
-//! [`CircuitBreakerMetricExporter`]) own their inner exporter, ask it for a
-//! permit and report what became of each batch. [`BackendHandle`] is the
-//! lock-free read-only view, with counts per signal.
+//! lock and the idle prober; the exporters ([`CircuitBreakerSpanExporter`],
+//! [`CircuitBreakerLogExporter`], [`CircuitBreakerMetricExporter`]) own their
+//! inner exporter, ask it for a permit and report what became of each batch.
+//! [`BackendHandle`] is the lock-free read-only view, with counts per signal.
 //!
+//! [`CircuitBreakerSpanExporter`]: crate::CircuitBreakerSpanExporter
 //! [`CircuitBreakerLogExporter`]: crate::CircuitBreakerLogExporter
 //! [`CircuitBreakerMetricExporter`]: crate::CircuitBreakerMetricExporter
 
@@ -400,7 +401,12 @@ impl Backend {
     }
 
     fn state(&self) -> CircuitState {
-        BreakerHandle::new(Arc::clone(&self.published[0])).state()
+        self.view(Signal::Traces).state()
+    }
+
+    /// One signal's view: the breaker's state and that signal's counts.
+    pub(crate) fn view(&self, signal: Signal) -> BreakerHandle {
+        BreakerHandle::new(Arc::clone(&self.published[signal.index()]))
     }
 
     fn published(&self, signal: Signal) -> &Published {

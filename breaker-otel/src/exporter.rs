@@ -1,27 +1,28 @@
-//! The circuit-breaking span exporter: a driver around `breaker-core` that
-//! owns the inner exporter, the clock and the lock, and a task that probes
-//! the backend when a probe is due and no batch comes to be one.
+//! The circuit-breaking span exporter: it owns the inner exporter and runs
+//! each export as a bounded task through a [`BackendBreaker`], its own or one
+//! it shares with the other signals' exporters, which owns the breaker, the
+//! clock, the lock and the idle prober.
 
 use std::fmt;
-use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use breaker_core::{
-    BreakerConfig, CircuitBreaker, CircuitState, Outcome, Permit, Transition, TransitionReason,
-};
-use futures_util::future::{Either, select};
+use breaker_core::BreakerConfig;
+use futures_util::future::{BoxFuture, Either, select};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use tokio::runtime::Handle;
-use tokio::sync::Notify;
 
+use crate::backend::{Backend, EmptyProbe};
 use crate::bounded;
-use crate::classify::{unclassified, verdict};
-use crate::handle::{BreakerHandle, Published, SpanCounts};
-use crate::{ExportFailure, ExportReport, FailureCause};
+use crate::classify::unclassified;
+use crate::handle::BreakerHandle;
+use crate::{
+    BackendBreaker, BackendControl, BackendHandle, ExportFailure, ExportReport, FailureCause,
+    Signal,
+};
 
 /// Where the adapter reads the time. The default follows Tokio's clock, so a
 /// test on paused Tokio time drives the breaker and the export timeout
@@ -152,17 +153,26 @@ pub enum AdapterError {
 ///
 /// # Probes without traffic
 ///
-/// With `idle_probes` on (the default), a task on the same runtime, started
+/// With `idle_probes` on (the default), the breaker's idle prober, started
 /// by the first export, sleeps until the breaker's next probe is due
-/// ([`CircuitBreaker::next_probe_at`]) or its probe times out, and then, if
+/// ([`breaker_core::CircuitBreaker::next_probe_at`]) or its probe times out, and then, if
 /// no batch has taken the probe slot meanwhile, exports an empty batch as
 /// the probe: an empty OTLP request is valid and carries nothing to lose.
 /// It is bounded, contained and recorded like a batch's probe, and logged
 /// the same way. A batch that arrives while it is in flight is dropped, as
 /// during any probe; what this can cost is the one batch that would itself
 /// have been the probe, and only when it comes within the empty export's
-/// round trip (docs/contract.md, section 3). The task holds the exporter
-/// weakly and ends at shutdown or drop.
+/// round trip (docs/contract.md, section 3). The prober holds the exporter
+/// weakly and stops probing through it at shutdown or drop.
+///
+/// # One breaker per backend
+///
+/// [`new`](Self::new) and [`reporting`](Self::reporting) give the exporter a
+/// breaker of its own. [`BackendBreaker::span_exporter`] and
+/// [`BackendBreaker::reporting_span_exporter`] put it on a breaker shared with
+/// the log and metric exporters of the same backend, which then detects,
+/// probes and reports an outage once for all of them (docs/signals.md).
+/// Either way [`handle`](Self::handle) describes the span path alone.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -179,326 +189,60 @@ pub enum AdapterError {
 /// ```
 pub struct CircuitBreakerSpanExporter<E> {
     inner: Arc<E>,
-    shared: Arc<Shared>,
-    runtime: Handle,
-    export_timeout: Duration,
-    is_shutdown: AtomicBool,
-    idle_probes: bool,
-    /// Starts the idle prober at the first export: by then the provider
-    /// has passed its resource, which needs the only reference to `inner`.
-    prober_started: Once,
+    backend: Arc<Backend>,
+    shut_down: Arc<AtomicBool>,
+    /// The probe registered with the breaker at the first export: by then
+    /// the provider has passed its resource, which needs the only reference
+    /// to `inner`.
+    probe: OnceLock<Arc<dyn EmptyProbe>>,
 }
 
 impl<E> Drop for CircuitBreakerSpanExporter<E> {
     fn drop(&mut self) {
-        self.shared.wake.stop();
+        // Its probe goes with it; the idle prober looks for another.
+        self.probe.take();
+        self.backend.exporter_gone();
     }
 }
 
 impl<E> fmt::Debug for CircuitBreakerSpanExporter<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreakerSpanExporter")
-            .field("state", &self.shared.handle().state())
-            .field("export_timeout", &self.export_timeout)
+            .field("backend", &self.backend)
             .finish_non_exhaustive()
     }
 }
 
-/// What the exporter, its handles and its controls share.
-#[derive(Debug)]
-struct Shared {
-    core: Mutex<Core>,
-    published: Arc<Published>,
-    clock: Arc<dyn Clock>,
-    origin: Instant,
-    log_interval: Duration,
-    wake: Arc<Wake>,
-}
-
-/// How the exporter reaches the idle prober: it is woken when the breaker's
-/// next deadline moves, and told to stop at shutdown or drop.
-#[derive(Debug, Default)]
-struct Wake {
-    notify: Notify,
-    stopped: AtomicBool,
-}
-
-impl Wake {
-    fn stop(&self) {
-        self.stopped.store(true, Ordering::Release);
-        self.notify.notify_one();
-    }
-
-    fn is_stopped(&self) -> bool {
-        self.stopped.load(Ordering::Acquire)
-    }
-}
-
-/// What the idle prober waits for: the next probe, or the moment the probe
-/// in flight is abandoned.
-fn deadline(breaker: &CircuitBreaker) -> Option<Instant> {
-    match (breaker.next_probe_at(), breaker.poll_timeout()) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-#[derive(Debug)]
-struct Core {
-    breaker: CircuitBreaker,
-    /// The outage going on, if the circuit is not closed.
-    outage: Option<Outage>,
-}
-
-/// What the log says about an outage when it ends, counted from its start.
-#[derive(Debug, Clone, Copy)]
-struct Outage {
-    started: Instant,
-    probes: u64,
-    spans: SpanCounts,
-    /// When the last "still open" summary was logged (the start, if none).
-    summarized: Instant,
-}
-
-/// A log line decided under the lock and written after it is released.
-#[derive(Debug)]
-enum Line {
-    Opened {
-        transition: Transition,
-        cause: Option<String>,
-        spans_failed: u64,
-    },
-    Closed {
-        transition: Transition,
-        lasted: Duration,
-        probes: u64,
-        spans: SpanCounts,
-    },
-    StillOpen {
-        lasted: Duration,
-        probes: u64,
-        spans: SpanCounts,
-    },
-    Changed(Transition),
-}
-
-impl Shared {
-    fn handle(&self) -> BreakerHandle {
-        BreakerHandle::new(Arc::clone(&self.published))
-    }
-
-    /// How long after the exporter's creation it is now, the time base of
-    /// the published values.
-    fn elapsed(&self) -> Duration {
-        self.clock.now().saturating_duration_since(self.origin)
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Core> {
-        // The lock guards plain data that every method leaves consistent, so
-        // a panic elsewhere while it was held does not poison its meaning.
-        self.core.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Runs `step` on the breaker under the lock, then publishes the new
-    /// state and logs what changed with the lock released. `cause` is why
-    /// the call being recorded failed, for the line that says an outage began.
-    fn drive<T>(
-        &self,
-        cause: Option<&str>,
-        step: impl FnOnce(&mut CircuitBreaker, Instant) -> T,
-    ) -> T {
-        let now = self.clock.now();
-        let mut transitions = Vec::new();
-        let (result, lines) = {
-            let mut core = self.lock();
-            let before = deadline(&core.breaker);
-            let result = step(&mut core.breaker, now);
-            if deadline(&core.breaker) != before {
-                // A permit is stored if the prober is busy: it looks again.
-                self.wake.notify.notify_one();
-            }
-            while let Some(t) = core.breaker.poll_transition() {
-                transitions.push(t);
-            }
-            let stats = core.breaker.stats();
-            self.published.set_throttled_until(
-                stats
-                    .throttled_until
-                    .map(|until| until.saturating_duration_since(self.origin)),
-            );
-            self.published
-                .set_consecutive_failures(stats.consecutive_failures);
-            self.published.set_state(
-                stats.state,
-                stats.since.saturating_duration_since(self.origin),
-            );
-            let lines = self.account(&mut core, &transitions, cause, now);
-            (result, lines)
-        };
-        for t in &transitions {
-            self.published.count_transition(t.from, t.to);
-        }
-        for line in lines {
-            line.log();
-        }
-        result
-    }
-
-    /// Follows the outage through `transitions` and decides the log lines:
-    /// one when it starts, one when it ends, a summary at most once per
-    /// `log_interval` in between, and the rest at debug.
-    fn account(
-        &self,
-        core: &mut Core,
-        transitions: &[Transition],
-        cause: Option<&str>,
-        now: Instant,
-    ) -> Vec<Line> {
-        let mut lines = Vec::new();
-        let spans = self.published.spans();
-        let probes = self.published.probes();
-        for &t in transitions {
-            match (core.outage, t.to) {
-                (None, CircuitState::Open | CircuitState::HalfOpen) => {
-                    core.outage = Some(Outage {
-                        started: t.at,
-                        probes,
-                        spans,
-                        summarized: t.at,
-                    });
-                    lines.push(Line::Opened {
-                        transition: t,
-                        cause: cause.map(str::to_owned),
-                        spans_failed: spans.failed,
-                    });
-                }
-                (Some(outage), CircuitState::Closed) => {
-                    core.outage = None;
-                    lines.push(Line::Closed {
-                        transition: t,
-                        lasted: t.at.saturating_duration_since(outage.started),
-                        probes: probes - outage.probes,
-                        spans: since(spans, outage.spans),
-                    });
-                }
-                _ => lines.push(Line::Changed(t)),
-            }
-        }
-        if let Some(outage) = &mut core.outage
-            && !self.log_interval.is_zero()
-            && now.saturating_duration_since(outage.summarized) >= self.log_interval
-        {
-            outage.summarized = now;
-            lines.push(Line::StillOpen {
-                lasted: now.saturating_duration_since(outage.started),
-                probes: probes - outage.probes,
-                spans: since(spans, outage.spans),
-            });
-        }
-        lines
-    }
-}
-
-/// The counts between `start` and `now`.
-fn since(now: SpanCounts, start: SpanCounts) -> SpanCounts {
-    SpanCounts {
-        exported: now.exported - start.exported,
-        rejected: now.rejected - start.rejected,
-        dropped: now.dropped - start.dropped,
-        failed: now.failed - start.failed,
-    }
-}
-
-impl Line {
-    fn log(self) {
-        match self {
-            Self::Opened {
-                transition: t,
-                cause,
-                spans_failed,
-            } => tracing::warn!(
-                from = t.from.as_str(),
-                to = t.to.as_str(),
-                reason = t.reason.as_str(),
-                cause = cause.as_deref().unwrap_or(match t.reason {
-                    TransitionReason::ForcedOpen => "forced open by an operator",
-                    _ => "unknown",
-                }),
-                spans_failed,
-                "telemetry circuit opened: spans are dropped until a probe succeeds"
-            ),
-            Self::Closed {
-                transition: t,
-                lasted,
-                probes,
-                spans,
-            } => tracing::info!(
-                from = t.from.as_str(),
-                to = t.to.as_str(),
-                reason = t.reason.as_str(),
-                outage_secs = lasted.as_secs_f64(),
-                probes,
-                spans_dropped = spans.dropped,
-                spans_failed = spans.failed,
-                "telemetry circuit closed: exporting again"
-            ),
-            Self::StillOpen {
-                lasted,
-                probes,
-                spans,
-            } => tracing::info!(
-                outage_secs = lasted.as_secs_f64(),
-                probes,
-                spans_dropped = spans.dropped,
-                spans_failed = spans.failed,
-                "telemetry circuit still open: spans are being dropped"
-            ),
-            Self::Changed(t) => tracing::debug!(
-                from = t.from.as_str(),
-                to = t.to.as_str(),
-                reason = t.reason.as_str(),
-                "telemetry circuit {}",
-                match (t.to, t.reason) {
-                    (CircuitState::HalfOpen, _) => "half-open: probing the backend",
-                    (_, TransitionReason::ProbeThrottled) => {
-                        "open again: the backend asked us to wait"
-                    }
-                    _ => "open again: the probe failed",
-                }
-            ),
-        }
-    }
-}
-
-/// Manual control over one breaker, for operators and tests: separate from
-/// [`BreakerHandle`] so that read-only users cannot change anything.
+/// Manual control over the breaker of one span exporter, for operators and
+/// tests: separate from [`BreakerHandle`] so that read-only users cannot
+/// change anything. On a shared breaker it controls every signal's exports.
 #[derive(Debug, Clone)]
 pub struct BreakerControl {
-    shared: Arc<Shared>,
+    backend: BackendControl,
 }
 
 impl BreakerControl {
     /// Holds the circuit open: every batch is dropped, nothing probes.
     pub fn force_open(&self) {
-        self.shared.drive(None, |b, now| b.force_open(now));
+        self.backend.force_open();
     }
 
     /// Holds the circuit closed: every batch is exported, failures never open it.
     pub fn force_closed(&self) {
-        self.shared.drive(None, |b, now| b.force_closed(now));
+        self.backend.force_closed();
     }
 
     /// Back to automatic, closed, with no failures counted.
     pub fn reset(&self) {
-        self.shared.drive(None, |b, now| b.reset(now));
+        self.backend.reset();
     }
 }
 
 impl<S: SpanExporter + 'static> CircuitBreakerSpanExporter<Unclassified<S>> {
-    /// Wraps any SDK span exporter, running exports on the current Tokio
-    /// runtime and reading Tokio's clock. Its results say only success or
-    /// failure ([`Unclassified`]); for an exporter that says more, use
-    /// [`reporting`](CircuitBreakerSpanExporter::reporting).
+    /// Wraps any SDK span exporter with a breaker of its own, running
+    /// exports on the current Tokio runtime and reading Tokio's clock. Its
+    /// results say only success or failure ([`Unclassified`]); for an
+    /// exporter that says more, use [`reporting`](CircuitBreakerSpanExporter::reporting).
     ///
     /// # Errors
     ///
@@ -530,16 +274,16 @@ impl<S: SpanExporter + 'static> CircuitBreakerSpanExporter<Unclassified<S>> {
 }
 
 impl<E: ReportingSpanExporter + 'static> CircuitBreakerSpanExporter<E> {
-    /// Wraps an exporter that reports what the backend answered, running
-    /// exports on the current Tokio runtime and reading Tokio's clock.
+    /// Wraps an exporter that reports what the backend answered, with a
+    /// breaker of its own, running exports on the current Tokio runtime and
+    /// reading Tokio's clock.
     ///
     /// # Errors
     ///
     /// [`AdapterError::NoRuntime`] outside a Tokio runtime;
     /// [`AdapterError::ZeroExportTimeout`] for a zero `export_timeout`.
     pub fn reporting(inner: E, config: ExporterConfig) -> Result<Self, AdapterError> {
-        let runtime = Handle::try_current().map_err(|_| AdapterError::NoRuntime)?;
-        Self::reporting_with_runtime(inner, config, runtime, Arc::new(TokioClock))
+        Ok(BackendBreaker::new(config)?.reporting_span_exporter(inner))
     }
 
     /// As [`reporting`](Self::reporting), with an explicit runtime and clock.
@@ -553,63 +297,102 @@ impl<E: ReportingSpanExporter + 'static> CircuitBreakerSpanExporter<E> {
         runtime: Handle,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, AdapterError> {
-        if config.export_timeout.is_zero() {
-            return Err(AdapterError::ZeroExportTimeout);
-        }
-        let origin = clock.now();
-        let published = Arc::new(Published::new(SystemTime::now()));
-        let shared = Arc::new(Shared {
-            core: Mutex::new(Core {
-                breaker: CircuitBreaker::new(config.breaker, origin)
-                    .with_jitter_seed(jitter_seed()),
-                outage: None,
-            }),
-            published,
-            clock,
-            origin,
-            log_interval: config.log_interval,
-            wake: Arc::new(Wake::default()),
-        });
-        Ok(Self {
+        Ok(BackendBreaker::builder(config)
+            .runtime(runtime, clock)
+            .build()?
+            .reporting_span_exporter(inner))
+    }
+
+    fn on(backend: &BackendBreaker, inner: E) -> Self {
+        Self {
             inner: Arc::new(inner),
-            shared,
-            runtime,
-            export_timeout: config.export_timeout,
-            is_shutdown: AtomicBool::new(false),
-            idle_probes: config.idle_probes && !config.breaker.min_probe_interval.is_zero(),
-            prober_started: Once::new(),
-        })
-    }
-
-    /// Starts the idle prober once, if it is on.
-    fn start_prober(&self) {
-        if !self.idle_probes {
-            return;
+            backend: backend.serve(Signal::Traces),
+            shut_down: Arc::new(AtomicBool::new(false)),
+            probe: OnceLock::new(),
         }
-        self.prober_started.call_once(|| {
-            let prober = IdleProber {
-                inner: Arc::downgrade(&self.inner),
-                shared: Arc::downgrade(&self.shared),
-                wake: Arc::clone(&self.shared.wake),
-                runtime: self.runtime.clone(),
-                export_timeout: self.export_timeout,
-            };
-            self.runtime.spawn(prober.run());
-        });
     }
 
-    /// A read-only handle for health checks and metrics.
+    /// A read-only handle for health checks and metrics: the span path's
+    /// counts and the breaker's state.
     #[must_use]
     pub fn handle(&self) -> BreakerHandle {
-        self.shared.handle()
+        self.backend.view(Signal::Traces)
     }
 
-    /// Manual control over the breaker.
+    /// A read-only handle on the whole breaker, with every signal it serves.
+    #[must_use]
+    pub fn backend_handle(&self) -> BackendHandle {
+        BackendBreaker::from_backend(&self.backend).handle()
+    }
+
+    /// Manual control over the breaker (shared, if it is).
     #[must_use]
     pub fn control(&self) -> BreakerControl {
         BreakerControl {
-            shared: Arc::clone(&self.shared),
+            backend: BackendBreaker::from_backend(&self.backend).control(),
         }
+    }
+
+    fn register_probe(&self) {
+        self.probe.get_or_init(|| {
+            let probe: Arc<dyn EmptyProbe> = Arc::new(SpanProbe {
+                inner: Arc::clone(&self.inner),
+                backend: Arc::clone(&self.backend),
+                shut_down: Arc::clone(&self.shut_down),
+            });
+            self.backend.register_probe(Arc::downgrade(&probe));
+            probe
+        });
+    }
+}
+
+impl BackendBreaker {
+    /// A span exporter on this breaker for any SDK span exporter, whose
+    /// results say only success or failure ([`Unclassified`]).
+    pub fn span_exporter<S: SpanExporter + 'static>(
+        &self,
+        inner: S,
+    ) -> CircuitBreakerSpanExporter<Unclassified<S>> {
+        CircuitBreakerSpanExporter::on(self, Unclassified(inner))
+    }
+
+    /// A span exporter on this breaker for an exporter that reports what the
+    /// backend answered.
+    pub fn reporting_span_exporter<E: ReportingSpanExporter + 'static>(
+        &self,
+        inner: E,
+    ) -> CircuitBreakerSpanExporter<E> {
+        CircuitBreakerSpanExporter::on(self, inner)
+    }
+}
+
+/// The span exporter's empty export, as the breaker's probe. The batch is
+/// owned, so the probe runs as a task like any export, awaited directly.
+struct SpanProbe<E> {
+    inner: Arc<E>,
+    backend: Arc<Backend>,
+    shut_down: Arc<AtomicBool>,
+}
+
+impl<E: ReportingSpanExporter + 'static> EmptyProbe for SpanProbe<E> {
+    fn signal(&self) -> Signal {
+        Signal::Traces
+    }
+
+    fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Ordering::Acquire)
+    }
+
+    fn probe(self: Arc<Self>) -> BoxFuture<'static, ExportReport> {
+        Box::pin(async move {
+            export_bounded(
+                Arc::clone(&self.inner),
+                &self.backend.runtime,
+                self.backend.export_timeout,
+                Vec::new(),
+            )
+            .await
+        })
     }
 }
 
@@ -660,146 +443,31 @@ async fn export_bounded<E: ReportingSpanExporter + 'static>(
     }
 }
 
-/// Counts what became of `spans` spans by `report`, and says what the
-/// breaker learns and what the log line that may follow names as the cause.
-fn account(shared: &Shared, spans: u64, report: &ExportReport) -> (Outcome, Option<String>) {
-    match report {
-        ExportReport::Exported { rejected, message } => {
-            let rejected = (*rejected).min(spans);
-            shared.published.count_exported(spans - rejected);
-            if rejected > 0 {
-                shared.published.count_rejected(rejected);
-                tracing::debug!(
-                    rejected,
-                    message = message.as_deref().unwrap_or(""),
-                    "the backend rejected spans of an accepted batch"
-                );
-            }
-        }
-        ExportReport::Failed(failure) => {
-            shared
-                .published
-                .count_failed(spans, failure.cause, shared.elapsed());
-        }
-    }
-    let cause = match report {
-        ExportReport::Failed(failure) => Some(failure.to_string()),
-        ExportReport::Exported { .. } => None,
-    };
-    (verdict(report), cause)
-}
-
-/// The task behind `idle_probes`. It holds the exporter and the breaker
-/// weakly, so that it never keeps them alive, and sleeps whenever no
-/// deadline is near: it costs nothing while the circuit is closed.
-struct IdleProber<E> {
-    inner: Weak<E>,
-    shared: Weak<Shared>,
-    wake: Arc<Wake>,
-    runtime: Handle,
-    export_timeout: Duration,
-}
-
-impl<E: ReportingSpanExporter + 'static> IdleProber<E> {
-    async fn run(self) {
-        while !self.wake.is_stopped() {
-            let Some(shared) = self.shared.upgrade() else {
-                return;
-            };
-            let wait = {
-                let now = shared.clock.now();
-                deadline(&shared.lock().breaker).map(|at| at.saturating_duration_since(now))
-            };
-            drop(shared);
-            match wait {
-                None => self.wake.notify.notified().await,
-                Some(wait) if !wait.is_zero() => {
-                    let sleep = pin!(tokio::time::sleep(wait));
-                    let woken = pin!(self.wake.notify.notified());
-                    let _ = select(sleep, woken).await;
-                }
-                Some(_) => {
-                    if !self.probe().await {
-                        // Due by the breaker's word, yet nothing to do: a
-                        // clock that stepped back. Wait for news rather than spin.
-                        let sleep = pin!(tokio::time::sleep(Duration::from_millis(100)));
-                        let woken = pin!(self.wake.notify.notified());
-                        let _ = select(sleep, woken).await;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Abandons a lost probe if one is due, then runs an empty probe if one
-    /// is permitted. Returns whether either happened.
-    async fn probe(&self) -> bool {
-        let (Some(shared), Some(inner)) = (self.shared.upgrade(), self.inner.upgrade()) else {
-            return false;
-        };
-        let timed_out = shared.drive(None, |b, now| {
-            let lost = b.poll_timeout().is_some_and(|at| at <= now);
-            b.handle_timeout(now);
-            lost
-        });
-        let Ok(permit) = shared.drive(None, |b, now| b.try_probe(now)) else {
-            return timed_out;
-        };
-        shared.published.count_probe();
-        let report = export_bounded(inner, &self.runtime, self.export_timeout, Vec::new()).await;
-        // A failed export request counts by its cause, as for a batch; it
-        // carried no spans, so no span is counted.
-        let (outcome, cause) = account(&shared, 0, &report);
-        shared.drive(cause.as_deref(), |b, now| b.record(permit, outcome, now));
-        true
-    }
-}
-
 impl<E: ReportingSpanExporter + 'static> SpanExporter for CircuitBreakerSpanExporter<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        if self.is_shutdown.load(Ordering::Acquire) {
+        if self.shut_down.load(Ordering::Acquire) {
             return Err(OTelSdkError::AlreadyShutdown);
         }
-        self.start_prober();
+        self.register_probe();
         let spans = batch.len() as u64;
-        let permit: Permit = match self.shared.drive(None, |b, now| b.try_acquire(now)) {
-            Ok(permit) => permit,
-            Err(rejected) => {
-                self.shared.published.count_dropped(spans);
-                return Err(OTelSdkError::InternalFailure(format!(
-                    "{rejected}: {spans} spans dropped"
-                )));
-            }
-        };
-        if permit.is_probe() {
-            self.shared.published.count_probe();
-        }
+        let permit = self.backend.admit(Signal::Traces, spans)?;
         let report = export_bounded(
             Arc::clone(&self.inner),
-            &self.runtime,
-            self.export_timeout,
+            &self.backend.runtime,
+            self.backend.export_timeout,
             batch,
         )
         .await;
-        let (outcome, cause) = account(&self.shared, spans, &report);
-        self.shared
-            .drive(cause.as_deref(), |b, now| b.record(permit, outcome, now));
-        match report {
-            ExportReport::Exported { .. } => Ok(()),
-            ExportReport::Failed(failure) if failure.cause == FailureCause::Timeout => {
-                Err(OTelSdkError::Timeout(self.export_timeout))
-            }
-            ExportReport::Failed(failure) => {
-                Err(OTelSdkError::InternalFailure(failure.to_string()))
-            }
-        }
+        self.backend
+            .conclude(Signal::Traces, spans, permit, &report);
+        bounded::sdk_result(&report, self.backend.export_timeout)
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        if self.is_shutdown.swap(true, Ordering::AcqRel) {
+        if self.shut_down.swap(true, Ordering::AcqRel) {
             return Err(OTelSdkError::AlreadyShutdown);
         }
-        self.shared.wake.stop();
+        self.backend.exporter_gone();
         let inner = Arc::clone(&self.inner);
         bounded::on_thread(timeout, "span", move || {
             inner.shutdown_with_timeout(timeout)
@@ -807,11 +475,13 @@ impl<E: ReportingSpanExporter + 'static> SpanExporter for CircuitBreakerSpanExpo
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        if self.is_shutdown.load(Ordering::Acquire) {
+        if self.shut_down.load(Ordering::Acquire) {
             return Err(OTelSdkError::AlreadyShutdown);
         }
         let inner = Arc::clone(&self.inner);
-        bounded::on_thread(self.export_timeout, "span", move || inner.force_flush())
+        bounded::on_thread(self.backend.export_timeout, "span", move || {
+            inner.force_flush()
+        })
     }
 
     fn set_resource(&mut self, resource: &Resource) {

@@ -1,10 +1,12 @@
-//! The one reader of the standard `OTEL_*` variables the tracing pipeline honours.
+//! The one reader of the standard `OTEL_*` variables the pipeline honours, for spans, log
+//! records and metrics.
 //!
 //! The OpenTelemetry SDK and the OTLP exporter each read these variables on their own and
 //! ignore a malformed value silently, falling back to a default: spans then go somewhere
 //! the operator did not intend, or nowhere, or a core spins. [`OtlpEnv`] reads them once,
 //! from the process or from a given map, with the specification's rules (an empty value is
-//! unset; the signal-specific `..._TRACES_...` variable wins over the generic one), checks
+//! unset; the signal-specific `..._TRACES_...`, `..._LOGS_...` or `..._METRICS_...` variable
+//! wins over the generic one), checks
 //! each value for the use the pipeline makes of it, and the pipeline passes the results to
 //! the SDK explicitly. No error and no [`OtlpEnv::describe`] line shows a secret: header
 //! values become `***`, URL userinfo `***@`.
@@ -30,6 +32,9 @@ use opentelemetry_sdk::trace::{
     OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT, OTEL_BSP_SCHEDULE_DELAY, OTEL_BSP_SCHEDULE_DELAY_DEFAULT,
 };
 
+use opentelemetry_sdk::metrics::Temporality;
+
+use crate::Signal;
 use crate::instance_id::SERVICE_INSTANCE_ID;
 use crate::pipeline::Protocol;
 
@@ -41,6 +46,33 @@ const OTEL_BSP_MAX_CONCURRENT_EXPORTS: &str = "OTEL_BSP_MAX_CONCURRENT_EXPORTS";
 const OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT: &str = "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT";
 const OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT: &str = "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT";
 const OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT: &str = "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT";
+const OTEL_TRACES_EXPORTER: &str = "OTEL_TRACES_EXPORTER";
+const OTEL_LOGS_EXPORTER: &str = "OTEL_LOGS_EXPORTER";
+const OTEL_METRICS_EXPORTER: &str = "OTEL_METRICS_EXPORTER";
+const OTEL_EXPORTER_OTLP_LOGS_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL";
+const OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL";
+const OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT";
+const OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT";
+const OTEL_EXPORTER_OTLP_LOGS_HEADERS: &str = "OTEL_EXPORTER_OTLP_LOGS_HEADERS";
+const OTEL_EXPORTER_OTLP_METRICS_HEADERS: &str = "OTEL_EXPORTER_OTLP_METRICS_HEADERS";
+const OTEL_EXPORTER_OTLP_LOGS_TIMEOUT: &str = "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT";
+const OTEL_EXPORTER_OTLP_METRICS_TIMEOUT: &str = "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT";
+const OTEL_EXPORTER_OTLP_LOGS_COMPRESSION: &str = "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION";
+const OTEL_EXPORTER_OTLP_METRICS_COMPRESSION: &str = "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION";
+const OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: &str =
+    "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE";
+const OTEL_BLRP_SCHEDULE_DELAY: &str = "OTEL_BLRP_SCHEDULE_DELAY";
+const OTEL_BLRP_MAX_QUEUE_SIZE: &str = "OTEL_BLRP_MAX_QUEUE_SIZE";
+const OTEL_BLRP_MAX_EXPORT_BATCH_SIZE: &str = "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE";
+const OTEL_BLRP_EXPORT_TIMEOUT: &str = "OTEL_BLRP_EXPORT_TIMEOUT";
+const OTEL_METRIC_EXPORT_INTERVAL: &str = "OTEL_METRIC_EXPORT_INTERVAL";
+const OTEL_METRIC_EXPORT_TIMEOUT: &str = "OTEL_METRIC_EXPORT_TIMEOUT";
+
+/// The specification's defaults for the batch log record processor and the periodic reader.
+const BLRP_SCHEDULE_DELAY_DEFAULT: Duration = Duration::from_millis(1000);
+const BLRP_MAX_QUEUE_SIZE_DEFAULT: usize = 2048;
+const BLRP_MAX_EXPORT_BATCH_SIZE_DEFAULT: usize = 512;
+const METRIC_EXPORT_INTERVAL_DEFAULT: Duration = Duration::from_millis(60_000);
 
 /// Bytes a string attribute value keeps when no length limit variable is set. The
 /// specification's default is no limit; spans carry client input (user agents, URLs), and
@@ -49,12 +81,34 @@ pub(crate) const DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT: usize = 256;
 /// Attributes a span keeps when `OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT` is unset (the SDK's default).
 pub(crate) const DEFAULT_SPAN_ATTRIBUTE_COUNT_LIMIT: u32 = 128;
 
-/// Where spans go over gRPC when no endpoint variable is set.
+/// Where every signal goes over gRPC when no endpoint variable is set.
 const DEFAULT_GRPC_ENDPOINT: &str = "http://localhost:4317";
-/// Where spans go over HTTP when no endpoint variable is set.
-const DEFAULT_HTTP_ENDPOINT: &str = "http://localhost:4318/v1/traces";
-/// The path the generic endpoint gets over HTTP (the signal-specific one is used as is).
-const HTTP_TRACES_PATH: &str = "/v1/traces";
+/// Where every signal goes over HTTP when no endpoint variable is set, before its path.
+const DEFAULT_HTTP_BASE: &str = "http://localhost:4318";
+
+/// The path each signal gets over HTTP after the generic endpoint (the signal-specific one
+/// is used as is).
+const fn http_path(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Traces => "/v1/traces",
+        Signal::Logs => "/v1/logs",
+        Signal::Metrics => "/v1/metrics",
+    }
+}
+
+/// The signals a transport variable (protocol, endpoint, headers, timeout, compression)
+/// configures: its own signal for a `..._TRACES_...`-style name, all three for the generic one.
+fn transport_signals(name: &str) -> &'static [Signal] {
+    if name.contains("_TRACES_") {
+        &[Signal::Traces]
+    } else if name.contains("_LOGS_") {
+        &[Signal::Logs]
+    } else if name.contains("_METRICS_") {
+        &[Signal::Metrics]
+    } else {
+        &Signal::ALL
+    }
+}
 
 /// What a variable's value is used for, which decides how it is checked and shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +126,10 @@ enum Kind {
     Compression,
     /// Free text (service names, resource attributes).
     Text,
+    /// A signal's exporter: `otlp` or `none`.
+    Exporter,
+    /// The metric exporter's aggregation temporality preference.
+    Temporality,
 }
 
 /// One variable the pipeline reads, for generated documentation.
@@ -190,16 +248,26 @@ impl fmt::Debug for Header {
     }
 }
 
-/// The pipeline's settings from the environment, every value checked.
-#[derive(Debug, Clone)]
-pub(crate) struct Resolved {
-    pub(crate) disabled: bool,
+/// How one signal is sent: from its own variables, else the generic ones.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Transport {
     pub(crate) protocol: Protocol,
     signal_endpoint: Option<String>,
     generic_endpoint: Option<String>,
     pub(crate) headers: Vec<Header>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) gzip: bool,
+}
+
+/// The pipeline's settings from the environment, every value checked.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    pub(crate) disabled: bool,
+    /// Per signal, in [`Signal::ALL`]'s order.
+    transports: [Transport; 3],
+    /// Per signal: `OTEL_<SIGNAL>S_EXPORTER`, `Some(true)` for `otlp`, `Some(false)` for
+    /// `none`, `None` when unset.
+    exporters: [Option<bool>; 3],
     pub(crate) schedule_delay: Duration,
     pub(crate) max_queue_size: usize,
     pub(crate) max_export_batch_size: usize,
@@ -208,6 +276,13 @@ pub(crate) struct Resolved {
     pub(crate) attribute_value_length_limit: usize,
     /// Attributes kept per span.
     pub(crate) span_attribute_count_limit: u32,
+    /// The batch log record processor's settings.
+    pub(crate) log_schedule_delay: Duration,
+    pub(crate) log_max_queue_size: usize,
+    pub(crate) log_max_export_batch_size: usize,
+    /// How often the periodic reader collects and exports metrics.
+    pub(crate) metric_export_interval: Duration,
+    pub(crate) temporality: Temporality,
 }
 
 /// Where spans go, and which variable said so (`None`: the default).
@@ -230,37 +305,64 @@ impl Resolved {
             .build()
     }
 
-    /// The endpoint for `protocol`: the signal-specific variable as is, else the generic one
-    /// (with `/v1/traces` appended over HTTP, as the specification says), else the default.
+    /// The span endpoint for `protocol` (see [`Transport::endpoint`]).
     pub(crate) fn endpoint(&self, protocol: Protocol) -> Endpoint {
+        self.transport(Signal::Traces)
+            .endpoint(Signal::Traces, protocol)
+    }
+
+    /// How `signal` is sent.
+    pub(crate) fn transport(&self, signal: Signal) -> &Transport {
+        &self.transports[signal_index(signal)]
+    }
+
+    /// Whether `signal` is exported over OTLP: its `OTEL_<SIGNAL>S_EXPORTER`, else `default`.
+    pub(crate) fn exports(&self, signal: Signal, default: bool) -> bool {
+        self.exporters[signal_index(signal)].unwrap_or(default)
+    }
+}
+
+impl Transport {
+    /// The endpoint of `signal` for `protocol`: the signal-specific variable as is, else the
+    /// generic one (with `/v1/traces`, `/v1/logs` or `/v1/metrics` appended over HTTP, as the
+    /// specification says), else the default.
+    pub(crate) fn endpoint(&self, signal: Signal, protocol: Protocol) -> Endpoint {
         if let Some(url) = &self.signal_endpoint {
             return Endpoint {
                 url: url.trim().to_owned(),
-                variable: Some(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT),
+                variable: Some(match signal {
+                    Signal::Traces => OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+                    Signal::Logs => OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,
+                    Signal::Metrics => OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
+                }),
             };
         }
-        if let Some(url) = &self.generic_endpoint {
-            let url = url.trim();
-            let url = match protocol {
-                Protocol::Grpc => url.to_owned(),
-                Protocol::HttpProtobuf => {
-                    format!("{}{HTTP_TRACES_PATH}", url.trim_end_matches('/'))
-                }
-            };
-            return Endpoint {
-                url,
-                variable: Some(OTEL_EXPORTER_OTLP_ENDPOINT),
-            };
-        }
-        Endpoint {
-            url: match protocol {
-                Protocol::Grpc => DEFAULT_GRPC_ENDPOINT,
-                Protocol::HttpProtobuf => DEFAULT_HTTP_ENDPOINT,
+        let (base, variable) = match &self.generic_endpoint {
+            Some(url) => (url.trim(), Some(OTEL_EXPORTER_OTLP_ENDPOINT)),
+            None => (
+                match protocol {
+                    Protocol::Grpc => DEFAULT_GRPC_ENDPOINT,
+                    Protocol::HttpProtobuf => DEFAULT_HTTP_BASE,
+                },
+                None,
+            ),
+        };
+        let url = match protocol {
+            Protocol::Grpc => base.to_owned(),
+            Protocol::HttpProtobuf => {
+                format!("{}{}", base.trim_end_matches('/'), http_path(signal))
             }
-            .to_owned(),
-            variable: None,
-        }
+        };
+        Endpoint { url, variable }
     }
+}
+
+/// `signal`'s place in [`Signal::ALL`].
+fn signal_index(signal: Signal) -> usize {
+    Signal::ALL
+        .iter()
+        .position(|s| *s == signal)
+        .unwrap_or_default()
 }
 
 impl OtlpEnv {
@@ -273,10 +375,40 @@ impl OtlpEnv {
             "`true` gives a working no-op tracer provider: nothing is exported (the SDK itself ignores this variable).",
         ),
         var(
+            OTEL_TRACES_EXPORTER,
+            Kind::Exporter,
+            "otlp",
+            "`otlp` or `none`: whether spans are exported (`none`: a working no-op tracer provider).",
+        ),
+        var(
+            OTEL_LOGS_EXPORTER,
+            Kind::Exporter,
+            "otlp where the service exports logs",
+            "`otlp` or `none`: whether log records are exported, where the service sends its logs through the pipeline.",
+        ),
+        var(
+            OTEL_METRICS_EXPORTER,
+            Kind::Exporter,
+            "none unless the service opts in",
+            "`otlp` or `none`: whether metrics are pushed over OTLP, where the service can push them (taskman-server: opt-in).",
+        ),
+        var(
             OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
             Kind::Protocol,
             "OTEL_EXPORTER_OTLP_PROTOCOL",
             "The OTLP transport for spans, `grpc` or `http/protobuf`; wins over OTEL_EXPORTER_OTLP_PROTOCOL.",
+        ),
+        var(
+            OTEL_EXPORTER_OTLP_LOGS_PROTOCOL,
+            Kind::Protocol,
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "The OTLP transport for log records; wins over OTEL_EXPORTER_OTLP_PROTOCOL.",
+        ),
+        var(
+            OTEL_EXPORTER_OTLP_METRICS_PROTOCOL,
+            Kind::Protocol,
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "The OTLP transport for metrics; wins over OTEL_EXPORTER_OTLP_PROTOCOL.",
         ),
         var(
             OTEL_EXPORTER_OTLP_PROTOCOL,
@@ -291,16 +423,40 @@ impl OtlpEnv {
             "The collector's http:// or https:// URL for spans, used as is; wins over OTEL_EXPORTER_OTLP_ENDPOINT.",
         ),
         var(
+            OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,
+            Kind::Endpoint,
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "The URL for log records, used as is; wins over OTEL_EXPORTER_OTLP_ENDPOINT. Another host or port than the other signals gives the logs a breaker of their own.",
+        ),
+        var(
+            OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
+            Kind::Endpoint,
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "The URL for metrics, used as is; wins over OTEL_EXPORTER_OTLP_ENDPOINT. Another host or port than the other signals gives the metrics a breaker of their own.",
+        ),
+        var(
             OTEL_EXPORTER_OTLP_ENDPOINT,
             Kind::Endpoint,
             DEFAULT_GRPC_ENDPOINT,
-            "The collector's http:// or https:// URL; over HTTP, /v1/traces is appended (default http://localhost:4318/v1/traces).",
+            "The collector's http:// or https:// URL, for every signal; over HTTP, /v1/traces, /v1/logs or /v1/metrics is appended (default http://localhost:4318/v1/...). Signals sent to one host and port share one breaker.",
         ),
         var(
             OTEL_EXPORTER_OTLP_TRACES_HEADERS,
             Kind::Headers,
             "OTEL_EXPORTER_OTLP_HEADERS",
             "Request headers for span exports, `key=value,...` with percent-encoded values; wins over OTEL_EXPORTER_OTLP_HEADERS.",
+        ),
+        var(
+            OTEL_EXPORTER_OTLP_LOGS_HEADERS,
+            Kind::Headers,
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "Request headers for log exports; wins over OTEL_EXPORTER_OTLP_HEADERS.",
+        ),
+        var(
+            OTEL_EXPORTER_OTLP_METRICS_HEADERS,
+            Kind::Headers,
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "Request headers for metric exports; wins over OTEL_EXPORTER_OTLP_HEADERS.",
         ),
         var(
             OTEL_EXPORTER_OTLP_HEADERS,
@@ -315,6 +471,18 @@ impl OtlpEnv {
             "The OTLP exporter's own timeout per span export, in milliseconds (at least 1); wins over OTEL_EXPORTER_OTLP_TIMEOUT.",
         ),
         var(
+            OTEL_EXPORTER_OTLP_LOGS_TIMEOUT,
+            Kind::Millis,
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+            "The OTLP exporter's own timeout per log export, in milliseconds (at least 1).",
+        ),
+        var(
+            OTEL_EXPORTER_OTLP_METRICS_TIMEOUT,
+            Kind::Millis,
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+            "The OTLP exporter's own timeout per metric export, in milliseconds (at least 1).",
+        ),
+        var(
             OTEL_EXPORTER_OTLP_TIMEOUT,
             Kind::Millis,
             "10000",
@@ -325,6 +493,18 @@ impl OtlpEnv {
             Kind::Compression,
             "OTEL_EXPORTER_OTLP_COMPRESSION",
             "Compression of span exports, `gzip` or `none`; wins over OTEL_EXPORTER_OTLP_COMPRESSION.",
+        ),
+        var(
+            OTEL_EXPORTER_OTLP_LOGS_COMPRESSION,
+            Kind::Compression,
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+            "Compression of log exports, `gzip` or `none`.",
+        ),
+        var(
+            OTEL_EXPORTER_OTLP_METRICS_COMPRESSION,
+            Kind::Compression,
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+            "Compression of metric exports, `gzip` or `none`.",
         ),
         var(
             OTEL_EXPORTER_OTLP_COMPRESSION,
@@ -373,6 +553,48 @@ impl OtlpEnv {
             Kind::Ignored,
             "1",
             "A whole number; ignored by this pipeline's batch processor, which exports one batch at a time.",
+        ),
+        var(
+            OTEL_BLRP_SCHEDULE_DELAY,
+            Kind::Millis,
+            "1000",
+            "Milliseconds between two exports of the batch log record processor (at least 1).",
+        ),
+        var(
+            OTEL_BLRP_MAX_QUEUE_SIZE,
+            Kind::Count,
+            "2048",
+            "Log records the batch log record processor queues before it drops new ones (at least 1).",
+        ),
+        var(
+            OTEL_BLRP_MAX_EXPORT_BATCH_SIZE,
+            Kind::Count,
+            "512",
+            "Most log records per export (at least 1; at most the queue size).",
+        ),
+        var(
+            OTEL_BLRP_EXPORT_TIMEOUT,
+            Kind::Ignored,
+            "30000",
+            "A whole number of milliseconds; ignored: the breaker's export_timeout bounds each log export.",
+        ),
+        var(
+            OTEL_METRIC_EXPORT_INTERVAL,
+            Kind::Millis,
+            "60000",
+            "Milliseconds between two collections and pushes of the metrics (at least 1).",
+        ),
+        var(
+            OTEL_METRIC_EXPORT_TIMEOUT,
+            Kind::Ignored,
+            "30000",
+            "A whole number of milliseconds; ignored: the breaker's export_timeout bounds each metric export (the SDK's periodic reader enforces none).",
+        ),
+        var(
+            OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE,
+            Kind::Temporality,
+            "cumulative",
+            "The temporality asked of the SDK for pushed metrics: `cumulative`, `delta` or `lowmemory`.",
         ),
         var(
             OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT,
@@ -473,7 +695,9 @@ impl OtlpEnv {
     /// An unsupported value in either variable.
     pub fn protocol(&self) -> Result<Protocol, OtlpEnvError> {
         let mut found = None;
-        for var in Self::VARIABLES.iter().filter(|v| v.kind == Kind::Protocol) {
+        for var in Self::VARIABLES.iter().filter(|v| {
+            v.kind == Kind::Protocol && transport_signals(v.name).contains(&Signal::Traces)
+        }) {
             if let Some(raw) = self.get(var.name) {
                 let protocol = parse_protocol(var, &raw)?;
                 found = found.or(Some(protocol));
@@ -486,23 +710,25 @@ impl OtlpEnv {
     pub(crate) fn resolve(&self) -> Result<Resolved, OtlpEnvError> {
         let mut resolved = Resolved {
             disabled: false,
-            protocol: Protocol::default(),
-            signal_endpoint: None,
-            generic_endpoint: None,
-            headers: Vec::new(),
-            timeout: None,
-            gzip: false,
+            transports: Default::default(),
+            exporters: [None; 3],
             schedule_delay: OTEL_BSP_SCHEDULE_DELAY_DEFAULT,
             max_queue_size: OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT,
             max_export_batch_size: OTEL_BSP_MAX_EXPORT_BATCH_SIZE_DEFAULT,
             service_name: None,
             attribute_value_length_limit: DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT,
             span_attribute_count_limit: DEFAULT_SPAN_ATTRIBUTE_COUNT_LIMIT,
+            log_schedule_delay: BLRP_SCHEDULE_DELAY_DEFAULT,
+            log_max_queue_size: BLRP_MAX_QUEUE_SIZE_DEFAULT,
+            log_max_export_batch_size: BLRP_MAX_EXPORT_BATCH_SIZE_DEFAULT,
+            metric_export_interval: METRIC_EXPORT_INTERVAL_DEFAULT,
+            temporality: Temporality::Cumulative,
         };
-        let mut protocol = None;
+        // Per signal; the first value found for a signal is the one that applies.
+        let mut protocol: [Option<Protocol>; 3] = [None; 3];
+        let mut headers: [Option<Vec<Header>>; 3] = Default::default();
+        let mut compression: [Option<bool>; 3] = [None; 3];
         let mut value_length = None;
-        let mut headers = None;
-        let mut compression = None;
         // VARIABLES lists each signal-specific variable before its generic twin, so the
         // first value found is the one that applies.
         for var in Self::VARIABLES {
@@ -511,29 +737,55 @@ impl OtlpEnv {
             };
             match var.kind {
                 Kind::Boolean => resolved.disabled = parse_bool(var, &raw)?,
+                Kind::Exporter => {
+                    let otlp = parse_exporter(var, &raw)?;
+                    for &signal in transport_signals(var.name) {
+                        resolved.exporters[signal_index(signal)] = Some(otlp);
+                    }
+                }
+                Kind::Temporality => resolved.temporality = parse_temporality(var, &raw)?,
                 Kind::Protocol => {
                     let parsed = parse_protocol(var, &raw)?;
-                    protocol = protocol.or(Some(parsed));
+                    for &signal in transport_signals(var.name) {
+                        let slot = &mut protocol[signal_index(signal)];
+                        *slot = slot.or(Some(parsed));
+                    }
                 }
                 Kind::Endpoint => {
                     check_endpoint(var, &raw)?;
-                    if var.name == OTEL_EXPORTER_OTLP_TRACES_ENDPOINT {
-                        resolved.signal_endpoint = Some(raw);
-                    } else {
-                        resolved.generic_endpoint = Some(raw);
+                    match transport_signals(var.name) {
+                        &[signal] => {
+                            resolved.transports[signal_index(signal)].signal_endpoint = Some(raw);
+                        }
+                        _ => {
+                            for transport in &mut resolved.transports {
+                                transport.generic_endpoint = Some(raw.clone());
+                            }
+                        }
                     }
                 }
                 Kind::Headers => {
                     let parsed = parse_headers(var, &raw)?;
-                    headers = headers.or(Some(parsed));
+                    for &signal in transport_signals(var.name) {
+                        let slot = &mut headers[signal_index(signal)];
+                        if slot.is_none() {
+                            *slot = Some(parsed.clone());
+                        }
+                    }
                 }
                 Kind::Millis => {
                     let millis = parse_at_least_one::<u64>(var, &raw, "milliseconds")?;
                     let duration = Duration::from_millis(millis);
-                    if var.name == OTEL_BSP_SCHEDULE_DELAY {
-                        resolved.schedule_delay = duration;
-                    } else {
-                        resolved.timeout = resolved.timeout.or(Some(duration));
+                    match var.name {
+                        OTEL_BSP_SCHEDULE_DELAY => resolved.schedule_delay = duration,
+                        OTEL_BLRP_SCHEDULE_DELAY => resolved.log_schedule_delay = duration,
+                        OTEL_METRIC_EXPORT_INTERVAL => resolved.metric_export_interval = duration,
+                        _ => {
+                            for &signal in transport_signals(var.name) {
+                                let slot = &mut resolved.transports[signal_index(signal)].timeout;
+                                *slot = slot.or(Some(duration));
+                            }
+                        }
                     }
                 }
                 Kind::Count => {
@@ -546,6 +798,10 @@ impl OtlpEnv {
                     match var.name {
                         OTEL_BSP_MAX_QUEUE_SIZE => resolved.max_queue_size = count,
                         OTEL_BSP_MAX_EXPORT_BATCH_SIZE => resolved.max_export_batch_size = count,
+                        OTEL_BLRP_MAX_QUEUE_SIZE => resolved.log_max_queue_size = count,
+                        OTEL_BLRP_MAX_EXPORT_BATCH_SIZE => {
+                            resolved.log_max_export_batch_size = count;
+                        }
                         OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT => {
                             resolved.span_attribute_count_limit =
                                 u32::try_from(count).map_err(|_| {
@@ -567,7 +823,10 @@ impl OtlpEnv {
                 }
                 Kind::Compression => {
                     let gzip = parse_compression(var, &raw)?;
-                    compression = compression.or(Some(gzip));
+                    for &signal in transport_signals(var.name) {
+                        let slot = &mut compression[signal_index(signal)];
+                        *slot = slot.or(Some(gzip));
+                    }
                 }
                 Kind::Text => {
                     if var.name == OTEL_SERVICE_NAME {
@@ -578,12 +837,14 @@ impl OtlpEnv {
                 }
             }
         }
-        resolved.protocol = protocol.unwrap_or_default();
+        for (i, transport) in resolved.transports.iter_mut().enumerate() {
+            transport.protocol = protocol[i].unwrap_or_default();
+            transport.headers = headers[i].take().unwrap_or_default();
+            transport.gzip = compression[i].unwrap_or(false);
+        }
         if let Some(limit) = value_length {
             resolved.attribute_value_length_limit = limit;
         }
-        resolved.headers = headers.unwrap_or_default();
-        resolved.gzip = compression.unwrap_or(false);
         Ok(resolved)
     }
 
@@ -617,10 +878,11 @@ impl OtlpEnv {
                 out.push_str("# Tracing is off (OTEL_SDK_DISABLED).\n");
             }
             Ok(resolved) => {
-                let endpoint = resolved.endpoint(resolved.protocol);
+                let protocol = resolved.transport(Signal::Traces).protocol;
+                let endpoint = resolved.endpoint(protocol);
                 out.push_str(&format!(
                     "# Spans go over {} to {:?}.\n",
-                    resolved.protocol,
+                    protocol,
                     mask_endpoint(&endpoint.url)
                 ));
             }
@@ -658,6 +920,36 @@ fn parse_bool(var: &EnvVar, raw: &str) -> Result<bool, OtlpEnvError> {
         Ok(false)
     } else {
         Err(OtlpEnvError::new(var, raw, "expected true or false"))
+    }
+}
+
+fn parse_exporter(var: &EnvVar, raw: &str) -> Result<bool, OtlpEnvError> {
+    match raw.trim() {
+        "otlp" => Ok(true),
+        "none" => Ok(false),
+        other if other.contains(',') => Err(OtlpEnvError::new(
+            var,
+            raw,
+            "expected one exporter, otlp or none (this pipeline exports each signal to one place)",
+        )),
+        _ => Err(OtlpEnvError::new(
+            var,
+            raw,
+            "expected otlp or none (the only exporters this pipeline has)",
+        )),
+    }
+}
+
+fn parse_temporality(var: &EnvVar, raw: &str) -> Result<Temporality, OtlpEnvError> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "cumulative" => Ok(Temporality::Cumulative),
+        "delta" => Ok(Temporality::Delta),
+        "lowmemory" => Ok(Temporality::LowMemory),
+        _ => Err(OtlpEnvError::new(
+            var,
+            raw,
+            "expected cumulative, delta or lowmemory",
+        )),
     }
 }
 
@@ -1114,7 +1406,10 @@ mod tests {
                 (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, traces),
             ]);
             assert_eq!(env.protocol(), Ok(expected));
-            assert_eq!(env.resolve().unwrap().protocol, expected);
+            assert_eq!(
+                env.resolve().unwrap().transport(Signal::Traces).protocol,
+                expected
+            );
         }
         let resolved = env(&[
             (OTEL_EXPORTER_OTLP_ENDPOINT, "http://generic:4317"),
@@ -1129,10 +1424,11 @@ mod tests {
         .resolve()
         .unwrap();
         assert_eq!(resolved.endpoint(Protocol::Grpc).url, "http://traces:4317");
-        assert_eq!(resolved.timeout, Some(Duration::from_millis(200)));
-        assert_eq!(resolved.headers.len(), 1);
-        assert_eq!(resolved.headers[0].name.as_str(), "b");
-        assert!(resolved.gzip);
+        let traces = resolved.transport(Signal::Traces);
+        assert_eq!(traces.timeout, Some(Duration::from_millis(200)));
+        assert_eq!(traces.headers.len(), 1);
+        assert_eq!(traces.headers[0].name.as_str(), "b");
+        assert!(traces.gzip);
     }
 
     #[test]
@@ -1192,6 +1488,7 @@ mod tests {
         .resolve()
         .unwrap();
         let headers: Vec<_> = resolved
+            .transport(Signal::Traces)
             .headers
             .iter()
             .map(|h| (h.name.as_str(), h.value.to_str().ok(), h.raw.as_str()))
@@ -1203,7 +1500,7 @@ mod tests {
         assert_eq!(headers[1].0, "x-tenant");
         assert_eq!(headers[1].2, "%C3%A9");
         assert_eq!(
-            format!("{:?}", resolved.headers),
+            format!("{:?}", resolved.transport(Signal::Traces).headers),
             "[authorization=***, x-tenant=***]"
         );
     }
@@ -1409,5 +1706,137 @@ mod tests {
         assert_eq!(format!("{env:?}"), "OtlpEnv(1 variables)");
         let err = error(&[(OTEL_EXPORTER_OTLP_HEADERS, "api-key=hunter2,x")]);
         assert!(!format!("{err:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn each_signal_takes_its_own_variable_first_then_the_generic_one() {
+        let resolved = env(&[
+            (OTEL_EXPORTER_OTLP_PROTOCOL, "http/protobuf"),
+            (OTEL_EXPORTER_OTLP_ENDPOINT, "http://collector:4318/"),
+            (OTEL_EXPORTER_OTLP_LOGS_ENDPOINT, "http://logs:9000/ingest"),
+            (OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, "grpc"),
+            (OTEL_EXPORTER_OTLP_HEADERS, "a=1"),
+            (OTEL_EXPORTER_OTLP_METRICS_HEADERS, "m=2"),
+            (OTEL_EXPORTER_OTLP_TIMEOUT, "300"),
+            (OTEL_EXPORTER_OTLP_LOGS_TIMEOUT, "100"),
+            (OTEL_EXPORTER_OTLP_METRICS_COMPRESSION, "gzip"),
+        ])
+        .resolve()
+        .unwrap();
+        let (traces, logs, metrics) = (
+            resolved.transport(Signal::Traces),
+            resolved.transport(Signal::Logs),
+            resolved.transport(Signal::Metrics),
+        );
+        assert_eq!(
+            traces.endpoint(Signal::Traces, traces.protocol).url,
+            "http://collector:4318/v1/traces"
+        );
+        let logs_endpoint = logs.endpoint(Signal::Logs, logs.protocol);
+        assert_eq!(logs_endpoint.url, "http://logs:9000/ingest", "used as is");
+        assert_eq!(
+            logs_endpoint.variable,
+            Some(OTEL_EXPORTER_OTLP_LOGS_ENDPOINT)
+        );
+        assert_eq!(metrics.protocol, Protocol::Grpc);
+        assert_eq!(
+            metrics.endpoint(Signal::Metrics, metrics.protocol).url,
+            "http://collector:4318/",
+            "gRPC takes the generic endpoint as is"
+        );
+        let names = |t: &Transport| -> Vec<String> {
+            t.headers.iter().map(|h| h.name.to_string()).collect()
+        };
+        assert_eq!(names(traces), ["a"]);
+        assert_eq!(
+            names(metrics),
+            ["m"],
+            "the signal's own headers replace the generic ones"
+        );
+        assert_eq!(traces.timeout, Some(Duration::from_millis(300)));
+        assert_eq!(logs.timeout, Some(Duration::from_millis(100)));
+        assert!(metrics.gzip && !traces.gzip && !logs.gzip);
+    }
+
+    #[test]
+    fn over_http_the_default_endpoint_has_each_signals_path() {
+        let resolved = env(&[(OTEL_EXPORTER_OTLP_PROTOCOL, "http/protobuf")])
+            .resolve()
+            .unwrap();
+        for (signal, path) in [
+            (Signal::Traces, "/v1/traces"),
+            (Signal::Logs, "/v1/logs"),
+            (Signal::Metrics, "/v1/metrics"),
+        ] {
+            let endpoint = resolved
+                .transport(signal)
+                .endpoint(signal, Protocol::HttpProtobuf);
+            assert_eq!(endpoint.url, format!("http://localhost:4318{path}"));
+            assert_eq!(endpoint.variable, None);
+        }
+    }
+
+    #[test]
+    fn exporters_processors_and_the_reader_are_read_and_checked() {
+        let resolved = env(&[
+            (OTEL_TRACES_EXPORTER, "none"),
+            (OTEL_METRICS_EXPORTER, " otlp "),
+            (OTEL_BLRP_SCHEDULE_DELAY, "250"),
+            (OTEL_BLRP_MAX_QUEUE_SIZE, "100"),
+            (OTEL_BLRP_MAX_EXPORT_BATCH_SIZE, "10"),
+            (OTEL_BLRP_EXPORT_TIMEOUT, "5"),
+            (OTEL_METRIC_EXPORT_INTERVAL, "1500"),
+            (OTEL_METRIC_EXPORT_TIMEOUT, "5"),
+            (OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE, "Delta"),
+        ])
+        .resolve()
+        .unwrap();
+        assert!(!resolved.exports(Signal::Traces, true));
+        assert!(resolved.exports(Signal::Logs, true), "unset: the default");
+        assert!(!resolved.exports(Signal::Logs, false), "unset: the default");
+        assert!(resolved.exports(Signal::Metrics, false));
+        assert_eq!(resolved.log_schedule_delay, Duration::from_millis(250));
+        assert_eq!(resolved.log_max_queue_size, 100);
+        assert_eq!(resolved.log_max_export_batch_size, 10);
+        assert_eq!(resolved.metric_export_interval, Duration::from_millis(1500));
+        assert_eq!(resolved.temporality, Temporality::Delta);
+
+        for (name, value, start) in [
+            (
+                OTEL_LOGS_EXPORTER,
+                "console",
+                "OTEL_LOGS_EXPORTER = \"console\": expected otlp or none",
+            ),
+            (
+                OTEL_METRICS_EXPORTER,
+                "otlp,prometheus",
+                "OTEL_METRICS_EXPORTER = \"otlp,prometheus\": expected one exporter",
+            ),
+            (
+                OTEL_BLRP_SCHEDULE_DELAY,
+                "0",
+                "OTEL_BLRP_SCHEDULE_DELAY = \"0\"",
+            ),
+            (
+                OTEL_METRIC_EXPORT_INTERVAL,
+                "soon",
+                "OTEL_METRIC_EXPORT_INTERVAL = \"soon\"",
+            ),
+            (
+                OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE,
+                "sometimes",
+                "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE = \"sometimes\": expected cumulative",
+            ),
+            (
+                OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,
+                "logs:4317",
+                "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT = \"logs:4317\": expected an http://",
+            ),
+        ] {
+            let message = error(&[(name, value)]);
+            assert!(message.starts_with(start), "{message}");
+        }
+        let err = error(&[(OTEL_EXPORTER_OTLP_METRICS_HEADERS, "api-key=hunter2,x")]);
+        assert!(!err.contains("hunter2"), "{err}");
     }
 }

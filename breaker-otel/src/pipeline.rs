@@ -19,6 +19,7 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 #[cfg(feature = "bench")]
 use tokio::runtime::Handle;
 
+use crate::Signal;
 use crate::batch::{BatchProcessor, QueueSettings, TelemetryPriority, telemetry_runtime};
 use crate::exporter::{
     AdapterError, BreakerControl, CircuitBreakerSpanExporter, ExporterConfig, TokioClock,
@@ -284,7 +285,9 @@ impl TracingPipelineBuilder {
                 protocol: None,
             });
         }
-        let protocol = self.protocol.unwrap_or(env.protocol);
+        let protocol = self
+            .protocol
+            .unwrap_or(env.transport(Signal::Traces).protocol);
         #[cfg(feature = "bench")]
         if !self.breaker_enabled {
             // Checked first: the tonic client panics when built outside a runtime.
@@ -371,10 +374,15 @@ impl TracingPipelineBuilder {
         protocol: Protocol,
     ) -> Result<OtlpSpanExporter, PipelineError> {
         let endpoint = self.resolved_endpoint(env, protocol);
+        let traces = env.transport(Signal::Traces);
         let mut config = OtlpExporterConfig::new(protocol, endpoint.url.clone())
-            .timeout(env.timeout.unwrap_or(OtlpExporterConfig::DEFAULT_TIMEOUT))
-            .gzip(env.gzip);
-        for header in &env.headers {
+            .timeout(
+                traces
+                    .timeout
+                    .unwrap_or(OtlpExporterConfig::DEFAULT_TIMEOUT),
+            )
+            .gzip(traces.gzip);
+        for header in &traces.headers {
             config = config.header(header.name.clone(), header.value.clone());
         }
         OtlpSpanExporter::new(config).map_err(|err| match err {
@@ -399,10 +407,11 @@ impl TracingPipelineBuilder {
         use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
         use opentelemetry_otlp::{Compression, WithExportConfig, WithHttpConfig, WithTonicConfig};
         let endpoint = self.resolved_endpoint(env, protocol);
-        let timeout = env
+        let traces = env.transport(Signal::Traces);
+        let timeout = traces
             .timeout
             .unwrap_or(opentelemetry_otlp::OTEL_EXPORTER_OTLP_TIMEOUT_DEFAULT);
-        let compression = env.gzip.then_some(Compression::Gzip);
+        let compression = traces.gzip.then_some(Compression::Gzip);
         let built = match protocol {
             Protocol::Grpc => {
                 let mut builder = opentelemetry_otlp::SpanExporter::builder()
@@ -415,8 +424,8 @@ impl TracingPipelineBuilder {
                 }
                 // The tonic exporter adds the process environment's headers to these by
                 // itself (appending, not replacing): passing them too would send each twice.
-                if !self.env.is_process() && !env.headers.is_empty() {
-                    let headers = env
+                if !self.env.is_process() && !traces.headers.is_empty() {
+                    let headers = traces
                         .headers
                         .iter()
                         .map(|h| (h.name.clone(), h.value.clone()))
@@ -435,9 +444,9 @@ impl TracingPipelineBuilder {
                 if let Some(compression) = compression {
                     builder = builder.with_compression(compression);
                 }
-                if !env.headers.is_empty() {
+                if !traces.headers.is_empty() {
                     // Raw values: the HTTP exporter percent-decodes them itself.
-                    let headers = env
+                    let headers = traces
                         .headers
                         .iter()
                         .map(|h| (h.name.as_str().to_owned(), h.raw.clone()))
