@@ -13,11 +13,13 @@
 
 use std::fmt;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use breaker_core::{CircuitBreaker, CircuitState, Outcome, Permit, Transition, TransitionReason};
+use breaker_core::{
+    CircuitBreaker, CircuitState, Outcome, Permit as CorePermit, Transition, TransitionReason,
+};
 use futures_util::future::{BoxFuture, select};
 use opentelemetry::Context;
 use opentelemetry::context::FutureExt as _;
@@ -31,7 +33,7 @@ use crate::handle::{BreakerHandle, Published, SpanCounts};
 use crate::otel_env::mask_endpoint;
 use crate::{
     AdapterError, Clock, ExportFailure, ExportReport, ExporterConfig, FailureCause, FailureCounts,
-    LastFailure, TokioClock, TransitionCounts,
+    LastFailure, Protocol, TokioClock, TransitionCounts,
 };
 
 /// A kind of telemetry, as the OpenTelemetry specification names them.
@@ -133,6 +135,8 @@ impl fmt::Debug for BackendBreaker {
 pub struct BackendBreakerBuilder {
     config: ExporterConfig,
     endpoint: Option<String>,
+    server: Option<Server>,
+    protocol: Option<Protocol>,
     runtime: Option<(Handle, Arc<dyn Clock>)>,
 }
 
@@ -141,15 +145,29 @@ impl fmt::Debug for BackendBreakerBuilder {
         f.debug_struct("BackendBreakerBuilder")
             .field("config", &self.config)
             .field("endpoint", &self.endpoint)
+            .field("protocol", &self.protocol)
             .finish_non_exhaustive()
     }
 }
 
 impl BackendBreakerBuilder {
     /// Names the breaker after the endpoint it guards, for health and
-    /// metrics; userinfo in it is masked.
+    /// metrics; userinfo in it is masked. Its host and port (the scheme's
+    /// port when it names none) are the semantic conventions'
+    /// `server.address` and `server.port` of every signal's exporter.
     pub fn endpoint(mut self, endpoint: &str) -> Self {
         self.endpoint = Some(mask_endpoint(endpoint));
+        self.server = Server::of(endpoint);
+        self
+    }
+
+    /// The OTLP transport the exporters on this breaker use: it names
+    /// them as the semantic conventions do (`otel.component.type`
+    /// `otlp_grpc_span_exporter`, `otlp_http_log_exporter`, …). Without it,
+    /// the exporters are of a type the conventions do not know, and are
+    /// named after ours (`breaker_otel::CircuitBreakerLogExporter`, …).
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = Some(protocol);
         self
     }
 
@@ -189,8 +207,11 @@ impl BackendBreakerBuilder {
                     outage: None,
                 }),
                 published: std::array::from_fn(|_| Arc::new(Published::new(wall))),
+                observed: Default::default(),
                 served: Default::default(),
                 endpoint: self.endpoint,
+                server: self.server,
+                protocol: self.protocol,
                 clock,
                 origin,
                 log_interval: config.log_interval,
@@ -211,6 +232,8 @@ impl BackendBreaker {
         BackendBreakerBuilder {
             config,
             endpoint: None,
+            server: None,
+            protocol: None,
             runtime: None,
         }
     }
@@ -250,6 +273,8 @@ impl BackendBreaker {
 
     /// The shared driver, for the exporters built on it.
     pub(crate) fn serve(&self, signal: Signal) -> Arc<Backend> {
+        self.backend.observed[signal.index()]
+            .name(ComponentKind::of(self.backend.protocol), signal);
         self.backend.served[signal.index()].store(true, Ordering::Release);
         Arc::clone(&self.backend)
     }
@@ -340,9 +365,16 @@ pub(crate) struct Backend {
     /// Per signal, indexed by `Signal::index`: that signal's counts, and the
     /// breaker's state mirrored into each so that each is a whole view.
     published: [Arc<Published>; 3],
+    /// Per signal, like `published`: what the semantic conventions'
+    /// exporter metrics add to the counts.
+    observed: [Arc<Observed>; 3],
     /// Which signals have an exporter on this breaker.
     served: [AtomicBool; 3],
     endpoint: Option<String>,
+    /// `server.address` and `server.port`, from the endpoint.
+    server: Option<Server>,
+    /// Names the exporters' `otel.component.type`.
+    protocol: Option<Protocol>,
     clock: Arc<dyn Clock>,
     origin: Instant,
     log_interval: Duration,
@@ -382,6 +414,217 @@ struct Outage {
     counts: [SpanCounts; 3],
     /// When the last "still open" summary was logged (the start, if none).
     summarized: Instant,
+}
+
+/// A permitted export between [`Backend::admit`] and [`Backend::conclude`]:
+/// the breaker's permit, when the export started (for
+/// `otel.sdk.exporter.operation.duration`), and its items, counted in flight
+/// until it is concluded or dropped (an export future dropped unfinished).
+#[must_use = "a permitted export must be made and concluded"]
+#[derive(Debug)]
+pub(crate) struct Permit {
+    core: CorePermit,
+    started: Instant,
+    _inflight: InFlight,
+}
+
+/// Items of one permitted export, counted in flight while it lives.
+#[derive(Debug)]
+struct InFlight {
+    observed: Arc<Observed>,
+    items: u64,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.observed
+            .inflight
+            .fetch_sub(self.items, Ordering::Relaxed);
+    }
+}
+
+/// What one export's duration is filed under: `error.type`'s value, none
+/// for a full success. Index 0 is success, 1 `rejected`, then each cause
+/// in [`FailureCause::ALL`]'s order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ErrorClass(usize);
+
+/// Success, `rejected`, and each failure cause.
+const CLASSES: usize = 2 + FailureCause::ALL.len();
+
+/// The histogram's buckets: one per bound, and the overflow.
+const BUCKETS: usize = ExportDurations::BOUNDS.len() + 1;
+
+impl ErrorClass {
+    /// The class of an export of `items` items that ended with `report`: a
+    /// partial success is not a full success, so it is `rejected`.
+    fn of(report: &ExportReport, items: u64) -> Self {
+        match report {
+            ExportReport::Exported { rejected, .. } if (*rejected).min(items) > 0 => Self(1),
+            ExportReport::Exported { .. } => Self(0),
+            ExportReport::Failed(failure) => Self::failed(failure.cause),
+        }
+    }
+
+    fn failed(cause: FailureCause) -> Self {
+        // `ALL` lists every cause; the fallback only keeps a cause missing
+        // from it from panicking.
+        let i = FailureCause::ALL
+            .iter()
+            .position(|&c| c == cause)
+            .unwrap_or(FailureCause::ALL.len() - 1);
+        Self(2 + i)
+    }
+
+    fn error_type(self) -> Option<ExportErrorType> {
+        match self.0 {
+            0 => None,
+            1 => Some(ExportErrorType::Rejected),
+            i => FailureCause::ALL
+                .get(i - 2)
+                .copied()
+                .map(ExportErrorType::Failed),
+        }
+    }
+}
+
+/// One signal's additions for the semantic conventions' exporter metrics,
+/// written at admit and conclude, read without a lock.
+#[derive(Debug)]
+struct Observed {
+    /// Items admitted and not concluded.
+    inflight: AtomicU64,
+    /// The instance counter of `otel.component.name`; [`Self::UNNAMED`]
+    /// until the signal's first exporter is built.
+    instance: AtomicU32,
+    /// Export durations by error class: observations per bucket (not
+    /// cumulative), and their sum in nanoseconds.
+    buckets: [[AtomicU64; BUCKETS]; CLASSES],
+    sum_nanos: [AtomicU64; CLASSES],
+}
+
+impl Default for Observed {
+    fn default() -> Self {
+        Self {
+            inflight: AtomicU64::new(0),
+            instance: AtomicU32::new(Self::UNNAMED),
+            buckets: Default::default(),
+            sum_nanos: Default::default(),
+        }
+    }
+}
+
+impl Observed {
+    const UNNAMED: u32 = u32::MAX;
+
+    /// Gives the signal's exporters their instance number, once.
+    fn name(&self, kind: ComponentKind, signal: Signal) {
+        if self.instance.load(Ordering::Acquire) == Self::UNNAMED {
+            let next = kind.next_instance(signal);
+            // Another exporter of the signal may have got there first: the
+            // number it took is then the one kept (and ours is skipped).
+            let _ = self.instance.compare_exchange(
+                Self::UNNAMED,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+    }
+
+    fn record(&self, class: ErrorClass, took: Duration) {
+        let bucket = ExportDurations::BOUNDS
+            .iter()
+            .position(|&bound| took <= bound)
+            .unwrap_or(BUCKETS - 1);
+        self.buckets[class.0][bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos[class.0].fetch_add(
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn durations(&self) -> ExportDurations {
+        ExportDurations {
+            classes: std::array::from_fn(|class| DurationHistogram {
+                counts: std::array::from_fn(|b| self.buckets[class][b].load(Ordering::Relaxed)),
+                sum: Duration::from_nanos(self.sum_nanos[class].load(Ordering::Relaxed)),
+            }),
+        }
+    }
+}
+
+/// What `otel.component.type` the exporters are: OTLP over gRPC or HTTP,
+/// or an exporter the conventions do not name.
+#[derive(Debug, Clone, Copy)]
+enum ComponentKind {
+    OtlpGrpc,
+    OtlpHttp,
+    Other,
+}
+
+/// Instance counters per kind and signal, for the whole process: the
+/// conventions want `otel.component.name` unique per component type in an
+/// SDK, and a process may build several breakers.
+static INSTANCES: [[AtomicU32; 3]; 3] = [const { [const { AtomicU32::new(0) }; 3] }; 3];
+
+impl ComponentKind {
+    fn of(protocol: Option<Protocol>) -> Self {
+        match protocol {
+            Some(Protocol::Grpc) => Self::OtlpGrpc,
+            Some(Protocol::HttpProtobuf) => Self::OtlpHttp,
+            None => Self::Other,
+        }
+    }
+
+    fn next_instance(self, signal: Signal) -> u32 {
+        INSTANCES[self as usize][signal.index()].fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The conventions' `otel.component.type` of this kind's exporter of `signal`.
+    const fn component_type(self, signal: Signal) -> &'static str {
+        match (self, signal) {
+            (Self::OtlpGrpc, Signal::Traces) => "otlp_grpc_span_exporter",
+            (Self::OtlpGrpc, Signal::Logs) => "otlp_grpc_log_exporter",
+            (Self::OtlpGrpc, Signal::Metrics) => "otlp_grpc_metric_exporter",
+            (Self::OtlpHttp, Signal::Traces) => "otlp_http_span_exporter",
+            (Self::OtlpHttp, Signal::Logs) => "otlp_http_log_exporter",
+            (Self::OtlpHttp, Signal::Metrics) => "otlp_http_metric_exporter",
+            // "The language-defined name of the type" when none applies.
+            (Self::Other, Signal::Traces) => "breaker_otel::CircuitBreakerSpanExporter",
+            (Self::Other, Signal::Logs) => "breaker_otel::CircuitBreakerLogExporter",
+            (Self::Other, Signal::Metrics) => "breaker_otel::CircuitBreakerMetricExporter",
+        }
+    }
+}
+
+/// `server.address` and `server.port` of an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Server {
+    address: String,
+    port: Option<u16>,
+}
+
+impl Server {
+    /// The endpoint's host (IPv6 without brackets) and port, or its
+    /// scheme's default port; `None` for an endpoint that is not a URL.
+    fn of(endpoint: &str) -> Option<Self> {
+        let uri: http::Uri = endpoint.parse().ok()?;
+        let host = uri.host()?;
+        let address = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let port = uri.port_u16().or(match uri.scheme_str() {
+            Some("https") => Some(443),
+            Some("http") => Some(80),
+            _ => None,
+        });
+        Some(Self {
+            address: address.to_owned(),
+            port,
+        })
+    }
 }
 
 /// What the idle prober waits for: the next probe, or the moment the probe
@@ -425,14 +668,15 @@ impl Backend {
     }
 
     /// Asks the breaker whether a batch of `items` items of `signal` may go;
-    /// counts them dropped and says so when it may not.
+    /// counts them dropped and says so when it may not. A permitted batch's
+    /// items are in flight until its permit is concluded or dropped.
     pub(crate) fn admit(&self, signal: Signal, items: u64) -> Result<Permit, OTelSdkError> {
         match self.drive(None, |b, now| b.try_acquire(now)) {
             Ok(permit) => {
                 if permit.is_probe() {
                     self.count_probe();
                 }
-                Ok(permit)
+                Ok(self.permit(signal, items, permit))
             }
             Err(rejected) => {
                 self.published(signal).count_dropped(items);
@@ -444,7 +688,23 @@ impl Backend {
         }
     }
 
-    /// Counts what became of a permitted batch and tells the breaker.
+    /// The breaker's `permit` for `items` items of `signal`, which are in
+    /// flight from now on.
+    fn permit(&self, signal: Signal, items: u64, permit: CorePermit) -> Permit {
+        let observed = &self.observed[signal.index()];
+        observed.inflight.fetch_add(items, Ordering::Relaxed);
+        Permit {
+            core: permit,
+            started: self.clock.now(),
+            _inflight: InFlight {
+                observed: Arc::clone(observed),
+                items,
+            },
+        }
+    }
+
+    /// Counts what became of a permitted batch, times its export and tells
+    /// the breaker.
     pub(crate) fn conclude(
         &self,
         signal: Signal,
@@ -452,8 +712,16 @@ impl Backend {
         permit: Permit,
         report: &ExportReport,
     ) {
+        let Permit {
+            core,
+            started,
+            _inflight,
+        } = permit;
         let (outcome, cause) = self.account(signal, items, report);
-        self.drive(cause.as_deref(), |b, now| b.record(permit, outcome, now));
+        let took = self.clock.now().saturating_duration_since(started);
+        self.observed[signal.index()].record(ErrorClass::of(report, items), took);
+        drop(_inflight);
+        self.drive(cause.as_deref(), |b, now| b.record(core, outcome, now));
     }
 
     fn count_probe(&self) {
@@ -679,6 +947,7 @@ impl Backend {
         };
         self.count_probe();
         let signal = via.signal();
+        let permit = self.permit(signal, 0, permit);
         let report = via.probe().await;
         // A failed probe counts as a failed export of its exporter's signal,
         // by cause; it carried nothing, so no item is counted.
@@ -892,6 +1161,13 @@ impl BackendHandle {
             .served()
             .map(|signal| {
                 let s = view(signal);
+                let observed = &self.backend.observed[signal.index()];
+                let kind = ComponentKind::of(self.backend.protocol);
+                let component_type = kind.component_type(signal);
+                let component_name = match observed.instance.load(Ordering::Acquire) {
+                    Observed::UNNAMED => format!("{component_type}/0"),
+                    n => format!("{component_type}/{n}"),
+                };
                 SignalSnapshot {
                     signal,
                     counts: SignalCounts {
@@ -902,11 +1178,18 @@ impl BackendHandle {
                     },
                     failures: s.failures,
                     last_failure: s.last_failure,
+                    inflight: observed.inflight.load(Ordering::Relaxed),
+                    durations: observed.durations(),
+                    component_type,
+                    component_name,
                 }
             })
             .collect();
+        let server = self.backend.server.as_ref();
         BackendSnapshot {
             endpoint: self.backend.endpoint.clone(),
+            server_address: server.map(|s| s.address.clone()),
+            server_port: server.and_then(|s| s.port),
             state: breaker.state,
             since: breaker.since,
             consecutive_failures: breaker.consecutive_failures,
@@ -928,6 +1211,11 @@ impl BackendHandle {
 pub struct BackendSnapshot {
     /// The endpoint the breaker is named after, userinfo masked.
     pub endpoint: Option<String>,
+    /// The endpoint's host (`server.address` in the semantic conventions'
+    /// exporter metrics); `None` without an endpoint.
+    pub server_address: Option<String>,
+    /// The endpoint's port, or its scheme's (`server.port`).
+    pub server_port: Option<u16>,
     /// Current state, for every signal it serves.
     pub state: CircuitState,
     /// Wall-clock time at which the current state was entered (the
@@ -969,6 +1257,164 @@ pub struct SignalSnapshot {
     pub failures: FailureCounts,
     /// Its most recent failed export.
     pub last_failure: Option<LastFailure>,
+    /// Its items in an export that has started and not ended
+    /// (`otel.sdk.exporter.<signal>.inflight`).
+    pub inflight: u64,
+    /// How long its exports took, by `error.type`
+    /// (`otel.sdk.exporter.operation.duration`); batches dropped unsent
+    /// are not exports and are not timed.
+    pub durations: ExportDurations,
+    /// `otel.component.type` of its exporter: `otlp_grpc_log_exporter`
+    /// and the like when the breaker was given its
+    /// [`protocol`](BackendBreakerBuilder::protocol), else our type's name.
+    pub component_type: &'static str,
+    /// `otel.component.name`: `<component_type>/<n>`, `n` counting the
+    /// breakers of the process that serve this signal with that type, from 0.
+    pub component_name: String,
+}
+
+impl SignalSnapshot {
+    /// Its items by the semantic conventions' `error.type`, for
+    /// `otel.sdk.exporter.<signal>.exported`: exported (none), `rejected`,
+    /// `circuit_open` (dropped unsent) and each failure cause, every one
+    /// listed, zero counts included. They add up to [`SignalCounts::total`].
+    pub fn by_error_type(&self) -> impl Iterator<Item = (Option<ExportErrorType>, u64)> + '_ {
+        [
+            (None, self.counts.exported),
+            (Some(ExportErrorType::Rejected), self.counts.rejected),
+            (Some(ExportErrorType::CircuitOpen), self.counts.dropped),
+        ]
+        .into_iter()
+        .chain(
+            self.failures
+                .iter()
+                .map(|(cause, counts)| (Some(ExportErrorType::Failed(cause)), counts.spans)),
+        )
+    }
+}
+
+/// The semantic conventions' `error.type` of an export's items that were
+/// not exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ExportErrorType {
+    /// `rejected`: the backend took the batch and reported these rejected
+    /// (an OTLP partial success, which gives no reason); the conventions'
+    /// own value.
+    Rejected,
+    /// `circuit_open`: dropped unsent by the breaker (the circuit open, a
+    /// probe already in flight, or a wait the backend asked for). The
+    /// conventions count every item passed to the exporter whose export has
+    /// finished; ours finished at once, failed, without reaching the
+    /// backend.
+    CircuitOpen,
+    /// The failure's cause: `timeout`, `unavailable`, `panic`, …
+    Failed(FailureCause),
+}
+
+impl ExportErrorType {
+    /// The value of `error.type`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Rejected => "rejected",
+            Self::CircuitOpen => "circuit_open",
+            Self::Failed(cause) => cause.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for ExportErrorType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Export durations of one signal by `error.type`: a histogram for full
+/// successes (none), one for partial successes (`rejected`) and one per
+/// failure cause; `circuit_open` never has one, nothing was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportDurations {
+    classes: [DurationHistogram; CLASSES],
+}
+
+impl ExportDurations {
+    /// The buckets' upper bounds: the semantic conventions' advice for
+    /// durations in seconds (as for `http.client.request.duration`), up to
+    /// `export_timeout`'s default of 10 s.
+    pub const BOUNDS: [Duration; 14] = [
+        Duration::from_millis(5),
+        Duration::from_millis(10),
+        Duration::from_millis(25),
+        Duration::from_millis(50),
+        Duration::from_millis(75),
+        Duration::from_millis(100),
+        Duration::from_millis(250),
+        Duration::from_millis(500),
+        Duration::from_millis(750),
+        Duration::from_secs(1),
+        Duration::from_millis(2500),
+        Duration::from_secs(5),
+        Duration::from_millis(7500),
+        Duration::from_secs(10),
+    ];
+
+    /// Every histogram with its `error.type`: success (`None`) first, then
+    /// `rejected`, then each cause in [`FailureCause::ALL`]'s order.
+    pub fn iter(&self) -> impl Iterator<Item = (Option<ExportErrorType>, &DurationHistogram)> + '_ {
+        self.classes
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (ErrorClass(i).error_type(), h))
+    }
+
+    /// The histogram of one `error.type` (`None`: full successes); `None`
+    /// for `circuit_open`, which is never timed.
+    #[must_use]
+    pub fn get(&self, error_type: Option<ExportErrorType>) -> Option<&DurationHistogram> {
+        let class = match error_type {
+            None => ErrorClass(0),
+            Some(ExportErrorType::Rejected) => ErrorClass(1),
+            Some(ExportErrorType::Failed(cause)) => ErrorClass::failed(cause),
+            Some(ExportErrorType::CircuitOpen) => return None,
+        };
+        self.classes.get(class.0)
+    }
+}
+
+/// The durations of some exports, in the buckets of
+/// [`ExportDurations::BOUNDS`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DurationHistogram {
+    /// Per bucket, not cumulative; the last one is past every bound.
+    counts: [u64; BUCKETS],
+    sum: Duration,
+}
+
+impl DurationHistogram {
+    /// Exports timed.
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Their durations added up.
+    #[must_use]
+    pub fn sum(&self) -> Duration {
+        self.sum
+    }
+
+    /// Each bound with the exports that took at most that long (cumulative,
+    /// as Prometheus' `le` buckets); [`count`](Self::count) is the `+Inf` one.
+    pub fn cumulative(&self) -> impl Iterator<Item = (Duration, u64)> + '_ {
+        ExportDurations::BOUNDS
+            .iter()
+            .zip(self.counts.iter())
+            .scan(0, |total, (&bound, &n)| {
+                *total += n;
+                Some((bound, *total))
+            })
+    }
 }
 
 /// Items of one signal (spans, log records or metric data points) by what

@@ -34,8 +34,8 @@ mod pipeline;
 pub mod test_util;
 
 pub use backend::{
-    BackendBreaker, BackendBreakerBuilder, BackendControl, BackendHandle, BackendSnapshot, Signal,
-    SignalCounts, SignalSnapshot,
+    BackendBreaker, BackendBreakerBuilder, BackendControl, BackendHandle, BackendSnapshot,
+    DurationHistogram, ExportDurations, ExportErrorType, Signal, SignalCounts, SignalSnapshot,
 };
 pub use batch::TelemetryPriority;
 pub use breaker_core::{BreakerConfig, CircuitState, Setting, VisitSettings};

@@ -1,14 +1,16 @@
 //! The log and metric exporters behind the breaker: each with a breaker of
 //! its own (`logs`, `metrics`), several sharing one breaker per backend
-//! (`shared`), all with the scripted exporter on paused Tokio time; and the
-//! SDK's own log processor and metric reader driving them on real time
-//! (`sdk`), where a hung export used to stop everything.
+//! (`shared`), what the semantic conventions' exporter metrics read from the
+//! handle (`semconv`), all with the scripted exporter on paused Tokio time;
+//! and the SDK's own log processor and metric reader driving them on real
+//! time (`sdk`), where a hung export used to stop everything.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod logs;
 mod metrics;
 mod sdk;
+mod semconv;
 mod shared;
 
 use std::time::Duration;
