@@ -52,6 +52,6 @@ pub use metrics::{CircuitBreakerMetricExporter, ReportingMetricExporter};
 pub use otel_env::{EnvVar, OtlpEnv, OtlpEnvError};
 pub use otlp::{
     ExportFailure, ExportReport, FailureCause, OtlpExporterConfig, OtlpExporterError,
-    OtlpSpanExporter, classify_http, classify_status,
+    OtlpLogExporter, OtlpMetricExporter, OtlpSpanExporter, classify_http, classify_status,
 };
 pub use pipeline::{PipelineError, Protocol, TracingPipeline, TracingPipelineBuilder};

@@ -10,11 +10,9 @@ use flate2::write::GzEncoder;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use opentelemetry_http::{Bytes, HttpClient, HttpError, ResponseBodyTooLarge};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use prost::Message as _;
-
 use super::USER_AGENT;
-use super::report::{ExportFailure, ExportReport, FailureCause, classify_http};
+use super::report::{ExportFailure, ExportReport, FailureCause, classify_http_for};
+use super::service::Service;
 
 const PROTOBUF: HeaderValue = HeaderValue::from_static("application/x-protobuf");
 const GZIP: HeaderValue = HeaderValue::from_static("gzip");
@@ -52,7 +50,7 @@ impl HttpTransport {
     }
 
     /// One POST; the request is encoded (and dropped) before anything is sent.
-    pub(super) async fn send(&self, request: ExportTraceServiceRequest) -> ExportReport {
+    pub(super) async fn send<S: Service>(&self, request: S) -> ExportReport {
         let mut body = request.encode_to_vec();
         drop(request);
         if self.gzip {
@@ -80,7 +78,7 @@ impl HttpTransport {
             headers.insert(name.clone(), value.clone());
         }
         match self.client.send_bytes(request).await {
-            Ok(response) => classify_http(
+            Ok(response) => classify_http_for::<S>(
                 response.status(),
                 response.headers(),
                 response.body(),

@@ -1,36 +1,44 @@
-//! Our own thin OTLP span exporter, over gRPC or HTTP/protobuf, that reports what the
-//! backend said instead of a string: [`OtlpSpanExporter::send`] gives an [`ExportReport`]
+//! Our own thin OTLP exporters for the three signals, over gRPC or HTTP/protobuf, that
+//! report what the backend said instead of a string: [`OtlpSpanExporter::send`],
+//! [`OtlpLogExporter::send`] and [`OtlpMetricExporter::send`] give an [`ExportReport`]
 //! with the failure's cause, whether the specification lets it be retried, the backend's
 //! requested delay (`RetryInfo`, `Retry-After`) and partial successes.
 //!
-//! Why not `opentelemetry-otlp`'s exporter, and what is reused from the OpenTelemetry
+//! Why not `opentelemetry-otlp`'s exporters, and what is reused from the OpenTelemetry
 //! crates instead, is in `docs/otlp-exporter.md`. In short: the encoding
 //! (`opentelemetry-proto`), the gRPC stack (`tonic`), the HTTP client (`opentelemetry-http`
 //! over reqwest) are theirs; only the few lines that send one request and read its answer
-//! are ours.
+//! are ours, written once for the three services ([`Client`], `service.rs`).
 
 mod grpc;
 mod http;
+mod logs;
+mod metrics;
 mod report;
+mod service;
+mod spans;
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ::http::{HeaderName, HeaderValue};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
-use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
-use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use tokio::runtime::Handle;
+use tokio::task::{JoinError, JoinHandle};
 
 use crate::otel_env::mask_endpoint;
 use crate::pipeline::Protocol;
 
+pub use logs::OtlpLogExporter;
+pub use metrics::OtlpMetricExporter;
 pub use report::{ExportFailure, ExportReport, FailureCause, classify_http, classify_status};
+use service::Service;
+pub use spans::OtlpSpanExporter;
 
 /// What our exporters call themselves (the specification asks exporters to say who they are).
 const USER_AGENT: &str = concat!(
@@ -38,7 +46,8 @@ const USER_AGENT: &str = concat!(
     env!("CARGO_PKG_VERSION")
 );
 
-/// Where and how [`OtlpSpanExporter`] sends spans.
+/// Where and how [`OtlpSpanExporter`], [`OtlpLogExporter`] and [`OtlpMetricExporter`]
+/// send their signal.
 ///
 /// ```
 /// use std::time::Duration;
@@ -65,8 +74,8 @@ impl OtlpExporterConfig {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
     /// Sends to `endpoint` as is: a gRPC server (`http://host:4317`), or for HTTP the whole
-    /// URL, path included (`http://host:4318/v1/traces`). No headers, the default timeout,
-    /// no compression.
+    /// URL, path included (`http://host:4318/v1/traces`, `/v1/logs`, `/v1/metrics`). No
+    /// headers, the default timeout, no compression.
     pub fn new(protocol: Protocol, endpoint: impl Into<String>) -> Self {
         Self {
             protocol,
@@ -110,7 +119,8 @@ impl fmt::Debug for OtlpExporterConfig {
     }
 }
 
-/// Why an [`OtlpSpanExporter`] could not be built. Endpoints in it are masked.
+/// Why an OTLP exporter ([`OtlpSpanExporter`], [`OtlpLogExporter`], [`OtlpMetricExporter`])
+/// could not be built. Endpoints in it are masked.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OtlpExporterError {
@@ -145,17 +155,12 @@ enum Transport {
     Http(http::HttpTransport),
 }
 
-/// An OTLP span exporter (gRPC or HTTP/protobuf) whose [`send`](Self::send) reports what
-/// the backend said; as a plain [`SpanExporter`] it maps that report to the SDK's result.
-///
-/// It never retries: whether and when to send again is the caller's decision (the
-/// breaker's), made from the report. The gRPC channel connects lazily, so the exporter
-/// builds with no collector running. It is built inside a Tokio runtime and its requests
-/// run there, also when an export is driven from elsewhere (the SDK's batch thread).
-pub struct OtlpSpanExporter {
+/// What the three exporters share: the transport, the runtime their requests run on, the
+/// timeout, the shutdown flag and the secrets to scrub from messages. It sends any of the
+/// three services' requests ([`Service`]) and reads any answer, with one code path.
+struct Client {
     transport: Arc<Transport>,
     runtime: Handle,
-    resource: ResourceAttributesWithSchema,
     timeout: Duration,
     shut_down: AtomicBool,
     /// The endpoint's userinfo, scrubbed from every message (transport errors quote URLs).
@@ -164,25 +169,21 @@ pub struct OtlpSpanExporter {
     endpoint: String,
 }
 
-impl fmt::Debug for OtlpSpanExporter {
+impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OtlpSpanExporter")
+        f.debug_struct("Client")
             .field("protocol", &self.protocol())
             .field("endpoint", &self.endpoint)
             .field("timeout", &self.timeout)
-            .field("shut_down", &self.shut_down.load(Ordering::Relaxed))
+            .field("shut_down", &self.is_shut_down())
             .finish_non_exhaustive()
     }
 }
 
-impl OtlpSpanExporter {
-    /// Builds the exporter; nothing is sent or connected yet.
-    ///
-    /// # Errors
-    ///
-    /// An endpoint that is not an `http://` URL with a host (`https://` needs TLS, which
-    /// this build does not have), an HTTP client that cannot be built, or no Tokio runtime.
-    pub fn new(config: OtlpExporterConfig) -> Result<Self, OtlpExporterError> {
+impl Client {
+    /// Checks the endpoint and builds the transport on the current Tokio runtime; nothing
+    /// is sent or connected yet.
+    fn new(config: OtlpExporterConfig) -> Result<Self, OtlpExporterError> {
         let masked = mask_endpoint(&config.endpoint);
         let invalid = |reason: String| OtlpExporterError::InvalidEndpoint {
             endpoint: masked.clone(),
@@ -222,7 +223,6 @@ impl OtlpSpanExporter {
         Ok(Self {
             transport: Arc::new(transport),
             runtime,
-            resource: ResourceAttributesWithSchema::default(),
             timeout: config.timeout,
             shut_down: AtomicBool::new(false),
             userinfo,
@@ -230,32 +230,44 @@ impl OtlpSpanExporter {
         })
     }
 
-    /// The transport in use.
-    #[must_use]
-    pub fn protocol(&self) -> Protocol {
+    fn protocol(&self) -> Protocol {
         match *self.transport {
             Transport::Grpc(_) => Protocol::Grpc,
             Transport::Http(_) => Protocol::HttpProtobuf,
         }
     }
 
-    /// Sends `batch` as one OTLP request and reports the answer. The batch is consumed:
-    /// its spans are moved, not copied, into the request.
-    ///
-    /// An export that takes longer than the configured timeout (connecting included) fails
-    /// with [`FailureCause::Timeout`]; after [`shutdown`](SpanExporter::shutdown) every
-    /// send fails with [`FailureCause::Internal`].
-    pub async fn send(&self, batch: Vec<SpanData>) -> ExportReport {
-        if self.shut_down.load(Ordering::Acquire) {
-            return ExportReport::Failed(ExportFailure::new(
-                FailureCause::Internal,
-                false,
-                "the exporter is shut down",
-            ));
+    fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Ordering::Acquire)
+    }
+
+    /// Marks the exporter shut down; the second call is the SDK's `AlreadyShutdown`.
+    fn shutdown(&self) -> OTelSdkResult {
+        if self.shut_down.swap(true, Ordering::AcqRel) {
+            Err(OTelSdkError::AlreadyShutdown)
+        } else {
+            Ok(())
         }
-        let request = ExportTraceServiceRequest {
-            resource_spans: group_spans_by_resource_and_scope(batch, &self.resource),
-        };
+    }
+
+    /// What every send after shutdown reports.
+    fn shut_down_report() -> ExportReport {
+        ExportReport::Failed(ExportFailure::new(
+            FailureCause::Internal,
+            false,
+            "the exporter is shut down",
+        ))
+    }
+
+    /// Sends one owned request and reports the answer, bounded by the configured timeout.
+    ///
+    /// Inside a Tokio runtime the request is awaited in place. Outside one (the SDK's
+    /// batch and reader threads poll exports with `futures_executor::block_on`) it runs
+    /// as a task on the runtime the exporter was built on, which the returned future
+    /// awaits: a backend that never answers is then a `Pending` that a caller's deadline
+    /// can cut off, and dropping the future aborts the task, so the request is cancelled
+    /// rather than left to run to its own timeout. A panic in the task is a failure.
+    async fn send<S: Service>(&self, request: S) -> ExportReport {
         let transport = Arc::clone(&self.transport);
         let timeout = self.timeout;
         let sent = async move {
@@ -277,14 +289,17 @@ impl OtlpSpanExporter {
         let report = if Handle::try_current().is_ok() {
             sent.await
         } else {
-            // Outside a runtime (the SDK's own batch thread): the timer and the HTTP
-            // client need one, so the request runs as a task on ours.
-            match self.runtime.spawn(sent).await {
+            // The timer and the HTTP client need a runtime: the request runs on ours.
+            match AbortOnDrop(self.runtime.spawn(sent)).await {
                 Ok(report) => report,
-                Err(_) => ExportReport::Failed(ExportFailure::new(
+                Err(err) => ExportReport::Failed(ExportFailure::new(
                     FailureCause::Internal,
                     false,
-                    "the export task panicked or was cancelled",
+                    if err.is_panic() {
+                        "the export task panicked"
+                    } else {
+                        "the export task was cancelled (its runtime is shutting down)"
+                    },
                 )),
             }
         };
@@ -296,17 +311,13 @@ impl OtlpSpanExporter {
             exported => exported,
         }
     }
-}
 
-impl SpanExporter for OtlpSpanExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        if self.shut_down.load(Ordering::Acquire) {
-            return Err(OTelSdkError::AlreadyShutdown);
-        }
-        match self.send(batch).await {
+    /// What the SDK is told of a report. A partial success is a success: the
+    /// specification says it must not be retried, and the SDK's result has no room for
+    /// the count, which is logged at debug instead.
+    fn sdk_result(&self, report: ExportReport) -> OTelSdkResult {
+        match report {
             ExportReport::Exported { rejected, message } => {
-                // The specification says a partial success must not be retried: the
-                // batch is done, and the SDK's result has no room for the count.
                 if rejected > 0 || message.is_some() {
                     tracing::debug!(
                         rejected,
@@ -324,23 +335,24 @@ impl SpanExporter for OtlpSpanExporter {
             }
         }
     }
+}
 
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        if self.shut_down.swap(true, Ordering::AcqRel) {
-            Err(OTelSdkError::AlreadyShutdown)
-        } else {
-            Ok(())
-        }
-    }
+/// A task's `JoinHandle` that aborts the task when dropped: an export given up by its
+/// caller (the breaker's deadline) must not go on sending.
+struct AbortOnDrop<T>(JoinHandle<T>);
 
-    fn set_resource(&mut self, resource: &Resource) {
-        self.resource = resource.into();
+impl<T> Future for AbortOnDrop<T> {
+    type Output = Result<T, JoinError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx)
     }
 }
 
-impl crate::ReportingSpanExporter for OtlpSpanExporter {
-    async fn report(&self, batch: Vec<SpanData>) -> ExportReport {
-        self.send(batch).await
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        // A no-op once the task has finished.
+        self.0.abort();
     }
 }
 
@@ -354,78 +366,10 @@ fn scrub(message: String, userinfo: Option<&str>) -> String {
     }
 }
 
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn https_is_refused_without_tls_and_the_error_masks_userinfo() {
-        for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
-            let err = OtlpSpanExporter::new(OtlpExporterConfig::new(
-                protocol,
-                "https://user:hunter2@collector.invalid:4317",
-            ))
-            .unwrap_err();
-            assert!(
-                matches!(err, OtlpExporterError::TlsUnavailable { .. }),
-                "{err:?}"
-            );
-            let shown = format!("{err} {err:?}");
-            assert!(
-                shown.contains("https://***@collector.invalid:4317"),
-                "{shown}"
-            );
-            assert!(!shown.contains("hunter2"), "{shown}");
-        }
-    }
-
-    #[test]
-    fn endpoints_must_be_http_urls_with_a_host() {
-        for endpoint in ["collector:4317", "ftp://collector", "http://", "not a url"] {
-            let err =
-                OtlpSpanExporter::new(OtlpExporterConfig::new(Protocol::HttpProtobuf, endpoint))
-                    .unwrap_err();
-            assert!(
-                matches!(err, OtlpExporterError::InvalidEndpoint { .. }),
-                "{endpoint}: {err:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn building_outside_a_runtime_is_an_error_not_a_panic() {
-        for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
-            let err =
-                OtlpSpanExporter::new(OtlpExporterConfig::new(protocol, "http://127.0.0.1:4317"))
-                    .unwrap_err();
-            assert!(matches!(err, OtlpExporterError::NoRuntime), "{err:?}");
-        }
-    }
-
-    #[tokio::test]
-    async fn builds_with_no_collector_and_shutdown_is_idempotent() {
-        for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
-            let exporter = OtlpSpanExporter::new(OtlpExporterConfig::new(
-                protocol,
-                "http://127.0.0.1:9/v1/traces",
-            ))
-            .unwrap();
-            assert_eq!(exporter.protocol(), protocol);
-            assert!(exporter.shutdown().is_ok());
-            assert!(matches!(
-                exporter.shutdown(),
-                Err(OTelSdkError::AlreadyShutdown)
-            ));
-            assert!(matches!(
-                exporter.export(Vec::new()).await,
-                Err(OTelSdkError::AlreadyShutdown)
-            ));
-            let ExportReport::Failed(failure) = exporter.send(Vec::new()).await else {
-                panic!("sent after shutdown");
-            };
-            assert!(!failure.retryable);
-        }
-    }
 
     #[test]
     fn scrub_hides_userinfo() {

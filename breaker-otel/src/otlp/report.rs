@@ -1,5 +1,5 @@
 //! What one OTLP export came to, as the backend (or the transport) said it: exported, with
-//! how many spans the backend rejected, or failed, with a cause from a small fixed set,
+//! how many items (spans, log records, metric data points) the backend rejected, or failed, with a cause from a small fixed set,
 //! whether the OTLP specification lets the batch be retried, and for how long the backend
 //! asked us to wait.
 //!
@@ -11,10 +11,12 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, StatusCode};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
 use tonic::Code;
 use tonic_types::StatusExt as _;
+
+use super::service::Service;
 
 /// Longest backend message kept in a report, in bytes: enough for a diagnosis, never a
 /// whole echoed request.
@@ -117,10 +119,10 @@ impl fmt::Display for ExportFailure {
 /// What one export came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExportReport {
-    /// The backend accepted the request. It may still have rejected some spans (OTLP
+    /// The backend accepted the request. It may still have rejected some items (OTLP
     /// partial success), which must not be retried.
     Exported {
-        /// Spans the backend said it rejected.
+        /// Items (spans, log records or data points) the backend said it rejected.
         rejected: u64,
         /// The backend's message with a partial success (or a warning), if any.
         message: Option<String>,
@@ -136,15 +138,14 @@ impl ExportReport {
         message: None,
     };
 
-    /// The report for a successful response's partial-success field.
-    pub(crate) fn from_response(response: &ExportTraceServiceResponse) -> Self {
-        match &response.partial_success {
+    /// The report for a successful response's partial-success field, whichever the signal.
+    pub(crate) fn from_response<S: Service>(response: &S::Response) -> Self {
+        match S::partial_success(response) {
             None => Self::ACCEPTED,
-            Some(partial) => Self::Exported {
+            Some((rejected, message)) => Self::Exported {
                 // A negative count is a backend bug; it rejected nothing we can count.
-                rejected: u64::try_from(partial.rejected_spans).unwrap_or(0),
-                message: (!partial.error_message.is_empty())
-                    .then(|| bounded(&partial.error_message)),
+                rejected: u64::try_from(rejected).unwrap_or(0),
+                message: (!message.is_empty()).then(|| bounded(message)),
             },
         }
     }
@@ -200,8 +201,21 @@ pub fn classify_status(status: &tonic::Status) -> ExportFailure {
 /// delay from `Retry-After` (seconds or an HTTP-date, read against `now`; a date in the
 /// past is zero). A failure's message is the `google.rpc.Status` message in the body when
 /// there is one.
+///
+/// This reads a traces response (`ExportTraceServiceResponse`); the log and metric clients
+/// read their own response types the same way.
 #[must_use]
 pub fn classify_http(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: SystemTime,
+) -> ExportReport {
+    classify_http_for::<ExportTraceServiceRequest>(status, headers, body, now)
+}
+
+/// [`classify_http`] for the response of service `S`.
+pub(crate) fn classify_http_for<S: Service>(
     status: StatusCode,
     headers: &HeaderMap,
     body: &[u8],
@@ -211,14 +225,15 @@ pub fn classify_http(
         if body.is_empty() {
             return ExportReport::ACCEPTED;
         }
-        return match ExportTraceServiceResponse::decode(body) {
-            Ok(response) => ExportReport::from_response(&response),
+        return match S::Response::decode(body) {
+            Ok(response) => ExportReport::from_response::<S>(&response),
             // The backend took the request; a body we cannot read changes nothing about
             // that, but is worth a word in the logs.
             Err(_) => ExportReport::Exported {
                 rejected: 0,
                 message: Some(format!(
-                    "HTTP {status}: the response body is not an OTLP ExportTraceServiceResponse"
+                    "HTTP {status}: the response body is not an OTLP {}",
+                    S::RESPONSE
                 )),
             },
         };
@@ -278,7 +293,9 @@ pub(crate) fn bounded(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess;
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTracePartialSuccess, ExportTraceServiceResponse,
+    };
     use tonic_types::ErrorDetails;
 
     /// Every gRPC code, with the specification's verdict and our cause.
@@ -450,6 +467,58 @@ mod tests {
         };
         assert_eq!(rejected, 0);
         assert!(message.unwrap().contains("not an OTLP"));
+    }
+
+    #[test]
+    fn log_and_metric_answers_report_their_own_rejected_counts() {
+        use opentelemetry_proto::tonic::collector::logs::v1::{
+            ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+        };
+        use opentelemetry_proto::tonic::collector::metrics::v1::{
+            ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+        };
+        let logs = ExportLogsServiceResponse {
+            partial_success: Some(ExportLogsPartialSuccess {
+                rejected_log_records: 4,
+                error_message: "4 records too old".into(),
+            }),
+        }
+        .encode_to_vec();
+        let metrics = ExportMetricsServiceResponse {
+            partial_success: Some(ExportMetricsPartialSuccess {
+                rejected_data_points: 7,
+                error_message: String::new(),
+            }),
+        }
+        .encode_to_vec();
+        let now = SystemTime::UNIX_EPOCH;
+        let ok = StatusCode::OK;
+        assert_eq!(
+            classify_http_for::<ExportLogsServiceRequest>(ok, &HeaderMap::new(), &logs, now),
+            ExportReport::Exported {
+                rejected: 4,
+                message: Some("4 records too old".into()),
+            }
+        );
+        assert_eq!(
+            classify_http_for::<ExportMetricsServiceRequest>(ok, &HeaderMap::new(), &metrics, now),
+            ExportReport::Exported {
+                rejected: 7,
+                message: None,
+            }
+        );
+        let ExportReport::Exported { message, .. } = classify_http_for::<ExportMetricsServiceRequest>(
+            ok,
+            &HeaderMap::new(),
+            b"\xff\xff",
+            now,
+        ) else {
+            panic!("a 2xx is a success");
+        };
+        assert!(
+            message.unwrap().contains("ExportMetricsServiceResponse"),
+            "the message names the signal's response"
+        );
     }
 
     #[test]
