@@ -54,4 +54,6 @@ pub use otlp::{
     ExportFailure, ExportReport, FailureCause, OtlpExporterConfig, OtlpExporterError,
     OtlpLogExporter, OtlpMetricExporter, OtlpSpanExporter, classify_http, classify_status,
 };
-pub use pipeline::{PipelineError, Protocol, TracingPipeline, TracingPipelineBuilder};
+pub use pipeline::{
+    PipelineError, Protocol, SignalExport, TracingPipeline, TracingPipelineBuilder,
+};

@@ -1,8 +1,10 @@
-//! The standard OTLP pipeline with the breaker in it: our OTLP exporter
-//! ([`OtlpSpanExporter`], `src/otlp/`) → circuit-breaking exporter → batch span
-//! processor → tracer provider; or, for comparisons only (feature `bench`), the stock
-//! pipeline: `opentelemetry-otlp`'s exporter straight into the batch span processor.
-//! Every `OTEL_*` value comes from [`OtlpEnv`], checked.
+//! The standard OTLP pipeline with the breaker in it, for every signal the service
+//! sends: our OTLP exporters ([`OtlpSpanExporter`], [`OtlpLogExporter`],
+//! [`OtlpMetricExporter`], `src/otlp/`) → circuit-breaking exporters on one
+//! [`BackendBreaker`] per backend → our batch span processor, the SDK's batch log
+//! processor and periodic reader → the providers; or, for comparisons only (feature
+//! `bench`), the stock span pipeline: `opentelemetry-otlp`'s exporter straight into the
+//! batch span processor. Every `OTEL_*` value comes from [`OtlpEnv`], checked.
 
 use std::fmt;
 use std::sync::Arc;
@@ -13,13 +15,15 @@ use opentelemetry::Context;
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::logs::{BatchConfigBuilder, BatchLogProcessor, SdkLoggerProvider};
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 #[cfg(feature = "bench")]
 use opentelemetry_sdk::trace::{BatchSpanProcessor, Span, SpanData, SpanExporter, SpanProcessor};
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 #[cfg(feature = "bench")]
 use tokio::runtime::Handle;
+use tokio::runtime::Runtime;
 
-use crate::Signal;
 use crate::batch::{BatchProcessor, QueueSettings, TelemetryPriority, telemetry_runtime};
 use crate::exporter::{
     AdapterError, BreakerControl, CircuitBreakerSpanExporter, ExporterConfig, TokioClock,
@@ -30,6 +34,7 @@ use crate::handle::Published;
 use crate::instance_id;
 use crate::otel_env::{Endpoint, OtlpEnv, OtlpEnvError, Resolved, mask_endpoint};
 use crate::otlp::{OtlpExporterConfig, OtlpExporterError, OtlpSpanExporter};
+use crate::{BackendBreaker, BackendHandle, OtlpLogExporter, OtlpMetricExporter, Signal};
 
 /// The OTLP transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,6 +53,16 @@ impl fmt::Display for Protocol {
             Self::HttpProtobuf => "http/protobuf",
         })
     }
+}
+
+/// Whether a signal the service can send is exported over OTLP when its
+/// `OTEL_<SIGNAL>_EXPORTER` variable is unset (see [`TracingPipelineBuilder::logs`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalExport {
+    /// Exported over OTLP, through the breaker: the specification's default.
+    Otlp,
+    /// Not exported unless the variable says `otlp`: an opt-in.
+    None,
 }
 
 /// Why the pipeline could not be built.
@@ -128,6 +143,10 @@ pub struct TracingPipelineBuilder {
     /// `None`: the default for the pipeline's shape (off with the breaker, on without).
     otlp_retries: Option<bool>,
     priority: TelemetryPriority,
+    /// `Some`: the service sends log records through the pipeline, exported by default or not.
+    logs: Option<SignalExport>,
+    /// `Some`: the service can push metrics through the pipeline, by default or not.
+    metrics: Option<SignalExport>,
     env: OtlpEnv,
 }
 
@@ -143,6 +162,8 @@ impl TracingPipelineBuilder {
             endpoint: None,
             otlp_retries: None,
             priority: TelemetryPriority::default(),
+            logs: None,
+            metrics: None,
             env: OtlpEnv::from_process(),
         }
     }
@@ -177,6 +198,27 @@ impl TracingPipelineBuilder {
         self
     }
 
+    /// The service sends log records through the pipeline (for example with the
+    /// `tracing` → OpenTelemetry logs bridge on [`TracingPipeline::logger_provider`]):
+    /// the pipeline builds a logger provider whose batch log processor exports through a
+    /// log breaker, when `OTEL_LOGS_EXPORTER` says `otlp`, or is unset and `default` is
+    /// [`SignalExport::Otlp`]. `OTEL_BLRP_*` set the processor. Without this call no
+    /// logger provider is built, whatever the variable says.
+    pub fn logs(mut self, default: SignalExport) -> Self {
+        self.logs = Some(default);
+        self
+    }
+
+    /// The service can push metrics through the pipeline (instruments of
+    /// [`TracingPipeline::meter_provider`]): the pipeline builds a meter provider whose
+    /// periodic reader (every `OTEL_METRIC_EXPORT_INTERVAL`) exports through a metric
+    /// breaker, when `OTEL_METRICS_EXPORTER` says `otlp`, or is unset and `default` is
+    /// [`SignalExport::Otlp`].
+    pub fn metrics(mut self, default: SignalExport) -> Self {
+        self.metrics = Some(default);
+        self
+    }
+
     /// The service name used when `OTEL_SERVICE_NAME` (or `service.name` in
     /// `OTEL_RESOURCE_ATTRIBUTES`) does not say otherwise.
     pub fn default_service_name(mut self, name: impl Into<String>) -> Self {
@@ -207,14 +249,16 @@ impl TracingPipelineBuilder {
             .unwrap_or_else(|| instance_id::of_this_process().to_owned())
     }
 
-    /// The transport, overriding `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`.
+    /// The transport of spans, overriding `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL` (log
+    /// records and metrics follow their variables).
     pub fn protocol(mut self, protocol: Protocol) -> Self {
         self.protocol = Some(protocol);
         self
     }
 
-    /// The collector's endpoint, used as is, overriding
-    /// `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`.
+    /// The collector's endpoint for spans, used as is, overriding
+    /// `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT` (log records and metrics follow their
+    /// variables).
     pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.endpoint = Some(endpoint.into());
         self
@@ -273,23 +317,22 @@ impl TracingPipelineBuilder {
     /// an exporter configuration the OTLP crate rejects, or no Tokio runtime.
     pub fn build(self) -> Result<TracingPipeline, PipelineError> {
         let env = self.env.resolve()?;
-        if env.disabled {
-            let provider = SdkTracerProvider::builder()
-                .with_sampler(Sampler::AlwaysOff)
-                .with_resource(self.resource(&env))
-                .build();
-            return Ok(TracingPipeline {
-                provider,
-                handle: BreakerHandle::disabled(),
-                control: None,
-                protocol: None,
-            });
+        let wanted = |default: Option<SignalExport>, signal: Signal| {
+            !env.disabled && default.is_some_and(|d| env.exports(signal, d == SignalExport::Otlp))
+        };
+        let signals = Signals {
+            traces: !env.disabled && env.exports(Signal::Traces, true),
+            logs: wanted(self.logs, Signal::Logs),
+            metrics: wanted(self.metrics, Signal::Metrics),
+        };
+        if !signals.traces && !signals.logs && !signals.metrics {
+            return Ok(TracingPipeline::off(self.off_provider(&env)));
         }
         let protocol = self
             .protocol
             .unwrap_or(env.transport(Signal::Traces).protocol);
         #[cfg(feature = "bench")]
-        if !self.breaker_enabled {
+        if !self.breaker_enabled && signals.traces {
             // Checked first: the tonic client panics when built outside a runtime.
             let runtime = Handle::try_current().map_err(|_| AdapterError::NoRuntime)?;
             let retry = if self.otlp_retries.unwrap_or(true) {
@@ -307,23 +350,55 @@ impl TracingPipelineBuilder {
         let runtime = telemetry_runtime(self.priority).map_err(PipelineError::Runtime)?;
         let built = {
             let _entered = runtime.enter();
-            self.otlp_exporter(&env, protocol).and_then(|otlp| {
-                // `reporting`: the breaker learns what the backend answered, not just "failed".
-                Ok(CircuitBreakerSpanExporter::reporting_with_runtime(
-                    otlp,
-                    self.breaker,
-                    runtime.handle().clone(),
-                    Arc::new(TokioClock),
-                )?)
-            })
+            self.exporters(&env, protocol, signals, &runtime)
         };
-        let exporter = match built {
-            Ok(exporter) => exporter,
+        let exporters = match built {
+            Ok(exporters) => exporters,
             Err(err) => {
                 // Dropping a runtime waits for its threads, which an async caller may not do.
                 runtime.shutdown_background();
                 return Err(err);
             }
+        };
+        let resource = self.resource(&env);
+        let logger_provider = exporters.logs.map(|exporter| {
+            let config = BatchConfigBuilder::default()
+                .with_scheduled_delay(env.log_schedule_delay)
+                .with_max_queue_size(env.log_max_queue_size)
+                .with_max_export_batch_size(
+                    env.log_max_export_batch_size.min(env.log_max_queue_size),
+                )
+                .build();
+            SdkLoggerProvider::builder()
+                .with_log_processor(
+                    BatchLogProcessor::builder(exporter)
+                        .with_batch_config(config)
+                        .build(),
+                )
+                .with_resource(resource.clone())
+                .build()
+        });
+        let meter_provider = exporters.metrics.map(|exporter| {
+            SdkMeterProvider::builder()
+                .with_reader(
+                    PeriodicReader::builder(exporter)
+                        .with_interval(env.metric_export_interval)
+                        .build(),
+                )
+                .with_resource(resource.clone())
+                .build()
+        });
+        let Some(exporter) = exporters.traces else {
+            return Ok(TracingPipeline {
+                logger_provider,
+                meter_provider,
+                backends: exporters.backends,
+                provider: self.off_provider(&env),
+                handle: BreakerHandle::disabled(),
+                control: None,
+                protocol: None,
+                runtime: Some(runtime),
+            });
         };
         let handle = exporter.handle();
         let control = exporter.control();
@@ -345,13 +420,81 @@ impl TracingPipelineBuilder {
             // Set explicitly, so that the SDK's own reading of the process environment
             // never overrides the checked value.
             .with_max_attributes_per_span(env.span_attribute_count_limit)
-            .with_resource(self.resource(&env))
+            .with_resource(resource)
             .build();
         Ok(TracingPipeline {
+            logger_provider,
+            meter_provider,
+            backends: exporters.backends,
             provider,
             handle,
             control: Some(control),
             protocol: Some(protocol),
+            // The batch processor owns it and stops it last.
+            runtime: None,
+        })
+    }
+
+    /// A working tracer provider that samples nothing.
+    fn off_provider(&self, env: &Resolved) -> SdkTracerProvider {
+        SdkTracerProvider::builder()
+            .with_sampler(Sampler::AlwaysOff)
+            .with_resource(self.resource(env))
+            .build()
+    }
+
+    /// Our OTLP exporters for the signals wanted, each behind the breaker of its backend:
+    /// signals sent to one scheme, host and port share one [`BackendBreaker`], so that
+    /// the collector's outage is detected, probed and logged once.
+    fn exporters(
+        &self,
+        env: &Resolved,
+        span_protocol: Protocol,
+        signals: Signals,
+        runtime: &Runtime,
+    ) -> Result<Exporters, PipelineError> {
+        let mut backends: Vec<(String, BackendBreaker)> = Vec::new();
+        let mut backend_for = |url: &str| -> Result<BackendBreaker, PipelineError> {
+            let key = backend_key(url);
+            if let Some((_, backend)) = backends.iter().find(|(k, _)| *k == key) {
+                return Ok(backend.clone());
+            }
+            let backend = BackendBreaker::builder(self.breaker)
+                .endpoint(&key)
+                .runtime(runtime.handle().clone(), Arc::new(TokioClock))
+                .build()?;
+            backends.push((key, backend.clone()));
+            Ok(backend)
+        };
+        let traces = if signals.traces {
+            let otlp = self.otlp_exporter(env, span_protocol)?;
+            let endpoint = self.resolved_endpoint(env, span_protocol);
+            // `reporting`: the breaker learns what the backend answered, not just "failed".
+            Some(backend_for(&endpoint.url)?.reporting_span_exporter(otlp))
+        } else {
+            None
+        };
+        let logs = if signals.logs {
+            let (config, endpoint) = signal_config(env, Signal::Logs);
+            let otlp =
+                OtlpLogExporter::new(config).map_err(|err| exporter_error(err, &endpoint))?;
+            Some(backend_for(&endpoint.url)?.reporting_log_exporter(otlp))
+        } else {
+            None
+        };
+        let metrics = if signals.metrics {
+            let (config, endpoint) = signal_config(env, Signal::Metrics);
+            let otlp = OtlpMetricExporter::new(config, env.temporality)
+                .map_err(|err| exporter_error(err, &endpoint))?;
+            Some(backend_for(&endpoint.url)?.reporting_metric_exporter(otlp))
+        } else {
+            None
+        };
+        Ok(Exporters {
+            traces,
+            logs,
+            metrics,
+            backends: backends.iter().map(|(_, b)| b.handle()).collect(),
         })
     }
 
@@ -385,15 +528,7 @@ impl TracingPipelineBuilder {
         for header in &traces.headers {
             config = config.header(header.name.clone(), header.value.clone());
         }
-        OtlpSpanExporter::new(config).map_err(|err| match err {
-            OtlpExporterError::NoRuntime => PipelineError::Adapter(AdapterError::NoRuntime),
-            // Every message is masked already.
-            err => PipelineError::Exporter {
-                endpoint_variable: endpoint.variable,
-                endpoint: mask_endpoint(&endpoint.url),
-                reason: err.to_string(),
-            },
-        })
+        OtlpSpanExporter::new(config).map_err(|err| exporter_error(err, &endpoint))
     }
 
     /// `opentelemetry-otlp`'s exporter, for the stock pipeline only.
@@ -517,12 +652,9 @@ impl TracingPipelineBuilder {
             .build(),
         };
         let provider = self.provider(batch, env, &handle);
-        TracingPipeline {
-            provider,
-            handle,
-            control: None,
-            protocol: Some(protocol),
-        }
+        let mut pipeline = TracingPipeline::off(provider);
+        pipeline.protocol = Some(protocol);
+        pipeline
     }
 
     /// The SDK's resource from the process environment, named from the checked variables
@@ -547,16 +679,125 @@ impl TracingPipelineBuilder {
 /// read-only handle, and a bounded, non-blocking shutdown.
 #[derive(Debug)]
 pub struct TracingPipeline {
+    // Dropped in this order: the log and metric providers' last exports run on the
+    // telemetry runtime, which the tracer provider's processor (or `runtime`) stops.
+    logger_provider: Option<SdkLoggerProvider>,
+    meter_provider: Option<SdkMeterProvider>,
+    backends: Vec<BackendHandle>,
     provider: SdkTracerProvider,
     handle: BreakerHandle,
     control: Option<BreakerControl>,
     protocol: Option<Protocol>,
+    /// The telemetry runtime when no span processor owns it (spans not exported).
+    runtime: Option<Runtime>,
+}
+
+impl Drop for TracingPipeline {
+    fn drop(&mut self) {
+        // Dropping a runtime waits for its threads, which an async caller may not do.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Which signals the pipeline exports.
+#[derive(Debug, Clone, Copy)]
+struct Signals {
+    traces: bool,
+    logs: bool,
+    metrics: bool,
+}
+
+/// The circuit-breaking exporters the pipeline built, and their breakers.
+struct Exporters {
+    traces: Option<CircuitBreakerSpanExporter<OtlpSpanExporter>>,
+    logs: Option<crate::CircuitBreakerLogExporter<OtlpLogExporter>>,
+    metrics: Option<crate::CircuitBreakerMetricExporter<OtlpMetricExporter>>,
+    backends: Vec<BackendHandle>,
+}
+
+/// The backend an endpoint belongs to: its scheme, host and port (`http://collector:4318`),
+/// which every signal sent there shares whatever its path.
+fn backend_key(url: &str) -> String {
+    match url.trim().parse::<http::Uri>() {
+        Ok(uri) => match (uri.scheme_str(), uri.authority()) {
+            (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+            _ => url.trim().to_owned(),
+        },
+        Err(_) => url.trim().to_owned(),
+    }
+}
+
+/// The exporter configuration of `signal` from its checked variables, and its endpoint.
+fn signal_config(env: &Resolved, signal: Signal) -> (OtlpExporterConfig, Endpoint) {
+    let transport = env.transport(signal);
+    let endpoint = transport.endpoint(signal, transport.protocol);
+    let mut config = OtlpExporterConfig::new(transport.protocol, endpoint.url.clone())
+        .timeout(
+            transport
+                .timeout
+                .unwrap_or(OtlpExporterConfig::DEFAULT_TIMEOUT),
+        )
+        .gzip(transport.gzip);
+    for header in &transport.headers {
+        config = config.header(header.name.clone(), header.value.clone());
+    }
+    (config, endpoint)
+}
+
+/// The pipeline's error for an exporter that could not be built at `endpoint`.
+fn exporter_error(err: OtlpExporterError, endpoint: &Endpoint) -> PipelineError {
+    match err {
+        OtlpExporterError::NoRuntime => PipelineError::Adapter(AdapterError::NoRuntime),
+        // Every message is masked already.
+        err => PipelineError::Exporter {
+            endpoint_variable: endpoint.variable,
+            endpoint: mask_endpoint(&endpoint.url),
+            reason: err.to_string(),
+        },
+    }
 }
 
 impl TracingPipeline {
     /// Starts building a pipeline from the process environment.
     pub fn builder() -> TracingPipelineBuilder {
         TracingPipelineBuilder::new()
+    }
+
+    /// A pipeline that exports nothing, around a provider that samples nothing.
+    fn off(provider: SdkTracerProvider) -> Self {
+        Self {
+            logger_provider: None,
+            meter_provider: None,
+            backends: Vec::new(),
+            provider,
+            handle: BreakerHandle::disabled(),
+            control: None,
+            protocol: None,
+            runtime: None,
+        }
+    }
+
+    /// The logger provider, when the service asked for logs
+    /// ([`TracingPipelineBuilder::logs`]) and they are exported.
+    #[must_use]
+    pub fn logger_provider(&self) -> Option<&SdkLoggerProvider> {
+        self.logger_provider.as_ref()
+    }
+
+    /// The meter provider, when the service asked for metrics
+    /// ([`TracingPipelineBuilder::metrics`]) and they are exported.
+    #[must_use]
+    pub fn meter_provider(&self) -> Option<&SdkMeterProvider> {
+        self.meter_provider.as_ref()
+    }
+
+    /// One read-only handle per backend breaker (signals sent to one host and port share
+    /// one), in the order traces, logs, metrics first appear; empty when nothing is exported.
+    #[must_use]
+    pub fn backends(&self) -> &[BackendHandle] {
+        &self.backends
     }
 
     /// The provider to install (e.g. `opentelemetry::global::set_tracer_provider`).
@@ -584,8 +825,8 @@ impl TracingPipeline {
         self.protocol
     }
 
-    /// Flushes what is queued and shuts the provider down, within `timeout`
-    /// whatever the backend does.
+    /// Flushes what is queued and shuts the providers down (logs and metrics first, then
+    /// spans), within `timeout` whatever the backend does.
     ///
     /// The SDK's shutdown blocks its caller while the batch processor's
     /// thread runs the last exports, and those exports run on this Tokio
@@ -595,10 +836,49 @@ impl TracingPipeline {
     /// # Errors
     ///
     /// The provider's shutdown error, or `Timeout` if it took too long.
-    pub async fn shutdown(self, timeout: Duration) -> OTelSdkResult {
-        let provider = self.provider;
-        // The provider gets slightly less than the whole budget so that its own timeout,
+    pub async fn shutdown(mut self, timeout: Duration) -> OTelSdkResult {
+        let started = tokio::time::Instant::now();
+        // Each provider gets slightly less than the whole budget so that its own timeout,
         // not ours, usually ends a slow shutdown, with its own error.
+        let inner = timeout.saturating_sub(timeout / 20);
+        let (logs, metrics) = (self.logger_provider.take(), self.meter_provider.take());
+        if logs.is_some() || metrics.is_some() {
+            // First, side by side: their last exports run on the telemetry runtime, which
+            // the span processor's shutdown stops.
+            let blocking = tokio::task::spawn_blocking(move || {
+                std::thread::scope(|scope| {
+                    let logs = scope.spawn(|| logs.map(|p| p.shutdown_with_timeout(inner)));
+                    let metrics = scope.spawn(|| metrics.map(|p| p.shutdown_with_timeout(inner)));
+                    let joined = |handle: std::thread::ScopedJoinHandle<'_, _>, what: &str| {
+                        handle.join().unwrap_or_else(|_| {
+                            Some(Err(OTelSdkError::InternalFailure(format!(
+                                "{what} provider shutdown panicked"
+                            ))))
+                        })
+                    };
+                    let logs = joined(logs, "logger");
+                    let metrics = joined(metrics, "meter");
+                    logs.into_iter().chain(metrics).collect::<Vec<_>>()
+                })
+            });
+            let results = match tokio::time::timeout(timeout, blocking).await {
+                Ok(Ok(results)) => results,
+                Ok(Err(_)) => vec![Err(OTelSdkError::InternalFailure(
+                    "logger or meter provider shutdown panicked".into(),
+                ))],
+                Err(_) => return Err(OTelSdkError::Timeout(timeout)),
+            };
+            let traces = self
+                .shutdown_traces(timeout.saturating_sub(started.elapsed()))
+                .await;
+            return results.into_iter().find(Result::is_err).unwrap_or(traces);
+        }
+        self.shutdown_traces(timeout).await
+    }
+
+    /// Shuts the tracer provider down within `timeout`.
+    async fn shutdown_traces(&self, timeout: Duration) -> OTelSdkResult {
+        let provider = self.provider.clone();
         let inner = timeout.saturating_sub(timeout / 20);
         let blocking = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(inner));
         match tokio::time::timeout(timeout, blocking).await {
