@@ -1,5 +1,12 @@
 //! Log output: `tracing` events to stderr, human-readable or JSON lines, filtered by
-//! `RUST_LOG` (default `info`). Stdout is left to `--print-config`.
+//! `RUST_LOG` (default `info`), and, when log records are exported
+//! (`OTEL_LOGS_EXPORTER`, default `otlp`), the same events as OTLP log records through
+//! the pipeline's log breaker, by the OpenTelemetry project's `tracing` bridge. Stdout is
+//! left to `--print-config`.
+//!
+//! Events about the telemetry pipeline itself (its breaker's outage lines, the SDK's and
+//! the OTLP transport's own logs) go to stderr only: [`is_pipeline_target`]. Exported, they
+//! would feed the pipeline its own failures, a loop that grows with the outage it reports.
 //!
 //! Nothing here becomes an OpenTelemetry span: the server's spans are made with the
 //! OpenTelemetry API (the HTTP middleware's, and `storage::StorageSpan`), so no other
@@ -7,8 +14,10 @@
 
 use std::io::IsTerminal as _;
 
+use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
 use tracing_subscriber::Layer as _;
-use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+use tracing_subscriber::filter::{EnvFilter, LevelFilter, filter_fn};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::{SubscriberInitExt as _, TryInitError};
 
@@ -28,22 +37,48 @@ pub fn filter(rust_log: Option<&str>) -> Result<EnvFilter, ConfigError> {
         })
 }
 
-/// Installs the global subscriber: the log to stderr filtered by `filter`. Fails only if one
-/// is already installed.
-pub fn init(format: LogFormat, filter: EnvFilter) -> Result<(), TryInitError> {
+/// The crates whose events are about the telemetry pipeline or the transport it sends
+/// with, by target prefix: they are never exported as log records.
+const PIPELINE_TARGETS: &[&str] = &[
+    "breaker_otel",
+    "opentelemetry",
+    "tonic",
+    "h2",
+    "hyper",
+    "reqwest",
+    "tower",
+];
+
+/// Whether an event of `target` is about the pipeline (or its transport) and must not be
+/// exported through it.
+#[must_use]
+pub fn is_pipeline_target(target: &str) -> bool {
+    PIPELINE_TARGETS.iter().any(|prefix| {
+        target
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::") || rest.starts_with('_'))
+    })
+}
+
+/// Installs the global subscriber: the log to stderr, and to `logs` when given (minus the
+/// pipeline's own events), both filtered by `filter`. Fails only if one is already
+/// installed.
+pub fn init(
+    format: LogFormat,
+    filter: EnvFilter,
+    logs: Option<&SdkLoggerProvider>,
+) -> Result<(), TryInitError> {
     let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let registry = tracing_subscriber::registry();
+    let exported = logs.map(|provider| {
+        OpenTelemetryTracingBridge::new(provider)
+            .with_filter(filter_fn(|meta| !is_pipeline_target(meta.target())))
+    });
+    let registry = tracing_subscriber::registry().with(filter).with(exported);
     match format {
         LogFormat::Text => registry
-            .with(
-                layer
-                    .with_ansi(std::io::stderr().is_terminal())
-                    .with_filter(filter),
-            )
+            .with(layer.with_ansi(std::io::stderr().is_terminal()))
             .try_init(),
-        LogFormat::Json => registry
-            .with(layer.json().flatten_event(true).with_filter(filter))
-            .try_init(),
+        LogFormat::Json => registry.with(layer.json().flatten_event(true)).try_init(),
     }
 }
 
@@ -61,5 +96,33 @@ mod tests {
             err.starts_with("RUST_LOG = \"taskman_server=loud\": "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_pipelines_own_events_are_told_apart() {
+        for target in [
+            "breaker_otel",
+            "breaker_otel::backend",
+            "opentelemetry_sdk",
+            "opentelemetry_otlp::exporter",
+            "opentelemetry",
+            "h2::proto::connection",
+            "hyper_util::client",
+            "tonic::transport",
+            "reqwest::connect",
+            "tower::buffer",
+        ] {
+            assert!(is_pipeline_target(target), "{target}");
+        }
+        for target in [
+            "taskman_server",
+            "taskman_server::api",
+            "telemetry_http",
+            "actix_server::builder",
+            "h2o",
+            "towering",
+        ] {
+            assert!(!is_pipeline_target(target), "{target}");
+        }
     }
 }

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use breaker_otel::{PipelineError, TracingPipeline, TracingPipelineBuilder};
+use breaker_otel::{PipelineError, SignalExport, TracingPipeline, TracingPipelineBuilder};
+use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use telemetry_http::{TelemetryHttp, TelemetryHttpConfig};
 
@@ -41,7 +42,9 @@ impl Telemetry {
         let builder = TracingPipeline::builder()
             .default_service_name(SERVICE_NAME)
             .breaker(settings.breaker)
-            .priority(settings.telemetry.priority);
+            .priority(settings.telemetry.priority)
+            // The server's log events, unless OTEL_LOGS_EXPORTER=none.
+            .logs(SignalExport::Otlp);
         // What the spans' resource carries, for `/health/telemetry` and the listening line.
         let service_instance_id = builder.resolved_service_instance_id();
         let pipeline = with_stock_switch(builder)
@@ -79,6 +82,12 @@ impl Telemetry {
             http_metrics.register_route(method, route);
         }
         Ok(Self { pipeline, http })
+    }
+
+    /// The logger provider the log events go to, when log records are exported.
+    #[must_use]
+    pub fn logger_provider(&self) -> Option<&SdkLoggerProvider> {
+        self.pipeline.logger_provider()
     }
 
     /// The routes and middleware to mount; clone it into every worker so that all share one
