@@ -72,6 +72,7 @@ mod config;
 mod error;
 mod health;
 mod http_metrics;
+mod otlp_metrics;
 mod rate_limit;
 mod routes;
 #[cfg(feature = "test-util")]
@@ -206,6 +207,17 @@ impl TelemetryHttp {
     #[must_use]
     pub fn registry(&self) -> &Registry {
         &self.shared.registry
+    }
+
+    /// Everything the registry holds (what `/metrics` shows) as OTLP metrics, for a host
+    /// that also pushes them: cumulative points stamped `now`, started at `start`.
+    #[must_use]
+    pub fn otlp_metrics(
+        &self,
+        start: std::time::SystemTime,
+        now: std::time::SystemTime,
+    ) -> Vec<opentelemetry_proto::tonic::metrics::v1::Metric> {
+        otlp_metrics::to_otlp(&self.shared.registry.gather(), start, now)
     }
 
     /// The `service.instance.id` that `/health/telemetry` shows
