@@ -48,7 +48,7 @@ pub use handle::{
     SpanCounts, TransitionCounts,
 };
 pub use logs::{CircuitBreakerLogExporter, ReportingLogExporter};
-pub use metrics::{CircuitBreakerMetricExporter, ReportingMetricExporter};
+pub use metrics::{CircuitBreakerMetricExporter, MetricPush, ReportingMetricExporter};
 pub use otel_env::{EnvVar, OtlpEnv, OtlpEnvError};
 pub use otlp::{
     ExportFailure, ExportReport, FailureCause, OtlpExporterConfig, OtlpExporterError,

@@ -11,11 +11,20 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
+use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::metrics::Temporality;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::metrics::v1::{
+    Metric, ResourceMetrics as TonicResourceMetrics, ScopeMetrics as TonicScopeMetrics,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource as TonicResource;
+
+use crate::OtlpMetricExporter;
 use crate::backend::{Backend, EmptyProbe, on_blocking_thread};
 use crate::classify::unclassified;
 use crate::{
@@ -291,4 +300,124 @@ impl<E: ReportingMetricExporter> PushMetricExporter for CircuitBreakerMetricExpo
         // meter provider's construction with it.
         std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.temporality())).unwrap_or_default()
     }
+}
+
+/// Pushes metrics that are OTLP messages already (a Prometheus registry's, converted)
+/// through a pipeline's metric breaker, with the pipeline's resource: what a service does
+/// when its instruments live outside the OpenTelemetry SDK and must not be defined twice
+/// ([`TracingPipeline::metric_push`](crate::TracingPipeline::metric_push)).
+///
+/// Each push is one export: admitted or dropped by the breaker, bounded by its
+/// `export_timeout`, counted in data points under [`Signal::Metrics`] and classified like
+/// every other export. Cloning shares the exporter.
+#[derive(Clone)]
+pub struct MetricPush {
+    exporter: Arc<CircuitBreakerMetricExporter<OtlpMetricExporter>>,
+    resource: TonicResource,
+    scope: InstrumentationScope,
+    interval: Duration,
+}
+
+impl fmt::Debug for MetricPush {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricPush")
+            .field("exporter", &self.exporter)
+            .field("scope", &self.scope.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetricPush {
+    /// Pushes through `exporter`, as `scope`, with `resource`.
+    pub(crate) fn new(
+        exporter: CircuitBreakerMetricExporter<OtlpMetricExporter>,
+        resource: &Resource,
+        scope: &str,
+        interval: Duration,
+    ) -> Self {
+        Self {
+            exporter: Arc::new(exporter),
+            resource: resource.into(),
+            scope: InstrumentationScope {
+                name: scope.to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                ..InstrumentationScope::default()
+            },
+            interval,
+        }
+    }
+
+    /// How often to push: `OTEL_METRIC_EXPORT_INTERVAL` (60 s by default).
+    #[must_use]
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Exports `metrics` as one request.
+    ///
+    /// # Errors
+    ///
+    /// As a metric export through the breaker: dropped while the circuit is open, a
+    /// timeout at `export_timeout`, or the backend's refusal; after shutdown,
+    /// `AlreadyShutdown`. Each is counted; none needs more than logging at debug.
+    pub async fn push(&self, metrics: Vec<Metric>) -> OTelSdkResult {
+        let exporter = &self.exporter;
+        if exporter.shut_down.load(Ordering::Acquire) {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
+        exporter.register_probe();
+        let points = metrics.iter().map(proto_data_points).sum::<u64>();
+        let permit = exporter.backend.admit(Signal::Metrics, points)?;
+        let request = ExportMetricsServiceRequest {
+            resource_metrics: vec![TonicResourceMetrics {
+                resource: Some(self.resource.clone()),
+                scope_metrics: vec![TonicScopeMetrics {
+                    scope: Some(self.scope.clone()),
+                    metrics,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        };
+        let inner = &exporter.inner;
+        let report = bounded::in_place(
+            || inner.send_request(request),
+            &exporter.backend.runtime,
+            exporter.backend.export_timeout,
+            "metric",
+        )
+        .await;
+        exporter
+            .backend
+            .conclude(Signal::Metrics, points, permit, &report);
+        bounded::sdk_result(&report, exporter.backend.export_timeout)
+    }
+
+    /// Stops pushing: later pushes fail with `AlreadyShutdown`.
+    ///
+    /// # Errors
+    ///
+    /// `AlreadyShutdown` the second time.
+    pub fn shutdown(&self) -> OTelSdkResult {
+        self.exporter.shutdown_with_timeout(Duration::from_secs(1))
+    }
+
+    /// A read-only handle on the breaker the pushes go through.
+    #[must_use]
+    pub fn handle(&self) -> BackendHandle {
+        self.exporter.handle()
+    }
+}
+
+/// The data points of one OTLP metric.
+fn proto_data_points(metric: &Metric) -> u64 {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    (match &metric.data {
+        Some(Data::Gauge(g)) => g.data_points.len(),
+        Some(Data::Sum(s)) => s.data_points.len(),
+        Some(Data::Histogram(h)) => h.data_points.len(),
+        Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
+        Some(Data::Summary(s)) => s.data_points.len(),
+        None => 0,
+    }) as u64
 }

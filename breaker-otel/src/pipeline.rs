@@ -34,7 +34,9 @@ use crate::handle::Published;
 use crate::instance_id;
 use crate::otel_env::{Endpoint, OtlpEnv, OtlpEnvError, Resolved, mask_endpoint};
 use crate::otlp::{OtlpExporterConfig, OtlpExporterError, OtlpSpanExporter};
-use crate::{BackendBreaker, BackendHandle, OtlpLogExporter, OtlpMetricExporter, Signal};
+use crate::{
+    BackendBreaker, BackendHandle, MetricPush, OtlpLogExporter, OtlpMetricExporter, Signal,
+};
 
 /// The OTLP transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -388,10 +390,19 @@ impl TracingPipelineBuilder {
                 .with_resource(resource.clone())
                 .build()
         });
+        let metric_push = exporters.push.map(|exporter| {
+            MetricPush::new(
+                exporter,
+                &resource,
+                &self.service_name(&env),
+                env.metric_export_interval,
+            )
+        });
         let Some(exporter) = exporters.traces else {
             return Ok(TracingPipeline {
                 logger_provider,
                 meter_provider,
+                metric_push,
                 backends: exporters.backends,
                 provider: self.off_provider(&env),
                 handle: BreakerHandle::disabled(),
@@ -425,6 +436,7 @@ impl TracingPipelineBuilder {
         Ok(TracingPipeline {
             logger_provider,
             meter_provider,
+            metric_push,
             backends: exporters.backends,
             provider,
             handle,
@@ -433,6 +445,13 @@ impl TracingPipelineBuilder {
             // The batch processor owns it and stops it last.
             runtime: None,
         })
+    }
+
+    /// `service.name`: from the variables, else the default given in code.
+    fn service_name(&self, env: &Resolved) -> String {
+        env.service_name
+            .clone()
+            .unwrap_or_else(|| self.default_service_name.clone())
     }
 
     /// A working tracer provider that samples nothing.
@@ -482,18 +501,25 @@ impl TracingPipelineBuilder {
         } else {
             None
         };
-        let metrics = if signals.metrics {
+        let (metrics, push) = if signals.metrics {
             let (config, endpoint) = signal_config(env, Signal::Metrics);
-            let otlp = OtlpMetricExporter::new(config, env.temporality)
-                .map_err(|err| exporter_error(err, &endpoint))?;
-            Some(backend_for(&endpoint.url)?.reporting_metric_exporter(otlp))
+            let otlp = |config| {
+                OtlpMetricExporter::new(config, env.temporality)
+                    .map_err(|err| exporter_error(err, &endpoint))
+            };
+            let backend = backend_for(&endpoint.url)?;
+            (
+                Some(backend.reporting_metric_exporter(otlp(config.clone())?)),
+                Some(backend.reporting_metric_exporter(otlp(config)?)),
+            )
         } else {
-            None
+            (None, None)
         };
         Ok(Exporters {
             traces,
             logs,
             metrics,
+            push,
             backends: backends.iter().map(|(_, b)| b.handle()).collect(),
         })
     }
@@ -661,10 +687,7 @@ impl TracingPipelineBuilder {
     /// (so that a map given with [`env`](Self::env) names the service too), and always with a
     /// `service.instance.id`: several replicas of one service must be told apart.
     fn resource(&self, env: &Resolved) -> Resource {
-        let name = env
-            .service_name
-            .clone()
-            .unwrap_or_else(|| self.default_service_name.clone());
+        let name = self.service_name(env);
         Resource::builder()
             .with_service_name(name)
             .with_attribute(KeyValue::new(
@@ -683,6 +706,7 @@ pub struct TracingPipeline {
     // telemetry runtime, which the tracer provider's processor (or `runtime`) stops.
     logger_provider: Option<SdkLoggerProvider>,
     meter_provider: Option<SdkMeterProvider>,
+    metric_push: Option<MetricPush>,
     backends: Vec<BackendHandle>,
     provider: SdkTracerProvider,
     handle: BreakerHandle,
@@ -714,6 +738,8 @@ struct Exporters {
     traces: Option<CircuitBreakerSpanExporter<OtlpSpanExporter>>,
     logs: Option<crate::CircuitBreakerLogExporter<OtlpLogExporter>>,
     metrics: Option<crate::CircuitBreakerMetricExporter<OtlpMetricExporter>>,
+    /// For [`MetricPush`], on the same breaker as `metrics`.
+    push: Option<crate::CircuitBreakerMetricExporter<OtlpMetricExporter>>,
     backends: Vec<BackendHandle>,
 }
 
@@ -770,6 +796,7 @@ impl TracingPipeline {
         Self {
             logger_provider: None,
             meter_provider: None,
+            metric_push: None,
             backends: Vec::new(),
             provider,
             handle: BreakerHandle::disabled(),
@@ -791,6 +818,14 @@ impl TracingPipeline {
     #[must_use]
     pub fn meter_provider(&self) -> Option<&SdkMeterProvider> {
         self.meter_provider.as_ref()
+    }
+
+    /// Pushes metrics that are OTLP messages already (instruments outside the SDK, such
+    /// as a Prometheus registry's, converted) through the metric breaker, when the service
+    /// asked for metrics ([`TracingPipelineBuilder::metrics`]) and they are exported.
+    #[must_use]
+    pub fn metric_push(&self) -> Option<MetricPush> {
+        self.metric_push.clone()
     }
 
     /// One read-only handle per backend breaker (signals sent to one host and port share
@@ -841,6 +876,10 @@ impl TracingPipeline {
         // Each provider gets slightly less than the whole budget so that its own timeout,
         // not ours, usually ends a slow shutdown, with its own error.
         let inner = timeout.saturating_sub(timeout / 20);
+        if let Some(push) = self.metric_push.take() {
+            // Its pushes end here; the service's loop sees AlreadyShutdown.
+            let _ = push.shutdown();
+        }
         let (logs, metrics) = (self.logger_provider.take(), self.meter_provider.take());
         if logs.is_some() || metrics.is_some() {
             // First, side by side: their last exports run on the telemetry runtime, which

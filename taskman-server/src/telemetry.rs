@@ -2,10 +2,12 @@
 //! circuit breaker (`breaker-otel`), the health and metrics routes over the breaker's handle
 //! (`telemetry-http`), and W3C trace context for incoming `traceparent` headers.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use breaker_otel::{PipelineError, SignalExport, TracingPipeline, TracingPipelineBuilder};
+use breaker_otel::{
+    MetricPush, PipelineError, SignalExport, TracingPipeline, TracingPipelineBuilder,
+};
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use telemetry_http::{TelemetryHttp, TelemetryHttpConfig};
@@ -26,6 +28,51 @@ const ENDPOINT_VAR: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 pub struct Telemetry {
     pipeline: TracingPipeline,
     http: TelemetryHttp,
+    /// The task that pushes the registry over OTLP, when metrics are pushed.
+    pusher: Option<Pusher>,
+}
+
+/// The metrics push: the registry `/metrics` renders, converted and pushed every
+/// `OTEL_METRIC_EXPORT_INTERVAL` through the pipeline's metric breaker.
+#[derive(Debug)]
+struct Pusher {
+    push: MetricPush,
+    task: tokio::task::JoinHandle<()>,
+    started: SystemTime,
+}
+
+impl Pusher {
+    fn start(push: MetricPush, http: TelemetryHttp) -> Self {
+        let started = SystemTime::now();
+        let task = tokio::spawn({
+            let push = push.clone();
+            async move {
+                let mut ticks = tokio::time::interval(push.interval());
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticks.tick().await;
+                loop {
+                    ticks.tick().await;
+                    let metrics = http.otlp_metrics(started, SystemTime::now());
+                    // Counted by the breaker, and its outage is logged once there.
+                    if let Err(err) = push.push(metrics).await {
+                        tracing::debug!(error = %err, "metrics push failed");
+                    }
+                }
+            }
+        });
+        Self {
+            push,
+            task,
+            started,
+        }
+    }
+
+    /// Stops the loop and pushes once more, so that the last interval is not lost.
+    async fn finish(self, http: &TelemetryHttp, timeout: Duration) {
+        self.task.abort();
+        let metrics = http.otlp_metrics(self.started, SystemTime::now());
+        let _ = tokio::time::timeout(timeout, self.push.push(metrics)).await;
+    }
 }
 
 impl Telemetry {
@@ -44,7 +91,9 @@ impl Telemetry {
             .breaker(settings.breaker)
             .priority(settings.telemetry.priority)
             // The server's log events, unless OTEL_LOGS_EXPORTER=none.
-            .logs(SignalExport::Otlp);
+            .logs(SignalExport::Otlp)
+            // The /metrics registry pushed over OTLP too, only with OTEL_METRICS_EXPORTER=otlp.
+            .metrics(SignalExport::None);
         // What the spans' resource carries, for `/health/telemetry` and the listening line.
         let service_instance_id = builder.resolved_service_instance_id();
         let pipeline = with_stock_switch(builder)
@@ -81,7 +130,14 @@ impl Telemetry {
         for (method, route) in tasks::ROUTES {
             http_metrics.register_route(method, route);
         }
-        Ok(Self { pipeline, http })
+        let pusher = pipeline
+            .metric_push()
+            .map(|push| Pusher::start(push, http.clone()));
+        Ok(Self {
+            pipeline,
+            http,
+            pusher,
+        })
     }
 
     /// The logger provider the log events go to, when log records are exported.
@@ -100,6 +156,9 @@ impl Telemetry {
     /// Shuts tracing down quietly after a failed start: the error that stopped the server
     /// is the one line the operator should see.
     pub async fn abandon(self) {
+        if let Some(pusher) = self.pusher {
+            pusher.task.abort();
+        }
         let _ = self.pipeline.shutdown(Duration::from_secs(1)).await;
     }
 
@@ -107,6 +166,12 @@ impl Telemetry {
     /// backend does. A failure is logged, not returned: telemetry never fails the service,
     /// not even on its way out.
     pub async fn shutdown(self, timeout: Duration) {
+        let started = tokio::time::Instant::now();
+        if let Some(pusher) = self.pusher {
+            // At most half the budget: the queued spans and log records need the rest.
+            pusher.finish(&self.http, timeout / 2).await;
+        }
+        let timeout = timeout.saturating_sub(started.elapsed());
         let handle = self.pipeline.handle();
         match self.pipeline.shutdown(timeout).await {
             Ok(()) => {

@@ -105,6 +105,17 @@ impl OtlpMetricExporter {
     }
 }
 
+impl OtlpMetricExporter {
+    /// Sends a request that is OTLP already (metrics converted from another registry,
+    /// [`MetricPush`](crate::MetricPush)) and reports the answer.
+    pub(crate) async fn send_request(&self, request: ExportMetricsServiceRequest) -> ExportReport {
+        if self.client.is_shut_down() {
+            return Client::shut_down_report();
+        }
+        self.client.send(request).await
+    }
+}
+
 impl PushMetricExporter for OtlpMetricExporter {
     async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
         if self.client.is_shut_down() {
