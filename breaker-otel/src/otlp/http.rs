@@ -5,14 +5,14 @@
 use std::io::Write as _;
 use std::time::{Duration, SystemTime};
 
+use super::USER_AGENT;
+use super::report::{ExportFailure, ExportReport, FailureCause, classify_http_for};
+use super::service::Service;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use opentelemetry_http::{Bytes, HttpClient, HttpError, ResponseBodyTooLarge};
-use super::USER_AGENT;
-use super::report::{ExportFailure, ExportReport, FailureCause, classify_http_for};
-use super::service::Service;
 
 const PROTOBUF: HeaderValue = HeaderValue::from_static("application/x-protobuf");
 const GZIP: HeaderValue = HeaderValue::from_static("gzip");

@@ -90,7 +90,10 @@ impl OtlpMetricExporter {
     /// The metrics are encoded before anything is awaited, so the future holds the owned
     /// request, not the borrow. Failures are as for
     /// [`OtlpSpanExporter::send`](crate::OtlpSpanExporter::send).
-    pub fn send(&self, metrics: &ResourceMetrics) -> impl Future<Output = ExportReport> + Send + '_ {
+    pub fn send(
+        &self,
+        metrics: &ResourceMetrics,
+    ) -> impl Future<Output = ExportReport> + Send + '_ {
         let request =
             (!self.client.is_shut_down()).then(|| ExportMetricsServiceRequest::from(metrics));
         async move {

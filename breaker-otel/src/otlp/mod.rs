@@ -366,7 +366,6 @@ fn scrub(message: String, userinfo: Option<&str>) -> String {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,7 +60,10 @@ macro_rules! service {
                         .send_compressed(CompressionEncoding::Gzip)
                         .accept_compressed(CompressionEncoding::Gzip);
                 }
-                client.export(request).await.map(tonic::Response::into_inner)
+                client
+                    .export(request)
+                    .await
+                    .map(tonic::Response::into_inner)
             }
 
             fn partial_success(response: &Self::Response) -> Option<(i64, &str)> {

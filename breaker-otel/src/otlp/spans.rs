@@ -186,7 +186,10 @@ mod tests {
             let logs = OtlpLogExporter::new(config.clone()).unwrap();
             assert_eq!(logs.protocol(), protocol);
             assert!(logs.shutdown().is_ok());
-            assert!(matches!(logs.shutdown(), Err(OTelSdkError::AlreadyShutdown)));
+            assert!(matches!(
+                logs.shutdown(),
+                Err(OTelSdkError::AlreadyShutdown)
+            ));
             assert!(matches!(
                 logs.export(LogBatch::new(&[])).await,
                 Err(OTelSdkError::AlreadyShutdown)
