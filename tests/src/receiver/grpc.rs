@@ -28,6 +28,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::codec::CompressionEncoding::Gzip;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
@@ -43,10 +44,11 @@ pub(super) async fn serve(
     stopped: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let sink = Sink { shared, mode };
+    // Gzip requests are accepted, as a collector accepts them; answers stay plain.
     tonic::transport::Server::builder()
-        .add_service(TraceServiceServer::new(sink.clone()))
-        .add_service(LogsServiceServer::new(sink.clone()))
-        .add_service(MetricsServiceServer::new(sink))
+        .add_service(TraceServiceServer::new(sink.clone()).accept_compressed(Gzip))
+        .add_service(LogsServiceServer::new(sink.clone()).accept_compressed(Gzip))
+        .add_service(MetricsServiceServer::new(sink).accept_compressed(Gzip))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped)
         .await
 }
