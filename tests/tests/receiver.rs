@@ -1,5 +1,5 @@
 //! The test OTLP receiver itself, driven by real clients: over gRPC by
-//! `opentelemetry-proto`'s generated `TraceServiceClient`, over HTTP by a
+//! `opentelemetry-proto`'s generated service clients, over HTTP by a
 //! plain `ureq` client. Each test asserts what a client sees (status code,
 //! retry details, `Retry-After`, protobuf body) and what the receiver counted.
 
@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message as _;
-use tests::receiver::{Mode, Outcome, OutcomeCount, Receiver};
+use tests::receiver::{Mode, Outcome, OutcomeCount, Receiver, Signal};
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt as _;
@@ -499,7 +499,7 @@ async fn http_bodies_that_are_not_otlp_protobuf_are_refused() {
 
     // Another path is not an export request and is not counted.
     let elsewhere = post(
-        receiver.base_url() + "/v1/metrics",
+        receiver.base_url() + "/v1/profiles",
         "application/x-protobuf",
         None,
         Vec::new(),
@@ -587,4 +587,309 @@ async fn http_stop_releases_hung_requests_and_closes_the_port() {
     assert_eq!(answer.status, 503);
     let refused = tokio::net::TcpStream::connect(addr).await.unwrap_err();
     assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+}
+
+// ---------------------------------------------------------------- logs and metrics
+
+mod signals {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+    };
+
+    fn resource(service: &str) -> Option<Resource> {
+        request(service, &[]).resource_spans[0].resource.clone()
+    }
+
+    fn text(value: &str) -> Option<AnyValue> {
+        Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_owned())),
+        })
+    }
+
+    /// One logs request with one record per body.
+    fn logs(bodies: &[&str]) -> ExportLogsServiceRequest {
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: resource("alpha"),
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(InstrumentationScope {
+                        name: "taskman::api".into(),
+                        ..InstrumentationScope::default()
+                    }),
+                    log_records: bodies
+                        .iter()
+                        .map(|body| LogRecord {
+                            severity_number: 13,
+                            severity_text: "WARN".into(),
+                            body: text(body),
+                            ..LogRecord::default()
+                        })
+                        .collect(),
+                    ..ScopeLogs::default()
+                }],
+                ..ResourceLogs::default()
+            }],
+        }
+    }
+
+    /// One metrics request: a gauge `name` with one point per value.
+    fn metrics(name: &str, values: &[i64]) -> ExportMetricsServiceRequest {
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: resource("alpha"),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: name.into(),
+                        unit: "{task}".into(),
+                        data: Some(metric::Data::Gauge(Gauge {
+                            data_points: values
+                                .iter()
+                                .map(|n| NumberDataPoint {
+                                    value: Some(number_data_point::Value::AsInt(*n)),
+                                    ..NumberDataPoint::default()
+                                })
+                                .collect(),
+                        })),
+                        ..Metric::default()
+                    }],
+                    ..ScopeMetrics::default()
+                }],
+                ..ResourceMetrics::default()
+            }],
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn grpc_serves_logs_and_metrics_and_keeps_them_apart_from_spans() {
+        let receiver = Receiver::start().await.unwrap();
+        let mut logs_client = LogsServiceClient::connect(receiver.endpoint_for(Signal::Logs))
+            .await
+            .unwrap();
+        let mut metrics_client =
+            MetricsServiceClient::connect(receiver.endpoint_for(Signal::Metrics))
+                .await
+                .unwrap();
+        let answer = logs_client
+            .export(logs(&["task created", "task done"]))
+            .await
+            .unwrap();
+        assert_eq!(answer.get_ref().partial_success, None);
+        metrics_client
+            .export(metrics("tasks.open", &[3, 4, 5]))
+            .await
+            .unwrap();
+
+        assert_eq!(receiver.log_record_count(), 2);
+        assert_eq!(receiver.metric_point_count(), 3);
+        let received = receiver.logs();
+        let bodies: Vec<_> = received.iter().map(|l| l.body.as_deref()).collect();
+        assert_eq!(bodies, [Some("task created"), Some("task done")]);
+        assert_eq!(received[0].service, "alpha");
+        assert_eq!(received[0].scope, "taskman::api");
+        assert_eq!(received[0].severity_text, "WARN");
+        let points = receiver.metric_points();
+        assert_eq!(points.len(), 3);
+        assert!(
+            points
+                .iter()
+                .all(|p| p.metric == "tasks.open" && p.kind == "gauge")
+        );
+        assert_eq!(points[2].value, Some(5.0));
+        assert_eq!(
+            receiver.log_requests(),
+            [logs(&["task created", "task done"])]
+        );
+        assert_eq!(receiver.metric_requests().len(), 1);
+
+        let seen = receiver.snapshot();
+        assert_eq!(seen.requests.len(), 0, "no trace request arrived");
+        assert_eq!(seen.logs.requests.len(), 1);
+        assert_eq!(seen.logs.requests[0].signal, Signal::Logs);
+        assert_eq!(seen.logs.requests[0].items(), 2);
+        assert_eq!(seen.metrics.outcome(Outcome::Accepted).requests, 1);
+        assert_eq!(receiver.requests(Signal::Metrics)[0].items(), 3);
+        assert!(
+            seen.to_string().contains("logs: 2 log records accepted"),
+            "{seen}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_mode_answers_every_signal() {
+        let receiver = Receiver::start().await.unwrap();
+        let mut logs_client = LogsServiceClient::connect(receiver.endpoint())
+            .await
+            .unwrap();
+        let mut metrics_client = MetricsServiceClient::connect(receiver.endpoint())
+            .await
+            .unwrap();
+        let mut traces_client = grpc_client(&receiver).await;
+        receiver
+            .set_mode(Mode::Throttled {
+                retry_after: Duration::from_secs(2),
+            })
+            .await
+            .unwrap();
+        let statuses = [
+            grpc_export(&mut traces_client, &["x"]).await.unwrap_err(),
+            logs_client.export(logs(&["x"])).await.unwrap_err(),
+            metrics_client.export(metrics("m", &[1])).await.unwrap_err(),
+        ];
+        for status in &statuses {
+            assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+            assert_eq!(
+                status.get_details_retry_info().and_then(|i| i.retry_delay),
+                Some(Duration::from_secs(2))
+            );
+        }
+        receiver
+            .set_mode(Mode::PartialSuccess { rejected: 1 })
+            .await
+            .unwrap();
+        let answer = logs_client
+            .export(logs(&["kept", "rejected"]))
+            .await
+            .unwrap();
+        let partial = answer.into_inner().partial_success.unwrap();
+        assert_eq!(partial.rejected_log_records, 1);
+        assert!(partial.error_message.contains("log records"), "{partial:?}");
+        let answer = metrics_client.export(metrics("m", &[1, 2])).await.unwrap();
+        assert_eq!(
+            answer
+                .into_inner()
+                .partial_success
+                .unwrap()
+                .rejected_data_points,
+            1
+        );
+
+        let logs_seen = receiver.signal(Signal::Logs);
+        assert_eq!(logs_seen.outcome(Outcome::Throttled).requests, 1);
+        assert_eq!((logs_seen.items, logs_seen.rejected), (1, 1));
+        let bodies: Vec<_> = receiver.logs().into_iter().map(|l| l.body).collect();
+        assert_eq!(
+            bodies,
+            [Some("kept".to_owned())],
+            "the last records are the rejected ones"
+        );
+        assert_eq!(receiver.signal(Signal::Metrics).rejected, 1);
+        assert_eq!(
+            receiver
+                .signal(Signal::Traces)
+                .outcome(Outcome::Throttled)
+                .requests,
+            1
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn grpc_a_hung_logs_request_is_in_flight_for_logs_only() {
+        let receiver = Receiver::start().await.unwrap();
+        let mut client = LogsServiceClient::connect(receiver.endpoint())
+            .await
+            .unwrap();
+        receiver.set_mode(Mode::Hang).await.unwrap();
+        let pending = tokio::spawn(async move { client.export(logs(&["x"])).await });
+        receiver
+            .wait_until(WAIT, "one logs request in flight", |s| {
+                s.logs.in_flight == 1
+            })
+            .await
+            .unwrap();
+        assert_eq!(receiver.snapshot().in_flight, 0, "traces count their own");
+        receiver.set_mode(Mode::Accept).await.unwrap();
+        let status = pending.await.unwrap().unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(
+            receiver
+                .signal(Signal::Logs)
+                .outcome(Outcome::Hung)
+                .requests,
+            1
+        );
+        assert_eq!(receiver.log_record_count(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn http_serves_logs_and_metrics_on_their_paths() {
+        let receiver = Receiver::start_http().await.unwrap();
+        assert_eq!(
+            receiver.endpoint_for(Signal::Logs),
+            format!("http://{}/v1/logs", receiver.addr())
+        );
+        let answer = post(
+            receiver.endpoint_for(Signal::Logs),
+            "application/x-protobuf",
+            Some("gzip"),
+            gzip(&logs(&["over http"]).encode_to_vec()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(answer.status, 200);
+        assert_eq!(
+            ExportLogsServiceResponse::decode(answer.body.as_slice())
+                .unwrap()
+                .partial_success,
+            None
+        );
+        receiver
+            .set_mode(Mode::UnavailableRetryAfter(Duration::from_secs(3)))
+            .await
+            .unwrap();
+        let answer = post(
+            receiver.endpoint_for(Signal::Metrics),
+            "application/x-protobuf",
+            None,
+            metrics("m", &[1]).encode_to_vec(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(answer.status, 503);
+        assert_eq!(answer.retry_after.as_deref(), Some("3"));
+        receiver
+            .set_mode(Mode::PartialSuccess { rejected: 5 })
+            .await
+            .unwrap();
+        let answer = post(
+            receiver.endpoint_for(Signal::Metrics),
+            "application/x-protobuf",
+            None,
+            metrics("m", &[1, 2]).encode_to_vec(),
+        )
+        .await
+        .unwrap();
+        let partial = ExportMetricsServiceResponse::decode(answer.body.as_slice())
+            .unwrap()
+            .partial_success
+            .unwrap();
+        assert_eq!(partial.rejected_data_points, 2, "never more than sent");
+        // A trace request body on the logs path is no logs request.
+        let garbage = post(
+            receiver.endpoint_for(Signal::Logs),
+            "application/x-protobuf",
+            None,
+            vec![0xff; 8],
+        )
+        .await
+        .unwrap();
+        assert_eq!(garbage.status, 400);
+
+        assert_eq!(receiver.logs()[0].body.as_deref(), Some("over http"));
+        let logs_seen = receiver.signal(Signal::Logs);
+        assert_eq!(logs_seen.outcome(Outcome::Malformed).requests, 1);
+        assert_eq!(logs_seen.items, 1);
+        let metrics_seen = receiver.signal(Signal::Metrics);
+        assert_eq!(metrics_seen.outcome(Outcome::Unavailable).requests, 1);
+        assert_eq!((metrics_seen.items, metrics_seen.rejected), (0, 2));
+        assert_eq!(receiver.snapshot().requests.len(), 0);
+    }
 }

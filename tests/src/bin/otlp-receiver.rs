@@ -1,9 +1,10 @@
-//! Runs the test OTLP trace receiver standalone, for manual demos and the
-//! benchmarks.
+//! Runs the test OTLP receiver standalone, for manual demos and the
+//! benchmarks. It serves traces, logs and metrics, all answered by one mode.
 //!
 //! `cargo run -p tests --bin otlp-receiver -- --port 4317` listens for
 //! OTLP/gRPC on `127.0.0.1:4317` (`--protocol http`: OTLP/HTTP protobuf on
-//! `127.0.0.1:4318/v1/traces` unless `--port` says otherwise), logs what it
+//! `127.0.0.1:4318/v1/traces`, `/v1/logs` and `/v1/metrics` unless `--port`
+//! says otherwise), logs what it
 //! has received every few seconds (when that changed), and reads mode
 //! changes from stdin, one per line: `accept`, `partial N`, `unavailable
 //! [DELAY]`, `exhausted`, `throttled DELAY`, `throttled_until DELAY` (that
@@ -14,7 +15,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
-use ::tests::receiver::{Mode, Protocol, Receiver, Snapshot};
+use ::tests::receiver::{Mode, Protocol, Receiver, Signal, Snapshot};
 use anyhow::Context as _;
 use clap::Parser;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -110,23 +111,29 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("cannot start the OTLP receiver")?;
     tracing::info!(
-        endpoint = %receiver.endpoint(),
+        traces = %receiver.endpoint_for(Signal::Traces),
+        logs = %receiver.endpoint_for(Signal::Logs),
+        metrics = %receiver.endpoint_for(Signal::Metrics),
         protocol = %args.protocol,
-        "OTLP trace receiver listening"
+        "OTLP receiver listening (traces, logs, metrics)"
     );
     tracing::info!("{HELP}");
 
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
     let mut report = tokio::time::interval(args.report_every);
-    let mut last_reported: Option<(usize, Mode, usize)> = None;
+    let mut last_reported: Option<([usize; 3], Mode, [usize; 3])> = None;
 
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = report.tick() => {
                 let snapshot = receiver.snapshot();
-                let key = (snapshot.requests.len(), snapshot.mode, snapshot.in_flight);
+                let key = (
+                    [snapshot.requests.len(), snapshot.logs.requests.len(), snapshot.metrics.requests.len()],
+                    snapshot.mode,
+                    [snapshot.in_flight, snapshot.logs.in_flight, snapshot.metrics.in_flight],
+                );
                 if last_reported != Some(key) {
                     last_reported = Some(key);
                     log_counts(&snapshot);

@@ -1,8 +1,9 @@
-//! The OTLP/HTTP side of the receiver: `POST /v1/traces` with a binary
-//! protobuf `ExportTraceServiceRequest` (optionally gzip-compressed), served
-//! by hyper, answering each [`Mode`] as the OTLP specification's "OTLP/HTTP
-//! Response" section says: status code, `Retry-After`, and a protobuf
-//! `ExportTraceServiceResponse` or `google.rpc.Status` body.
+//! The OTLP/HTTP side of the receiver: `POST /v1/traces`, `/v1/logs` and
+//! `/v1/metrics` with a binary protobuf export request (optionally
+//! gzip-compressed), served by hyper, answering each [`Mode`] the same for
+//! every signal, as the OTLP specification's "OTLP/HTTP Response" section
+//! says: status code, `Retry-After`, and a protobuf export response or
+//! `google.rpc.Status` body.
 //!
 //! Only protobuf bodies are understood; a JSON (or any other) body is
 //! answered 415. HTTP parsing is hyper's.
@@ -20,20 +21,26 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tonic::Code;
 
-use super::grpc::partial_success_message;
+use super::signals::Export;
 use super::{Mode, Outcome, Shared, hang};
 
 /// The OTLP/HTTP traces path.
 pub const TRACES_PATH: &str = "/v1/traces";
+
+/// The OTLP/HTTP logs path.
+pub const LOGS_PATH: &str = "/v1/logs";
+
+/// The OTLP/HTTP metrics path.
+pub const METRICS_PATH: &str = "/v1/metrics";
 
 /// The content type of OTLP/HTTP protobuf requests and responses.
 const PROTOBUF: &str = "application/x-protobuf";
@@ -54,7 +61,7 @@ pub(super) async fn serve(
     mode: watch::Receiver<Mode>,
     stopped: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let sink = Arc::new(TraceSink { shared, mode });
+    let sink = Arc::new(Sink { shared, mode });
     let (closing, _) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(stopped);
@@ -83,11 +90,7 @@ pub(super) async fn serve(
 /// Serves one connection (HTTP/1.1 or h2c) until the client closes it or the
 /// receiver stops; on stop, an idle connection closes at once and a busy one
 /// after its current response.
-async fn serve_connection(
-    stream: TcpStream,
-    sink: Arc<TraceSink>,
-    mut closing: watch::Receiver<bool>,
-) {
+async fn serve_connection(stream: TcpStream, sink: Arc<Sink>, mut closing: watch::Receiver<bool>) {
     let service = hyper::service::service_fn(move |request| {
         let sink = Arc::clone(&sink);
         async move { Ok::<_, Infallible>(sink.handle(request).await) }
@@ -111,19 +114,30 @@ async fn serve_connection(
     }
 }
 
-/// The HTTP trace service: answers according to the current mode.
+/// The HTTP export services: answer according to the current mode.
 #[derive(Debug)]
-struct TraceSink {
+struct Sink {
     shared: Arc<Shared>,
     mode: watch::Receiver<Mode>,
 }
 
-impl TraceSink {
+impl Sink {
     async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
-        if request.uri().path() != TRACES_PATH {
+        match request.uri().path() {
+            TRACES_PATH => self.export::<ExportTraceServiceRequest>(request).await,
+            LOGS_PATH => self.export::<ExportLogsServiceRequest>(request).await,
+            METRICS_PATH => self.export::<ExportMetricsServiceRequest>(request).await,
             // Not an export request: not counted.
-            return status_response(StatusCode::NOT_FOUND, Code::NotFound, "only /v1/traces");
+            _ => status_response(
+                StatusCode::NOT_FOUND,
+                Code::NotFound,
+                "only /v1/traces, /v1/logs and /v1/metrics",
+            ),
         }
+    }
+
+    /// One export of signal `R`: decoded, recorded, then answered by the mode.
+    async fn export<R: Export>(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         if request.method() != Method::POST {
             let mut response = status_response(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -135,12 +149,10 @@ impl TraceSink {
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
             return response;
         }
-        let export = match decode(request).await {
+        let export = match decode::<R>(request).await {
             Ok(export) => export,
             Err(refusal) => {
-                let in_flight =
-                    self.shared
-                        .begin(&ExportTraceServiceRequest::default(), refusal.outcome, 0);
+                let in_flight = self.shared.begin(&R::default(), refusal.outcome, 0);
                 return in_flight.answer(status_response(
                     refusal.status,
                     refusal.code,
@@ -161,7 +173,7 @@ impl TraceSink {
                     "test receiver: released a hung request",
                 )
             }
-            _ => answer(mode, in_flight.rejected),
+            _ => answer::<R>(mode, in_flight.rejected),
         };
         in_flight.answer(response)
     }
@@ -206,7 +218,7 @@ impl Refusal {
 }
 
 /// Reads and decodes the body: protobuf only, identity or gzip encoded.
-async fn decode(request: Request<Incoming>) -> Result<ExportTraceServiceRequest, Refusal> {
+async fn decode<R: Export>(request: Request<Incoming>) -> Result<R, Refusal> {
     let headers = request.headers();
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -260,25 +272,19 @@ async fn decode(request: Request<Incoming>) -> Result<ExportTraceServiceRequest,
     } else {
         body
     };
-    ExportTraceServiceRequest::decode(body).map_err(|err| {
+    R::decode(body).map_err(|err| {
         Refusal::malformed(format!(
-            "test receiver: not an ExportTraceServiceRequest: {err}"
+            "test receiver: not an OTLP {} export request: {err}",
+            R::SIGNAL
         ))
     })
 }
 
 /// The answer to a request that arrived in `mode` (not [`Mode::Hang`]).
-fn answer(mode: Mode, rejected: usize) -> Response<Full<Bytes>> {
+fn answer<R: Export>(mode: Mode, rejected: usize) -> Response<Full<Bytes>> {
     match mode {
-        Mode::Accept => export_response(&ExportTraceServiceResponse {
-            partial_success: None,
-        }),
-        Mode::PartialSuccess { .. } => export_response(&ExportTraceServiceResponse {
-            partial_success: Some(ExportTracePartialSuccess {
-                rejected_spans: i64::try_from(rejected).unwrap_or(i64::MAX),
-                error_message: partial_success_message(rejected),
-            }),
-        }),
+        Mode::Accept => export_response(&R::response(None)),
+        Mode::PartialSuccess { .. } => export_response(&R::response(Some(rejected))),
         Mode::Unavailable | Mode::Stopped | Mode::Hang => status_response(
             StatusCode::SERVICE_UNAVAILABLE,
             Code::Unavailable,
@@ -347,7 +353,7 @@ fn with_retry_after(mut response: Response<Full<Bytes>>, value: &str) -> Respons
     response
 }
 
-fn export_response(body: &ExportTraceServiceResponse) -> Response<Full<Bytes>> {
+fn export_response(body: &impl prost::Message) -> Response<Full<Bytes>> {
     protobuf_response(StatusCode::OK, body.encode_to_vec())
 }
 

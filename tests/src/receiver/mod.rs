@@ -1,6 +1,14 @@
-//! A real OTLP trace receiver for tests, run in-process on loopback: OTLP/gRPC
-//! on `opentelemetry-proto`'s tonic server (`grpc.rs`) or OTLP/HTTP with
-//! protobuf bodies on hyper (`http.rs`), behind one [`Receiver`] API.
+//! A real OTLP receiver for tests, run in-process on loopback, serving the
+//! three signals (traces, logs, metrics): OTLP/gRPC on `opentelemetry-proto`'s
+//! tonic servers (`grpc.rs`) or OTLP/HTTP with protobuf bodies on hyper
+//! (`http.rs`), behind one [`Receiver`] API. Like one collector, it answers
+//! every signal by the same [`Mode`]: refusing or hanging applies to all three.
+//!
+//! Per signal it records the requests (so a test can tell one probe stream
+//! from three), the items accepted and rejected, and, for logs and metrics,
+//! the accepted records and data points ([`ReceivedLog`],
+//! [`ReceivedDataPoint`]) and the requests themselves. The trace API below
+//! ([`Snapshot`], [`Totals`]) counts spans only.
 //!
 //! It counts the spans it accepts (by `service.name` and by span name) and
 //! the spans it rejects, keeps the identity of each accepted span (trace,
@@ -15,6 +23,7 @@
 
 mod grpc;
 mod http;
+mod signals;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,7 +33,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -33,7 +43,9 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-pub use self::http::TRACES_PATH;
+pub use self::http::{LOGS_PATH, METRICS_PATH, TRACES_PATH};
+use self::signals::Export;
+pub use self::signals::{ReceivedDataPoint, ReceivedLog, Signal};
 
 /// The key under which spans without a `service.name` resource attribute are counted.
 pub const NO_SERVICE_NAME: &str = "<no service.name>";
@@ -48,9 +60,10 @@ const REBIND_WITHIN: Duration = Duration::from_secs(5);
 /// Which OTLP transport a [`Receiver`] speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
-    /// OTLP/gRPC (`opentelemetry.proto.collector.trace.v1.TraceService/Export`).
+    /// OTLP/gRPC (`opentelemetry.proto.collector.trace.v1.TraceService/Export`,
+    /// and the `logs.v1.LogsService` and `metrics.v1.MetricsService` alike).
     Grpc,
-    /// OTLP/HTTP with binary protobuf bodies: `POST /v1/traces`.
+    /// OTLP/HTTP with binary protobuf bodies: `POST /v1/traces`, `/v1/logs`, `/v1/metrics`.
     Http,
 }
 
@@ -257,16 +270,22 @@ impl fmt::Display for Outcome {
 }
 
 /// One export request as the receiver saw it.
+///
+/// For a logs or metrics request, `spans` and `rejected_spans` count its log
+/// records or data points: [`items`](Self::items) and
+/// [`rejected_items`](Self::rejected_items) say so in neutral words.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportRequest {
-    /// When the request reached the trace service.
+    /// Which service it reached.
+    pub signal: Signal,
+    /// When the request reached the service.
     pub received_at: Instant,
-    /// When the request left the trace service (answered or cancelled);
+    /// When the request left the service (answered or cancelled);
     /// `None` while it is in flight.
     pub finished_at: Option<Instant>,
-    /// Spans in the request, whatever the outcome.
+    /// Items (spans, log records, data points) in the request, whatever the outcome.
     pub spans: usize,
-    /// Of those, the spans rejected by [`Mode::PartialSuccess`].
+    /// Of those, the items rejected by [`Mode::PartialSuccess`].
     pub rejected_spans: usize,
     /// How the receiver decided to answer it.
     pub outcome: Outcome,
@@ -278,6 +297,18 @@ pub struct ExportRequest {
 }
 
 impl ExportRequest {
+    /// Items (spans, log records or data points) in the request.
+    #[must_use]
+    pub fn items(&self) -> usize {
+        self.spans
+    }
+
+    /// Items rejected by [`Mode::PartialSuccess`].
+    #[must_use]
+    pub fn rejected_items(&self) -> usize {
+        self.rejected_spans
+    }
+
     /// Whether the client gave up on the request before the receiver answered it.
     #[must_use]
     pub fn cancelled(&self) -> bool {
@@ -327,7 +358,11 @@ pub struct ReceivedSpan {
 }
 
 impl ReceivedSpan {
-    fn new(service: &str, resource: &Arc<BTreeMap<String, String>>, span: &Span) -> Self {
+    pub(super) fn new(
+        service: &str,
+        resource: &Arc<BTreeMap<String, String>>,
+        span: &Span,
+    ) -> Self {
         let parent = hex(&span.parent_span_id);
         Self {
             service: service.to_owned(),
@@ -356,14 +391,14 @@ impl ReceivedSpan {
     }
 }
 
-fn scalar_attributes(attributes: &[KeyValue]) -> BTreeMap<String, String> {
+pub(super) fn scalar_attributes(attributes: &[KeyValue]) -> BTreeMap<String, String> {
     attributes
         .iter()
         .filter_map(|kv| Some((kv.key.clone(), scalar_text(kv.value.as_ref()?)?)))
         .collect()
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     use fmt::Write as _;
     bytes.iter().fold(String::new(), |mut text, byte| {
         let _ = write!(text, "{byte:02x}");
@@ -371,7 +406,7 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
-fn scalar_text(value: &AnyValue) -> Option<String> {
+pub(super) fn scalar_text(value: &AnyValue) -> Option<String> {
     match value.value.as_ref()? {
         any_value::Value::StringValue(text) => Some(text.clone()),
         any_value::Value::BoolValue(b) => Some(b.to_string()),
@@ -404,6 +439,10 @@ pub struct Snapshot {
     pub in_flight: usize,
     /// The most requests ever in flight at once.
     pub max_in_flight: usize,
+    /// What the logs service counted.
+    pub logs: SignalSnapshot,
+    /// What the metrics service counted.
+    pub metrics: SignalSnapshot,
 }
 
 impl Snapshot {
@@ -488,7 +527,58 @@ impl fmt::Display for Snapshot {
             f,
             ", {} in flight (max {})",
             self.in_flight, self.max_in_flight
-        )
+        )?;
+        for signal in [&self.logs, &self.metrics] {
+            if !signal.requests.is_empty() {
+                write!(f, "; {signal}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the receiver counted for one signal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalSnapshot {
+    /// The signal.
+    pub signal: Signal,
+    /// Items accepted (received and answered OK, not rejected).
+    pub items: u64,
+    /// Items rejected by [`Mode::PartialSuccess`].
+    pub rejected: u64,
+    /// Requests and items per outcome; outcomes never seen are absent.
+    pub outcomes: BTreeMap<Outcome, OutcomeCount>,
+    /// Every export request of this signal, in arrival order.
+    pub requests: Vec<ExportRequest>,
+    /// Requests of this signal in flight now.
+    pub in_flight: usize,
+    /// The most requests of this signal ever in flight at once.
+    pub max_in_flight: usize,
+}
+
+impl SignalSnapshot {
+    /// Requests and items with one outcome (zero when never seen).
+    #[must_use]
+    pub fn outcome(&self, outcome: Outcome) -> OutcomeCount {
+        self.outcomes.get(&outcome).copied().unwrap_or_default()
+    }
+}
+
+impl fmt::Display for SignalSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} {} accepted, {} rejected, {} requests",
+            self.signal,
+            self.items,
+            self.signal.items(),
+            self.rejected,
+            self.requests.len()
+        )?;
+        for (outcome, count) in &self.outcomes {
+            write!(f, ", {outcome}: {} requests", count.requests)?;
+        }
+        write!(f, ", {} in flight", self.in_flight)
     }
 }
 
@@ -663,6 +753,17 @@ impl Receiver {
         format!("http://{}{TRACES_PATH}", self.addr)
     }
 
+    /// What an exporter of `signal` takes as its endpoint: over gRPC the base
+    /// URL (one server serves every signal), over HTTP the signal's URL
+    /// (`/v1/traces`, `/v1/logs`, `/v1/metrics`).
+    #[must_use]
+    pub fn endpoint_for(&self, signal: Signal) -> String {
+        match self.protocol {
+            Protocol::Grpc => self.base_url(),
+            Protocol::Http => format!("{}{}", self.base_url(), signal.http_path()),
+        }
+    }
+
     /// The current mode.
     #[must_use]
     pub fn mode(&self) -> Mode {
@@ -717,9 +818,11 @@ impl Receiver {
         self.set_mode(Mode::Stopped).await
     }
 
-    /// From now on, accepted spans are counted but no longer kept one by
-    /// one in [`Snapshot::received`] (what it holds already stays): for long
-    /// runs such as benchmarks, where millions of spans would pile up.
+    /// From now on, accepted spans, log records and data points are counted
+    /// but no longer kept one by one (in [`Snapshot::received`],
+    /// [`Receiver::logs`], [`Receiver::metric_points`], nor the log and metric
+    /// requests; what they hold already stays): for long runs such as
+    /// benchmarks, where millions of spans would pile up.
     pub fn forget_spans(&self) {
         self.shared.forget_spans.store(true, Ordering::SeqCst);
     }
@@ -729,29 +832,81 @@ impl Receiver {
     #[must_use]
     pub fn totals(&self) -> Totals {
         let stats = self.shared.stats();
+        let traces = &stats.signals[Signal::Traces.index()];
         Totals {
-            spans: stats.spans,
-            rejected_spans: stats.rejected_spans,
-            requests: stats.requests.len() as u64,
-            outcomes: stats.outcomes.clone(),
+            spans: traces.items,
+            rejected_spans: traces.rejected,
+            requests: traces.requests.len() as u64,
+            outcomes: traces.outcomes.clone(),
         }
+    }
+
+    /// What one signal's service counted so far.
+    #[must_use]
+    pub fn signal(&self, signal: Signal) -> SignalSnapshot {
+        self.shared.signal_snapshot(&self.shared.stats(), signal)
+    }
+
+    /// Every export request of `signal`, in arrival order.
+    #[must_use]
+    pub fn requests(&self, signal: Signal) -> Vec<ExportRequest> {
+        self.shared.stats().signals[signal.index()].requests.clone()
+    }
+
+    /// Log records accepted so far (counted also after [`Receiver::forget_spans`]).
+    #[must_use]
+    pub fn log_record_count(&self) -> u64 {
+        self.shared.stats().signals[Signal::Logs.index()].items
+    }
+
+    /// Metric data points accepted so far (counted also after [`Receiver::forget_spans`]).
+    #[must_use]
+    pub fn metric_point_count(&self) -> u64 {
+        self.shared.stats().signals[Signal::Metrics.index()].items
+    }
+
+    /// Every accepted log record, in arrival order.
+    #[must_use]
+    pub fn logs(&self) -> Vec<ReceivedLog> {
+        self.shared.stats().received_logs.clone()
+    }
+
+    /// Every accepted metric data point, in arrival order.
+    #[must_use]
+    pub fn metric_points(&self) -> Vec<ReceivedDataPoint> {
+        self.shared.stats().received_points.clone()
+    }
+
+    /// Every logs export request that decoded, whatever it was answered, as sent.
+    #[must_use]
+    pub fn log_requests(&self) -> Vec<ExportLogsServiceRequest> {
+        self.shared.stats().log_requests.clone()
+    }
+
+    /// Every metrics export request that decoded, whatever it was answered, as sent.
+    #[must_use]
+    pub fn metric_requests(&self) -> Vec<ExportMetricsServiceRequest> {
+        self.shared.stats().metric_requests.clone()
     }
 
     /// A copy of everything counted so far.
     #[must_use]
     pub fn snapshot(&self) -> Snapshot {
         let stats = self.shared.stats();
+        let traces = &stats.signals[Signal::Traces.index()];
         Snapshot {
             mode: self.mode(),
-            spans: stats.spans,
-            rejected_spans: stats.rejected_spans,
+            spans: traces.items,
+            rejected_spans: traces.rejected,
             spans_by_service: stats.spans_by_service.clone(),
             spans_by_name: stats.spans_by_name.clone(),
             received: stats.received.clone(),
-            outcomes: stats.outcomes.clone(),
-            requests: stats.requests.clone(),
-            in_flight: self.shared.in_flight.load(Ordering::SeqCst),
-            max_in_flight: self.shared.max_in_flight.load(Ordering::SeqCst),
+            outcomes: traces.outcomes.clone(),
+            requests: traces.requests.clone(),
+            in_flight: self.shared.in_flight[Signal::Traces.index()].load(Ordering::SeqCst),
+            max_in_flight: self.shared.max_in_flight[Signal::Traces.index()].load(Ordering::SeqCst),
+            logs: self.shared.signal_snapshot(&stats, Signal::Logs),
+            metrics: self.shared.signal_snapshot(&stats, Signal::Metrics),
         }
     }
 
@@ -813,7 +968,59 @@ impl Receiver {
         .map(drop)
     }
 
-    /// Waits until exactly `count` requests are in flight.
+    /// Waits until at least `min` log records have been accepted.
+    ///
+    /// # Errors
+    /// After `within`, a message with what the receiver saw.
+    pub async fn wait_for_log_records(&self, min: u64, within: Duration) -> Result<(), String> {
+        self.wait_until(
+            within,
+            &format!("at least {min} accepted log records"),
+            |s| s.logs.items >= min,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Waits until at least `min` metric data points have been accepted.
+    ///
+    /// # Errors
+    /// After `within`, a message with what the receiver saw.
+    pub async fn wait_for_metric_points(&self, min: u64, within: Duration) -> Result<(), String> {
+        self.wait_until(
+            within,
+            &format!("at least {min} accepted metric data points"),
+            |s| s.metrics.items >= min,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Waits until at least `min` export requests of `signal` have arrived,
+    /// whatever their outcome.
+    ///
+    /// # Errors
+    /// After `within`, a message with what the receiver saw.
+    pub async fn wait_for_signal_requests(
+        &self,
+        signal: Signal,
+        min: usize,
+        within: Duration,
+    ) -> Result<(), String> {
+        self.wait_until(
+            within,
+            &format!("at least {min} {signal} export requests"),
+            |s| match signal {
+                Signal::Traces => s.requests.len() >= min,
+                Signal::Logs => s.logs.requests.len() >= min,
+                Signal::Metrics => s.metrics.requests.len() >= min,
+            },
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Waits until exactly `count` trace requests are in flight.
     ///
     /// # Errors
     /// After `within`, a message with what the receiver saw.
@@ -925,21 +1132,33 @@ struct Shared {
     stats: Mutex<Stats>,
     /// Set by [`Receiver::forget_spans`].
     forget_spans: AtomicBool,
-    in_flight: AtomicUsize,
-    max_in_flight: AtomicUsize,
+    /// Per signal, indexed by [`Signal::index`].
+    in_flight: [AtomicUsize; 3],
+    max_in_flight: [AtomicUsize; 3],
     // Bumped on every change to `stats`, so waiters need not poll.
     changes: watch::Sender<u64>,
 }
 
+/// What one signal's service counted.
+#[derive(Debug, Default)]
+struct SignalStats {
+    items: u64,
+    rejected: u64,
+    outcomes: BTreeMap<Outcome, OutcomeCount>,
+    requests: Vec<ExportRequest>,
+}
+
 #[derive(Debug, Default)]
 struct Stats {
-    spans: u64,
-    rejected_spans: u64,
+    /// Per signal, indexed by [`Signal::index`].
+    signals: [SignalStats; 3],
     spans_by_service: BTreeMap<String, u64>,
     spans_by_name: BTreeMap<String, u64>,
     received: Vec<ReceivedSpan>,
-    outcomes: BTreeMap<Outcome, OutcomeCount>,
-    requests: Vec<ExportRequest>,
+    received_logs: Vec<ReceivedLog>,
+    received_points: Vec<ReceivedDataPoint>,
+    log_requests: Vec<ExportLogsServiceRequest>,
+    metric_requests: Vec<ExportMetricsServiceRequest>,
 }
 
 impl Shared {
@@ -952,88 +1171,74 @@ impl Shared {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    fn signal_snapshot(&self, stats: &Stats, signal: Signal) -> SignalSnapshot {
+        let counted = &stats.signals[signal.index()];
+        SignalSnapshot {
+            signal,
+            items: counted.items,
+            rejected: counted.rejected,
+            outcomes: counted.outcomes.clone(),
+            requests: counted.requests.clone(),
+            in_flight: self.in_flight[signal.index()].load(Ordering::SeqCst),
+            max_in_flight: self.max_in_flight[signal.index()].load(Ordering::SeqCst),
+        }
+    }
+
     /// Records a request that arrived in `mode` and returns the guard that
     /// records its end, with what the mode decided.
-    fn begin_in(self: &Arc<Self>, mode: Mode, request: &ExportTraceServiceRequest) -> InFlight {
-        let rejected = mode.rejected_of(span_count(request));
+    fn begin_in<R: Export>(self: &Arc<Self>, mode: Mode, request: &R) -> InFlight {
+        let rejected = mode.rejected_of(request.items());
         self.begin(request, mode.outcome(), rejected)
     }
 
     /// Records a request on arrival and returns the guard that records its
-    /// end. With an accepting `outcome`, the last `rejected` spans of the
+    /// end. With an accepting `outcome`, the last `rejected` items of the
     /// request are counted as rejected and the others as accepted.
-    fn begin(
+    fn begin<R: Export>(
         self: &Arc<Self>,
-        request: &ExportTraceServiceRequest,
+        request: &R,
         outcome: Outcome,
         rejected: usize,
     ) -> InFlight {
-        let concurrent = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max_in_flight.fetch_max(concurrent, Ordering::SeqCst);
+        let signal = R::SIGNAL;
+        let concurrent = self.in_flight[signal.index()].fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight[signal.index()].fetch_max(concurrent, Ordering::SeqCst);
         let keep = !self.forget_spans.load(Ordering::SeqCst);
         let accepting = matches!(outcome, Outcome::Accepted | Outcome::PartialSuccess);
-        let total = span_count(request);
+        let total = request.items();
         let rejected = if accepting { rejected.min(total) } else { 0 };
-        let to_accept = total - rejected;
+        let to_accept = if accepting { total - rejected } else { 0 };
         let index = {
             let mut stats = self.stats();
-            let mut spans = 0;
-            for resource_spans in &request.resource_spans {
-                let service = service_name(resource_spans.resource.as_ref());
-                let resource = Arc::new(
-                    resource_spans
-                        .resource
-                        .as_ref()
-                        .map(|r| scalar_attributes(&r.attributes))
-                        .unwrap_or_default(),
-                );
-                for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
-                    spans += 1;
-                    if accepting && spans <= to_accept {
-                        stats.spans += 1;
-                        *stats.spans_by_service.entry(service.clone()).or_default() += 1;
-                        *stats.spans_by_name.entry(span.name.clone()).or_default() += 1;
-                        if keep {
-                            stats
-                                .received
-                                .push(ReceivedSpan::new(&service, &resource, span));
-                        }
-                    }
-                }
-            }
-            stats.rejected_spans += rejected as u64;
-            let count = stats.outcomes.entry(outcome).or_default();
+            request.record(&mut stats, to_accept, keep);
+            let counted = &mut stats.signals[signal.index()];
+            counted.items += to_accept as u64;
+            counted.rejected += rejected as u64;
+            let count = counted.outcomes.entry(outcome).or_default();
             count.requests += 1;
-            count.spans += spans as u64;
-            stats.requests.push(ExportRequest {
+            count.spans += total as u64;
+            counted.requests.push(ExportRequest {
+                signal,
                 received_at: Instant::now(),
                 finished_at: None,
-                spans,
+                spans: total,
                 rejected_spans: rejected,
                 outcome,
                 concurrent,
                 answered: false,
             });
-            stats.requests.len() - 1
+            counted.requests.len() - 1
         };
         self.changed();
         InFlight {
             shared: Arc::clone(self),
+            signal,
             index,
             answered: false,
             outcome,
             rejected,
         }
     }
-}
-
-fn span_count(request: &ExportTraceServiceRequest) -> usize {
-    request
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .map(|s| s.spans.len())
-        .sum()
 }
 
 /// Waits while the mode stays [`Mode::Hang`]; returns once it changes or the
@@ -1046,7 +1251,7 @@ async fn hang(mode_changes: &mut watch::Receiver<Mode>) {
     }
 }
 
-fn service_name(resource: Option<&Resource>) -> String {
+pub(super) fn service_name(resource: Option<&Resource>) -> String {
     resource
         .into_iter()
         .flat_map(|r| &r.attributes)
@@ -1064,11 +1269,12 @@ fn service_name(resource: Option<&Resource>) -> String {
 #[derive(Debug)]
 struct InFlight {
     shared: Arc<Shared>,
+    signal: Signal,
     index: usize,
     answered: bool,
     /// What the receiver decided on arrival.
     outcome: Outcome,
-    /// Spans rejected (by [`Mode::PartialSuccess`]).
+    /// Items rejected (by [`Mode::PartialSuccess`]).
     rejected: usize,
 }
 
@@ -1083,12 +1289,15 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         {
             let mut stats = self.shared.stats();
-            if let Some(request) = stats.requests.get_mut(self.index) {
+            if let Some(request) = stats.signals[self.signal.index()]
+                .requests
+                .get_mut(self.index)
+            {
                 request.finished_at = Some(Instant::now());
                 request.answered = self.answered;
             }
         }
-        self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.shared.in_flight[self.signal.index()].fetch_sub(1, Ordering::SeqCst);
         self.shared.changed();
     }
 }
