@@ -679,6 +679,8 @@ impl TracingPipelineBuilder {
         };
         let provider = self.provider(batch, env, &handle);
         let mut pipeline = TracingPipeline::off(provider);
+        // The handle the provider counts ended spans on.
+        pipeline.handle = handle;
         pipeline.protocol = Some(protocol);
         pipeline
     }
