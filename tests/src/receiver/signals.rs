@@ -355,7 +355,7 @@ fn data_points(service: &str, scope: &str, metric: &Metric, into: &mut Vec<Recei
         count,
         attributes: scalar_attributes(attributes),
     };
-    #[expect(clippy::cast_precision_loss, reason = "a test's values are small")]
+    // A test's integers are small: as f64 they are exact.
     let number = |value: &Option<number_data_point::Value>| match value {
         Some(number_data_point::Value::AsDouble(x)) => Some(*x),
         Some(number_data_point::Value::AsInt(n)) => Some(*n as f64),
