@@ -118,12 +118,14 @@ fn without_instance_numbers(text: &str) -> String {
     out
 }
 
-/// The series a backend breaker (logs and metrics over gRPC) adds to a
-/// fresh instance's exposition, before any export: only additions, the
-/// seed's series are the snapshot above's.
+/// The series a backend breaker (every signal over gRPC) adds to a fresh
+/// instance's exposition, before any export: only additions, the seed's
+/// series are the snapshot above's.
 #[actix_web::test]
 async fn metrics_text_of_a_fresh_backend() {
     let backend = Backend::new();
+    // As the span exporter will be once it is built on the backend's breaker.
+    breaker_otel::test_util::serve(&backend.breaker, breaker_otel::Signal::Traces);
     let telemetry = telemetry(BreakerHandle::disabled()).with_backends([backend.handle()]);
     let app = test::init_service(App::new().configure(|cfg| telemetry.configure(cfg))).await;
     let reply = send(&app, get_from("/metrics", "192.0.2.1").to_request()).await;
