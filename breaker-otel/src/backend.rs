@@ -425,7 +425,8 @@ struct Outage {
 pub(crate) struct Permit {
     core: CorePermit,
     started: Instant,
-    _inflight: InFlight,
+    /// Uncounts the items when dropped.
+    inflight: InFlight,
 }
 
 /// Items of one permitted export, counted in flight while it lives.
@@ -696,7 +697,7 @@ impl Backend {
         Permit {
             core: permit,
             started: self.clock.now(),
-            _inflight: InFlight {
+            inflight: InFlight {
                 observed: Arc::clone(observed),
                 items,
             },
@@ -715,12 +716,13 @@ impl Backend {
         let Permit {
             core,
             started,
-            _inflight,
+            inflight,
         } = permit;
         let (outcome, cause) = self.account(signal, items, report);
         let took = self.clock.now().saturating_duration_since(started);
         self.observed[signal.index()].record(ErrorClass::of(report, items), took);
-        drop(_inflight);
+        // Counted by outcome now: no longer in flight.
+        drop(inflight);
         self.drive(cause.as_deref(), |b, now| b.record(core, outcome, now));
     }
 
