@@ -477,11 +477,3 @@ pub fn metric_points(points: usize) -> ResourceMetrics {
             .expect("one collection")
     }
 }
-
-/// Counts `signal` as served by `backend`, as building its exporter on it
-/// does, without one: for tests of what health and metrics show of a
-/// signal whose exporter is not built on a `BackendBreaker` yet (the span
-/// exporter, until it joins the shared breaker).
-pub fn serve(backend: &crate::BackendBreaker, signal: crate::Signal) {
-    drop(backend.serve(signal));
-}

@@ -124,8 +124,9 @@ fn without_instance_numbers(text: &str) -> String {
 #[actix_web::test]
 async fn metrics_text_of_a_fresh_backend() {
     let backend = Backend::new();
-    // As the span exporter will be once it is built on the backend's breaker.
-    breaker_otel::test_util::serve(&backend.breaker, breaker_otel::Signal::Traces);
+    let _spans = backend
+        .breaker
+        .reporting_span_exporter(breaker_otel::test_util::ScriptedExporter::default());
     let telemetry = telemetry(BreakerHandle::disabled()).with_backends([backend.handle()]);
     let app = test::init_service(App::new().configure(|cfg| telemetry.configure(cfg))).await;
     let reply = send(&app, get_from("/metrics", "192.0.2.1").to_request()).await;
