@@ -136,7 +136,8 @@ pub struct BackendBreakerBuilder {
     config: ExporterConfig,
     endpoint: Option<String>,
     server: Option<Server>,
-    protocol: Option<Protocol>,
+    /// Per signal, indexed by `Signal::index`.
+    protocol: [Option<Protocol>; 3],
     runtime: Option<(Handle, Arc<dyn Clock>)>,
 }
 
@@ -167,7 +168,16 @@ impl BackendBreakerBuilder {
     /// the exporters are of a type the conventions do not know, and are
     /// named after ours (`breaker_otel::CircuitBreakerLogExporter`, …).
     pub fn protocol(mut self, protocol: Protocol) -> Self {
-        self.protocol = Some(protocol);
+        self.protocol = [Some(protocol); 3];
+        self
+    }
+
+    /// The OTLP transport of one signal's exporter, when the signals sent
+    /// to this endpoint do not all use the same
+    /// (`OTEL_EXPORTER_OTLP_LOGS_PROTOCOL` and the like); it overrides
+    /// [`protocol`](Self::protocol) for that signal.
+    pub fn signal_protocol(mut self, signal: Signal, protocol: Protocol) -> Self {
+        self.protocol[signal.index()] = Some(protocol);
         self
     }
 
@@ -233,7 +243,7 @@ impl BackendBreaker {
             config,
             endpoint: None,
             server: None,
-            protocol: None,
+            protocol: [None; 3],
             runtime: None,
         }
     }
@@ -273,8 +283,10 @@ impl BackendBreaker {
 
     /// The shared driver, for the exporters built on it.
     pub(crate) fn serve(&self, signal: Signal) -> Arc<Backend> {
-        self.backend.observed[signal.index()]
-            .name(ComponentKind::of(self.backend.protocol), signal);
+        self.backend.observed[signal.index()].name(
+            ComponentKind::of(self.backend.protocol[signal.index()]),
+            signal,
+        );
         self.backend.served[signal.index()].store(true, Ordering::Release);
         Arc::clone(&self.backend)
     }
@@ -373,8 +385,8 @@ pub(crate) struct Backend {
     endpoint: Option<String>,
     /// `server.address` and `server.port`, from the endpoint.
     server: Option<Server>,
-    /// Names the exporters' `otel.component.type`.
-    protocol: Option<Protocol>,
+    /// Per signal: names its exporter's `otel.component.type`.
+    protocol: [Option<Protocol>; 3],
     clock: Arc<dyn Clock>,
     origin: Instant,
     log_interval: Duration,
@@ -425,7 +437,8 @@ struct Outage {
 pub(crate) struct Permit {
     core: CorePermit,
     started: Instant,
-    _inflight: InFlight,
+    /// Uncounts the items when dropped.
+    inflight: InFlight,
 }
 
 /// Items of one permitted export, counted in flight while it lives.
@@ -696,7 +709,7 @@ impl Backend {
         Permit {
             core: permit,
             started: self.clock.now(),
-            _inflight: InFlight {
+            inflight: InFlight {
                 observed: Arc::clone(observed),
                 items,
             },
@@ -715,12 +728,13 @@ impl Backend {
         let Permit {
             core,
             started,
-            _inflight,
+            inflight,
         } = permit;
         let (outcome, cause) = self.account(signal, items, report);
         let took = self.clock.now().saturating_duration_since(started);
         self.observed[signal.index()].record(ErrorClass::of(report, items), took);
-        drop(_inflight);
+        // Counted by outcome now: no longer in flight.
+        drop(inflight);
         self.drive(cause.as_deref(), |b, now| b.record(core, outcome, now));
     }
 
@@ -1162,7 +1176,7 @@ impl BackendHandle {
             .map(|signal| {
                 let s = view(signal);
                 let observed = &self.backend.observed[signal.index()];
-                let kind = ComponentKind::of(self.backend.protocol);
+                let kind = ComponentKind::of(self.backend.protocol[signal.index()]);
                 let component_type = kind.component_type(signal);
                 let component_name = match observed.instance.load(Ordering::Acquire) {
                     Observed::UNNAMED => format!("{component_type}/0"),

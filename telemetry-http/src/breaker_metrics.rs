@@ -53,7 +53,7 @@ const TRANSITIONS_HELP: &str =
 /// it (dashboards and alerts compare against these numbers). Written out
 /// here, not derived from the enum's order, so reordering the states cannot
 /// change it.
-fn gauge_value(state: CircuitState) -> f64 {
+pub(crate) fn gauge_value(state: CircuitState) -> f64 {
     match state {
         CircuitState::Closed => 0.0,
         CircuitState::HalfOpen => 1.0,
@@ -223,13 +223,13 @@ fn unix_seconds(time: Option<SystemTime>) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn gauge(value: f64) -> Metric {
+pub(crate) fn gauge(value: f64) -> Metric {
     let mut gauge = Gauge::default();
     gauge.set_value(value);
     Metric::from_gauge(gauge)
 }
 
-fn counter(labels: &[(&str, &str)], count: u64) -> Metric {
+pub(crate) fn counter(labels: &[(&str, &str)], count: u64) -> Metric {
     let mut value = Counter::default();
     // Exact up to 2^53 spans; Prometheus stores samples as f64 anyway.
     value.set_value(count as f64);
@@ -239,7 +239,7 @@ fn counter(labels: &[(&str, &str)], count: u64) -> Metric {
     metric
 }
 
-fn labels(labels: &[(&str, &str)]) -> Vec<LabelPair> {
+pub(crate) fn labels(labels: &[(&str, &str)]) -> Vec<LabelPair> {
     labels
         .iter()
         .map(|(name, value)| {
@@ -251,7 +251,12 @@ fn labels(labels: &[(&str, &str)]) -> Vec<LabelPair> {
         .collect()
 }
 
-fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+pub(crate) fn family(
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    metrics: Vec<Metric>,
+) -> MetricFamily {
     let mut family = MetricFamily::default();
     family.set_name(name.to_owned());
     family.set_help(help.to_owned());

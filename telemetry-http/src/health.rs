@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use breaker_otel::{BreakerSnapshot, CircuitState, FailureCause};
+use breaker_otel::{BackendSnapshot, BreakerSnapshot, CircuitState, FailureCause};
 use serde::Serialize;
 
 /// The draft's media type.
@@ -56,6 +56,69 @@ pub(crate) struct TelemetryHealth {
     failed_spans: BTreeMap<&'static str, u64>,
     probes: u64,
     checks: BTreeMap<&'static str, Vec<Check>>,
+    /// Each backend breaker the host gave, in its order: information, the
+    /// status above is the span path's alone.
+    backends: Vec<BackendHealth>,
+}
+
+/// One backend breaker in `/health/telemetry`.
+#[derive(Debug, Serialize)]
+struct BackendHealth {
+    /// `null` for a breaker named after no endpoint.
+    endpoint: Option<String>,
+    /// The signals it serves: `traces`, `logs`, `metrics`.
+    signals: Vec<&'static str>,
+    state: &'static str,
+    since: String,
+    consecutive_failures: u32,
+    last_failure: Option<LastFailure>,
+    probes: u64,
+    /// Per signal served, its items by outcome.
+    counts: BTreeMap<&'static str, SignalItems>,
+}
+
+/// One signal's items on one backend breaker.
+#[derive(Debug, Serialize)]
+struct SignalItems {
+    exported: u64,
+    rejected: u64,
+    dropped: u64,
+    failed: u64,
+    /// In an export that has not ended yet.
+    inflight: u64,
+}
+
+impl BackendHealth {
+    fn new(snapshot: &BackendSnapshot) -> Self {
+        Self {
+            endpoint: snapshot.endpoint.clone(),
+            signals: snapshot.signals.iter().map(|s| s.signal.as_str()).collect(),
+            state: snapshot.state.as_str(),
+            since: rfc3339(snapshot.since),
+            consecutive_failures: snapshot.consecutive_failures,
+            last_failure: snapshot.last_failure.map(|f| LastFailure {
+                cause: f.cause.as_str(),
+                time: rfc3339(f.at),
+            }),
+            probes: snapshot.probes,
+            counts: snapshot
+                .signals
+                .iter()
+                .map(|s| {
+                    (
+                        s.signal.as_str(),
+                        SignalItems {
+                            exported: s.counts.exported,
+                            rejected: s.counts.rejected,
+                            dropped: s.counts.dropped,
+                            failed: s.counts.failed,
+                            inflight: s.inflight,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -265,7 +328,14 @@ impl TelemetryHealth {
             failed_spans: by_cause(|c| c.spans),
             probes: snapshot.probes,
             checks,
+            backends: Vec::new(),
         }
+    }
+
+    /// Lists the backend breakers, after the span path's fields.
+    pub(crate) fn with_backends(mut self, backends: &[BackendSnapshot]) -> Self {
+        self.backends = backends.iter().map(BackendHealth::new).collect();
+        self
     }
 
     /// Names the process that answers (`None`: the field is left out).

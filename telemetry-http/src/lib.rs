@@ -13,6 +13,9 @@
 //!
 //! `/metrics` exposes `circuit_state`, `spans_processed_total{outcome}` and
 //! `circuit_transitions_total{from,to}`, read from the handle at scrape time,
+//! then, for each backend breaker given with
+//! [`with_backends`](TelemetryHttp::with_backends), its state by endpoint and
+//! signals and the semantic conventions' `otel_sdk_exporter_*` series,
 //! and the HTTP server metrics recorded by the [`HttpMetrics`] middleware the
 //! host wraps around its `App`; the series of the three routes above exist
 //! from the first scrape. Each instance owns its own
@@ -63,9 +66,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::web;
-use breaker_otel::BreakerHandle;
+use breaker_otel::{BackendHandle, BreakerHandle};
 use prometheus::Registry;
 
+mod backend_metrics;
 mod breaker_metrics;
 mod client_ip;
 mod config;
@@ -88,6 +92,7 @@ pub use http_metrics::{
 pub use rate_limit::ManualClock;
 pub use trusted_proxy::{ParseError, TrustedProxy};
 
+use crate::backend_metrics::{BackendCollector, Backends};
 use crate::breaker_metrics::BreakerCollector;
 use crate::rate_limit::{LimiterClock, MetricsRateLimiter};
 
@@ -101,6 +106,8 @@ pub struct TelemetryHttp {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) handle: BreakerHandle,
+    /// The backend breakers shown per endpoint and signals, none at first.
+    pub(crate) backends: Backends,
     pub(crate) config: TelemetryHttpConfig,
     pub(crate) registry: Registry,
     pub(crate) http_metrics: HttpMetrics,
@@ -152,6 +159,8 @@ impl TelemetryHttp {
     ) -> Result<Self, Error> {
         let registry = Registry::new();
         registry.register(Box::new(BreakerCollector::new(handle.clone())?))?;
+        let backends = Backends::default();
+        registry.register(Box::new(BackendCollector::new(Arc::clone(&backends))?))?;
         let http_metrics = HttpMetrics::new(&registry)?;
         for route in Self::ROUTES {
             // HEAD is served too, but rarely enough that its series may
@@ -161,12 +170,41 @@ impl TelemetryHttp {
         Ok(Self {
             shared: Arc::new(Shared {
                 handle,
+                backends,
                 limiter: MetricsRateLimiter::new(config.quota(), clock),
                 config,
                 registry,
                 http_metrics,
             }),
         })
+    }
+
+    /// Shows these backend breakers too, after any given before: in
+    /// `/metrics`, each one's state (`backend_circuit_state{endpoint,signals}`
+    /// and its transitions and probes) and the semantic conventions'
+    /// exporter metrics of each signal it serves
+    /// (`otel_sdk_exporter_span_exported_total` and the like); in
+    /// `/health/telemetry`, one entry of `backends` each. The span path's
+    /// handle given to [`new`](Self::new) still alone decides the health
+    /// status and the seed's series. Clones share the list.
+    ///
+    /// ```no_run
+    /// # fn demo(span_path: breaker_otel::BreakerHandle, collector: breaker_otel::BackendBreaker)
+    /// # -> Result<(), telemetry_http::Error> {
+    /// use telemetry_http::{TelemetryHttp, TelemetryHttpConfig};
+    ///
+    /// let telemetry = TelemetryHttp::new(span_path, TelemetryHttpConfig::default())?
+    ///     .with_backends([collector.handle()]);
+    /// # drop(telemetry); Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn with_backends(self, backends: impl IntoIterator<Item = BackendHandle>) -> Self {
+        self.shared
+            .backends
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(backends);
+        self
     }
 
     /// Mounts `/health`, `/health/telemetry` and `/metrics`, each for `GET`

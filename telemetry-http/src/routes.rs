@@ -1,10 +1,12 @@
 //! The three handlers. They find their state in resource-level app data,
 //! so two instances mounted in different scopes do not see each other's.
 
+use std::sync::PoisonError;
 use std::time::SystemTime;
 
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, CacheDirective, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, web};
+use breaker_otel::BackendHandle;
 use prometheus::{Encoder, TextEncoder};
 use serde::Serialize;
 
@@ -53,8 +55,16 @@ pub(crate) async fn liveness() -> HttpResponse {
 }
 
 pub(crate) async fn telemetry_health(shared: web::Data<Shared>) -> HttpResponse {
+    let backends: Vec<_> = shared
+        .backends
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .map(BackendHandle::snapshot)
+        .collect();
     let body = TelemetryHealth::new(&shared.handle.snapshot(), SystemTime::now())
-        .with_service_instance_id(shared.config.service_instance_id.as_deref());
+        .with_service_instance_id(shared.config.service_instance_id.as_deref())
+        .with_backends(&backends);
     let builder = match body.status {
         HealthStatus::Pass | HealthStatus::Warn => HttpResponse::Ok(),
         HealthStatus::Fail => HttpResponse::ServiceUnavailable(),

@@ -218,3 +218,24 @@ async fn the_server_comes_from_the_endpoint_and_the_type_from_the_protocol() {
         "not an exporter the conventions name: our type's name"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_signal_with_a_protocol_of_its_own_is_named_after_it() {
+    let backend = BackendBreaker::builder(batches_only())
+        .endpoint("http://collector:4317")
+        .protocol(Protocol::Grpc)
+        .signal_protocol(Signal::Logs, Protocol::HttpProtobuf)
+        .build()
+        .unwrap();
+    let _logs = backend.reporting_log_exporter(ScriptedExporter::default());
+    let _metrics = backend.reporting_metric_exporter(ScriptedExporter::default());
+    let snapshot = backend.handle().snapshot();
+    assert_eq!(
+        snapshot.signal(Signal::Logs).unwrap().component_type,
+        "otlp_http_log_exporter"
+    );
+    assert_eq!(
+        snapshot.signal(Signal::Metrics).unwrap().component_type,
+        "otlp_grpc_metric_exporter"
+    );
+}

@@ -7,6 +7,7 @@
 //! every helper in `support` is used by some test here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod backends;
 mod client_keys;
 mod http_metrics;
 mod promtool;

@@ -13,7 +13,9 @@ use actix_web::http::StatusCode;
 use actix_web::{App, HttpResponse, test, web};
 use telemetry_http::{ManualClock, TelemetryHttp, TelemetryHttpConfig};
 
-use crate::support::{Breaker, get_from, send};
+use breaker_otel::test_util::Step;
+
+use crate::support::{Backend, Breaker, get_from, send};
 
 const INSTALL_HINT: &str = "promtool not found: install Debian's prometheus package \
      (apt-get install --no-install-recommends prometheus) or set PROMTOOL to its path";
@@ -21,12 +23,14 @@ const INSTALL_HINT: &str = "promtool not found: install Debian's prometheus pack
 #[actix_web::test]
 async fn metrics_output_passes_promtool_check_metrics() {
     let breaker = Breaker::new();
+    let backend = Backend::new();
     let telemetry = TelemetryHttp::with_manual_clock(
         breaker.handle(),
         TelemetryHttpConfig::default(),
         ManualClock::new(),
     )
-    .unwrap();
+    .unwrap()
+    .with_backends([backend.handle()]);
     let http_metrics = telemetry.http_metrics();
     http_metrics.register_route("GET", "/tasks/{id}");
     http_metrics.register_route("POST", "/tasks");
@@ -44,6 +48,14 @@ async fn metrics_output_passes_promtool_check_metrics() {
     breaker.open().await;
     assert!(breaker.export(1).await.is_err());
     assert!(breaker.export(2).await.is_err());
+    // Log records and data points of every error type's kind, and timed exports.
+    backend.log(2).await.unwrap();
+    backend.logs_backend.set(Step::PartialSuccess(1));
+    backend.log(2).await.unwrap();
+    backend.metrics(3).await.unwrap();
+    backend.open().await;
+    assert!(backend.log(1).await.is_err());
+    assert!(backend.metrics(1).await.is_err());
     send(&app, get_from("/tasks/1", "192.0.2.1").to_request()).await;
     send(&app, get_from("/nowhere", "192.0.2.1").to_request()).await;
     send(

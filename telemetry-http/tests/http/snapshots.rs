@@ -6,19 +6,24 @@ use actix_web::{App, test};
 use breaker_otel::BreakerHandle;
 use telemetry_http::{ManualClock, TelemetryHttp, TelemetryHttpConfig};
 
-use crate::support::{Breaker, get_from, send, telemetry};
+use crate::support::{Backend, Breaker, get_from, send, telemetry};
 
-/// With the host's `service.instance.id`, which the open snapshot below is without.
+/// With the host's `service.instance.id` and a backend breaker, which the
+/// open snapshot below is without.
 #[actix_web::test]
 async fn health_telemetry_json_while_closed() {
     let breaker = Breaker::new();
     breaker.export(3).await.unwrap();
+    let backend = Backend::new();
+    backend.log(2).await.unwrap();
+    backend.metrics(5).await.unwrap();
     let config = TelemetryHttpConfig {
         service_instance_id: Some("replica-7".to_owned()),
         ..TelemetryHttpConfig::default()
     };
-    let telemetry =
-        TelemetryHttp::with_manual_clock(breaker.handle(), config, ManualClock::new()).unwrap();
+    let telemetry = TelemetryHttp::with_manual_clock(breaker.handle(), config, ManualClock::new())
+        .unwrap()
+        .with_backends([backend.handle()]);
     assert_eq!(telemetry.service_instance_id(), Some("replica-7"));
     let app = test::init_service(App::new().configure(|cfg| telemetry.configure(cfg))).await;
     let reply = send(
@@ -30,6 +35,7 @@ async fn health_telemetry_json_while_closed() {
         ".timestamp" => "[timestamp]",
         ".since" => "[since]",
         ".checks.*[].time" => "[timestamp]",
+        ".backends[].since" => "[since]",
     });
 }
 
@@ -94,4 +100,41 @@ async fn metrics_text_of_a_fresh_registry() {
     .await;
     let reply = send(&app, get_from("/metrics", "192.0.2.1").to_request()).await;
     insta::assert_snapshot!(reply.body);
+}
+
+/// `otel.component.name`'s instance counter is the process's, so it depends
+/// on which tests ran first: `otlp_grpc_log_exporter/[n]`.
+fn without_instance_numbers(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("_exporter/") {
+        let (head, tail) = rest.split_at(at + "_exporter/".len());
+        out.push_str(head);
+        let digits = tail.len() - tail.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        out.push_str(if digits > 0 { "[n]" } else { "" });
+        rest = &tail[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The series a backend breaker (every signal over gRPC) adds to a fresh
+/// instance's exposition, before any export: only additions, the seed's
+/// series are the snapshot above's.
+#[actix_web::test]
+async fn metrics_text_of_a_fresh_backend() {
+    let backend = Backend::new();
+    let _spans = backend
+        .breaker
+        .reporting_span_exporter(breaker_otel::test_util::ScriptedExporter::default());
+    let telemetry = telemetry(BreakerHandle::disabled()).with_backends([backend.handle()]);
+    let app = test::init_service(App::new().configure(|cfg| telemetry.configure(cfg))).await;
+    let reply = send(&app, get_from("/metrics", "192.0.2.1").to_request()).await;
+    let added: String = reply
+        .body
+        .lines()
+        .filter(|line| line.contains("backend_circuit") || line.contains("otel_sdk_exporter"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    insta::assert_snapshot!(without_instance_numbers(&added));
 }

@@ -12,9 +12,13 @@ use actix_web::http::header::HeaderMap;
 use actix_web::test::{self, TestRequest};
 use breaker_otel::test_util::{self, ScriptedExporter, Step};
 use breaker_otel::{
-    BreakerHandle, CircuitBreakerSpanExporter, CircuitState, ExporterConfig, Unclassified,
+    BackendBreaker, BackendHandle, BreakerHandle, CircuitBreakerLogExporter,
+    CircuitBreakerMetricExporter, CircuitBreakerSpanExporter, CircuitState, ExporterConfig,
+    Protocol, Signal, Unclassified,
 };
 use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::logs::{LogBatch, LogExporter};
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::trace::SpanExporter;
 use telemetry_http::{ManualClock, TelemetryHttp, TelemetryHttpConfig};
 
@@ -60,6 +64,72 @@ impl Breaker {
             assert!(self.export(2).await.is_err());
         }
         assert_eq!(self.handle().state(), CircuitState::Open);
+    }
+}
+
+/// The endpoint [`Backend`] is named after.
+pub(crate) const COLLECTOR: &str = "http://collector:4317";
+
+/// One backend breaker (OTLP/gRPC to [`COLLECTOR`], settings as
+/// [`Breaker`]'s) serving logs and metrics, each signal's exporter around a
+/// [`ScriptedExporter`] of its own. Build it inside the test's runtime.
+pub(crate) struct Backend {
+    pub(crate) breaker: BackendBreaker,
+    pub(crate) logs_backend: ScriptedExporter,
+    logs: CircuitBreakerLogExporter<ScriptedExporter>,
+    metrics: CircuitBreakerMetricExporter<ScriptedExporter>,
+}
+
+impl Backend {
+    pub(crate) fn new() -> Self {
+        let breaker = BackendBreaker::builder(unpaced())
+            .endpoint(COLLECTOR)
+            .protocol(Protocol::Grpc)
+            .build()
+            .unwrap();
+        let logs_backend = ScriptedExporter::default();
+        Self {
+            logs: breaker.reporting_log_exporter(logs_backend.clone()),
+            metrics: breaker.reporting_metric_exporter(ScriptedExporter::default()),
+            logs_backend,
+            breaker,
+        }
+    }
+
+    pub(crate) fn handle(&self) -> BackendHandle {
+        self.breaker.handle()
+    }
+
+    /// Exports `n` log records.
+    pub(crate) async fn log(&self, n: usize) -> OTelSdkResult {
+        let records = test_util::log_records(n);
+        self.logs.export(LogBatch::new(&records.batch())).await
+    }
+
+    /// Exports `n` metric data points.
+    pub(crate) async fn metrics(&self, n: usize) -> OTelSdkResult {
+        self.metrics.export(&test_util::metric_points(n)).await
+    }
+
+    /// Makes the log backend fail until the shared circuit opens.
+    pub(crate) async fn open(&self) {
+        self.logs_backend.set(Step::Fail);
+        for _ in 0..3 {
+            assert!(self.log(2).await.is_err());
+        }
+        assert_eq!(self.handle().state(), CircuitState::Open);
+    }
+
+    /// The labels of `signal`'s exporter series, in rendering order, after
+    /// `error_type` if given: `{error_type="…",otel_component_name=…}`.
+    pub(crate) fn exporter_labels(&self, signal: Signal, error_type: Option<&str>) -> String {
+        let snapshot = self.handle().snapshot();
+        let of = snapshot.signal(signal).unwrap();
+        let error_type = error_type.map_or(String::new(), |t| format!(r#"error_type="{t}","#));
+        format!(
+            r#"{{{error_type}otel_component_name="{}",otel_component_type="{}",server_address="collector",server_port="4317"}}"#,
+            of.component_name, of.component_type
+        )
     }
 }
 
