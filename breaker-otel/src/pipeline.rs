@@ -472,16 +472,38 @@ impl TracingPipelineBuilder {
         signals: Signals,
         runtime: &Runtime,
     ) -> Result<Exporters, PipelineError> {
+        // Where each signal goes and how, first: a breaker is named (its exporters'
+        // `otel.component.type`) after the transports of every signal it serves.
+        let mut routes: Vec<(Signal, String, Protocol)> = Vec::new();
+        if signals.traces {
+            let endpoint = self.resolved_endpoint(env, span_protocol);
+            routes.push((Signal::Traces, endpoint.url, span_protocol));
+        }
+        for (signal, wanted) in [
+            (Signal::Logs, signals.logs),
+            (Signal::Metrics, signals.metrics),
+        ] {
+            if wanted {
+                let transport = env.transport(signal);
+                let endpoint = transport.endpoint(signal, transport.protocol);
+                routes.push((signal, endpoint.url, transport.protocol));
+            }
+        }
         let mut backends: Vec<(String, BackendBreaker)> = Vec::new();
         let mut backend_for = |url: &str| -> Result<BackendBreaker, PipelineError> {
             let key = backend_key(url);
             if let Some((_, backend)) = backends.iter().find(|(k, _)| *k == key) {
                 return Ok(backend.clone());
             }
-            let backend = BackendBreaker::builder(self.breaker)
+            let mut builder = BackendBreaker::builder(self.breaker)
                 .endpoint(&key)
-                .runtime(runtime.handle().clone(), Arc::new(TokioClock))
-                .build()?;
+                .runtime(runtime.handle().clone(), Arc::new(TokioClock));
+            for (signal, url, protocol) in &routes {
+                if backend_key(url) == key {
+                    builder = builder.signal_protocol(*signal, *protocol);
+                }
+            }
+            let backend = builder.build()?;
             backends.push((key, backend.clone()));
             Ok(backend)
         };

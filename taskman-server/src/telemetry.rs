@@ -124,8 +124,10 @@ impl Telemetry {
             service_instance_id: Some(service_instance_id),
             ..settings.metrics.clone()
         };
-        let http =
-            TelemetryHttp::new(pipeline.handle(), http_config).context("metrics settings")?;
+        // Each backend's breaker (one per collector, every signal sent there) as well.
+        let http = TelemetryHttp::new(pipeline.handle(), http_config)
+            .context("metrics settings")?
+            .with_backends(pipeline.backends().iter().cloned());
         let http_metrics = http.http_metrics();
         for (method, route) in tasks::ROUTES {
             http_metrics.register_route(method, route);

@@ -16,6 +16,7 @@
 //! machine; measured times are printed (`--nocapture`), not benchmarked.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[allow(dead_code)]
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -8,6 +8,7 @@
 //! stream, not three.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[allow(dead_code)]
 mod support;
 
 use std::time::{Duration, Instant};
@@ -43,7 +44,11 @@ fn healthy_service_sends_spans_its_logs_and_its_metrics(protocol: Protocol) {
     let logs = rig.receiver.logs();
     let listening = logs
         .iter()
-        .find(|l| l.body.as_deref().is_some_and(|b| b.contains("listening on")))
+        .find(|l| {
+            l.body
+                .as_deref()
+                .is_some_and(|b| b.contains("listening on"))
+        })
         .unwrap_or_else(|| panic!("no 'listening on' record in {logs:#?}"));
     assert_eq!(listening.service, "taskman");
     assert_eq!(listening.severity_text, "INFO");
@@ -52,8 +57,8 @@ fn healthy_service_sends_spans_its_logs_and_its_metrics(protocol: Protocol) {
         "{listening:?}"
     );
     assert!(
-        logs.iter().all(|l| !l.scope.starts_with("breaker_otel")
-            && !l.scope.starts_with("opentelemetry")),
+        logs.iter()
+            .all(|l| !l.scope.starts_with("breaker_otel") && !l.scope.starts_with("opentelemetry")),
         "the pipeline's own records never loop back: {logs:#?}"
     );
     let points = rig.receiver.metric_points();
@@ -61,7 +66,10 @@ fn healthy_service_sends_spans_its_logs_and_its_metrics(protocol: Protocol) {
         .iter()
         .find(|p| p.metric == "http_server_request_duration_seconds")
         .unwrap_or_else(|| panic!("no duration histogram in {points:#?}"));
-    assert_eq!((histogram.kind, histogram.unit.as_str()), ("histogram", "s"));
+    assert_eq!(
+        (histogram.kind, histogram.unit.as_str()),
+        ("histogram", "s")
+    );
     assert!(points.iter().all(|p| p.service == "taskman"));
 
     let (status, _) = terminate(&mut rig, WAIT);
@@ -128,7 +136,10 @@ fn a_hung_collector_never_reaches_the_api_and_metrics_flow_again_after_it() {
 
     let (status, took) = terminate(&mut rig, Duration::from_secs(10));
     assert!(status.success(), "{}", rig.server_log());
-    assert!(took < Duration::from_secs(5) + Duration::from_secs(2), "{took:?}");
+    assert!(
+        took < Duration::from_secs(5) + Duration::from_secs(2),
+        "{took:?}"
+    );
 }
 
 /// Polls `done` until it holds, failing after [`WAIT`].
@@ -149,9 +160,7 @@ fn most_in_flight(requests: &[ExportRequest]) -> usize {
             let end = r.finished_at.unwrap_or_else(Instant::now);
             requests
                 .iter()
-                .filter(|o| {
-                    o.received_at < end && o.finished_at.is_none_or(|f| f > r.received_at)
-                })
+                .filter(|o| o.received_at < end && o.finished_at.is_none_or(|f| f > r.received_at))
                 .count()
         })
         .max()
@@ -195,7 +204,10 @@ fn one_refusing_collector_is_one_breaker_one_outage_and_one_probe_stream() {
          {} requests, {probes} probes\n{seen:?}",
         during.len()
     );
-    assert!(most_in_flight(&during) <= 1, "one probe at a time: {during:#?}");
+    assert!(
+        most_in_flight(&during) <= 1,
+        "one probe at a time: {during:#?}"
+    );
 
     let log = rig.server_log();
     let opened_lines: Vec<&str> = log
