@@ -934,7 +934,16 @@ impl TracingPipeline {
             let traces = self
                 .shutdown_traces(timeout.saturating_sub(started.elapsed()))
                 .await;
-            return results.into_iter().find(Result::is_err).unwrap_or(traces);
+            // The SDK's providers fail their shutdown when their last export fails or is
+            // dropped by an open circuit, which the breaker has counted already: only a
+            // shutdown that ran out of time is an error of the shutdown itself.
+            for err in results.iter().filter_map(|r| r.as_ref().err()) {
+                tracing::debug!(error = %err, "a log or metric provider's last export did not go out");
+            }
+            return results
+                .into_iter()
+                .find(|r| matches!(r, Err(OTelSdkError::Timeout(_))))
+                .unwrap_or(traces);
         }
         self.shutdown_traces(timeout).await
     }
@@ -1066,6 +1075,79 @@ mod tests {
         assert_eq!(
             err,
             "OTEL_EXPORTER_OTLP_PROTOCOL = \"http/json\": expected \"grpc\" or \"http/protobuf\""
+        );
+    }
+
+    /// The signals a built pipeline exports, and its breakers by endpoint and signals.
+    fn built(vars: &[(&str, &str)]) -> Vec<(String, Vec<Signal>)> {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let pipeline = TracingPipeline::builder()
+                .with_vars(vars.iter().copied())
+                .logs(SignalExport::Otlp)
+                .metrics(SignalExport::None)
+                .build()
+                .unwrap();
+            assert_eq!(
+                pipeline.logger_provider().is_some(),
+                pipeline
+                    .backends()
+                    .iter()
+                    .any(|b| b.signals().any(|s| s == Signal::Logs))
+            );
+            assert_eq!(
+                pipeline.meter_provider().is_some(),
+                pipeline.metric_push().is_some()
+            );
+            let backends = pipeline
+                .backends()
+                .iter()
+                .map(|b| (b.endpoint().unwrap_or("").to_owned(), b.signals().collect()))
+                .collect();
+            pipeline.shutdown(Duration::from_secs(2)).await.unwrap();
+            backends
+        })
+    }
+
+    #[test]
+    fn signals_sent_to_one_host_and_port_share_one_breaker() {
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9");
+        assert_eq!(
+            built(&[endpoint]),
+            [(
+                "http://127.0.0.1:9".to_owned(),
+                vec![Signal::Traces, Signal::Logs]
+            )],
+            "metrics are opted out by default here"
+        );
+        assert_eq!(
+            built(&[
+                endpoint,
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                ("OTEL_METRICS_EXPORTER", "otlp"),
+            ]),
+            [(
+                "http://127.0.0.1:9".to_owned(),
+                vec![Signal::Traces, Signal::Logs, Signal::Metrics]
+            )],
+            "over HTTP too, whatever the path"
+        );
+        assert_eq!(
+            built(&[
+                endpoint,
+                ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://127.0.0.1:10"),
+                ("OTEL_TRACES_EXPORTER", "none"),
+                ("OTEL_METRICS_EXPORTER", "otlp"),
+            ]),
+            [
+                ("http://127.0.0.1:10".to_owned(), vec![Signal::Logs]),
+                ("http://127.0.0.1:9".to_owned(), vec![Signal::Metrics]),
+            ],
+            "a signal sent elsewhere gets a breaker of its own"
+        );
+        assert!(
+            built(&[endpoint, ("OTEL_SDK_DISABLED", "true")]).is_empty(),
+            "nothing is exported"
         );
     }
 
