@@ -220,7 +220,90 @@ fn one_refusing_collector_is_one_breaker_one_outage_and_one_probe_stream() {
         "{}",
         opened_lines[0]
     );
+
+    // The semantic conventions' exporter series say the same, by signal and error.type.
+    let metrics = rig.api.get("/metrics");
+    assert_eq!(metrics.status, 200);
+    let text = metrics.body;
+    let value = |family: &str, labels: &[&str]| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{family}{{")))
+            .filter(|l| labels.iter().all(|label| l.contains(label)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    for (family, component) in [
+        (
+            "otel_sdk_exporter_span_exported_total",
+            "otel_component_type=\"otlp_grpc_span_exporter\"",
+        ),
+        (
+            "otel_sdk_exporter_metric_data_point_exported_total",
+            "otel_component_type=\"otlp_grpc_metric_exporter\"",
+        ),
+    ] {
+        assert!(
+            value(family, &[component, "error_type=\"circuit_open\""]) > 0.0,
+            "{family}: items dropped while open\n{text}"
+        );
+    }
+    let points = "otel_sdk_exporter_metric_data_point_exported_total";
+    assert!(
+        value(points, &[]) > value(points, &["error_type="]),
+        "data points exported before the outage, without error_type\n{text}"
+    );
+    assert!(
+        value(
+            "otel_sdk_exporter_operation_duration_seconds_count",
+            &["error_type=\"unavailable\""]
+        ) > 0.0,
+        "the failed exports are timed with their error.type\n{text}"
+    );
+    assert_eq!(
+        value(
+            "backend_circuit_state",
+            &["signals=\"traces,logs,metrics\""]
+        ),
+        2.0,
+        "one breaker, open, for all three signals\n{text}"
+    );
+    promtool_checks(&text);
+
     recover(&rig);
     let (status, _) = terminate(&mut rig, WAIT);
     assert!(status.success());
+}
+
+/// `promtool check metrics` on `text`, when promtool is installed (CI requires it).
+fn promtool_checks(text: &str) {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let program = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".to_owned());
+    let child = Command::new(&program)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        assert!(
+            std::env::var("TASKMAN_REQUIRE_PROMTOOL").as_deref() != Ok("1"),
+            "TASKMAN_REQUIRE_PROMTOOL=1 and promtool ({program}) cannot run"
+        );
+        eprintln!("promtool not on PATH: /metrics NOT checked by promtool");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
