@@ -6,7 +6,7 @@
 //! a hung collector leaves the task API untouched and metrics flow again once it answers;
 //! and one collector refusing every signal is one breaker, one outage line and one probe
 //! stream, not three.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 #[allow(dead_code)]
 mod support;
