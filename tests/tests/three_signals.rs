@@ -307,3 +307,46 @@ fn promtool_checks(text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn sigterm_while_the_collector_hangs_every_signal_exits_0_within_the_shutdown_timeout() {
+    const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
+    // Signal delivery and process exit on a loaded machine; far below the 30 s
+    // the hanging exports would take if shutdown waited for them.
+    const SLACK: Duration = Duration::from_secs(10);
+    let mut rig = Rig::start(&[
+        ("OTEL_LOGS_EXPORTER", "otlp"),
+        ("OTEL_METRICS_EXPORTER", "otlp"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
+        ("OTEL_BLRP_SCHEDULE_DELAY", "100"),
+        ("TASKMAN__SERVER__SHUTDOWN_TIMEOUT", "2s"),
+        ("TASKMAN__BREAKER__EXPORT_TIMEOUT", "30s"),
+    ]);
+    rig.block_on(rig.receiver.wait_for_metric_points(1, WAIT))
+        .unwrap();
+    let traffic = Traffic::start(rig.server.base_url());
+    rig.set_mode(Mode::Hang);
+    // An export in flight that will not end: the final flushes of every signal
+    // then meet a hung collector.
+    until("an export to hang", || {
+        Signal::ALL
+            .into_iter()
+            .flat_map(|s| rig.receiver.requests(s))
+            .any(|r| r.finished_at.is_none())
+    });
+    let calls = traffic.stop();
+    assert_all_succeeded(&calls, "while the collector hangs");
+
+    let (status, took) = terminate(&mut rig, SHUTDOWN_TIMEOUT + WAIT);
+    assert!(status.success(), "{status}\n{}", rig.server_log());
+    assert!(
+        took <= SHUTDOWN_TIMEOUT + SLACK,
+        "took {took:?} to exit with shutdown_timeout {SHUTDOWN_TIMEOUT:?}\n{}",
+        rig.server_log()
+    );
+    assert!(
+        !rig.server.stderr().contains("panicked"),
+        "{}",
+        rig.server_log()
+    );
+}
