@@ -443,12 +443,15 @@ async fn one_refused_collector_opens_one_shared_breaker_and_sees_one_probe_strea
         assert_eq!(handle.state(), CircuitState::Open, "{protocol}");
         // Open for every signal: the metric export is dropped unsent.
         assert!(metrics.export(&metric_points(2)).await.is_err());
-        // No traffic: the idle prober probes through one exporter only.
+        // No traffic: the idle prober probes through one exporter only. A probe is
+        // counted when the breaker lets it go, before its request arrives: wait
+        // for the requests themselves.
         assert!(
-            eventually(WAIT, || handle.snapshot().probes >= 2).await,
+            eventually(WAIT, || receiver.requests(Signal::Logs).len() >= 3 + 2).await,
             "{protocol}: {:#?}",
             handle.snapshot()
         );
+        assert!(handle.snapshot().probes >= 2, "{protocol}");
         let log_requests = receiver.requests(Signal::Logs);
         assert!(log_requests.len() >= 3 + 2, "{protocol}: {log_requests:?}");
         assert!(

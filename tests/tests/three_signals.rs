@@ -259,13 +259,14 @@ fn one_refusing_collector_is_one_breaker_one_outage_and_one_probe_stream() {
         ) > 0.0,
         "the failed exports are timed with their error.type\n{text}"
     );
-    assert_eq!(
-        value(
-            "backend_circuit_state",
-            &["signals=\"traces,logs,metrics\""]
-        ),
-        2.0,
-        "one breaker, open, for all three signals\n{text}"
+    let state = value(
+        "backend_circuit_state",
+        &["signals=\"traces,logs,metrics\""],
+    );
+    assert!(
+        state == 2.0 || state == 1.0,
+        "one breaker for all three signals, open (2) or half-open (1) while a probe is out: \
+         {state}\n{text}"
     );
     promtool_checks(&text);
 
