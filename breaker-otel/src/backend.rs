@@ -14,7 +14,7 @@
 use std::fmt;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use breaker_core::{
@@ -328,6 +328,92 @@ pub(crate) trait EmptyProbe: Send + Sync {
 
     /// Sends the empty export, bounded by `export_timeout` and contained.
     fn probe(self: Arc<Self>) -> BoxFuture<'static, ExportReport>;
+}
+
+/// What every circuit-breaking exporter holds on its backend, whatever its signal: the
+/// inner exporter, the breaker, whether it was shut down, and the probe it registers at
+/// its first export (by then the provider has passed its resource, which needs the only
+/// reference to `inner`). Dropping it takes the probe away and tells the idle prober.
+pub(crate) struct Seat<E> {
+    pub(crate) inner: Arc<E>,
+    pub(crate) backend: Arc<Backend>,
+    shut_down: Arc<AtomicBool>,
+    probe: OnceLock<Arc<dyn EmptyProbe>>,
+}
+
+impl<E> fmt::Debug for Seat<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.backend.fmt(f)
+    }
+}
+
+impl<E> Drop for Seat<E> {
+    fn drop(&mut self) {
+        // Its probe goes with it; the idle prober looks for another.
+        self.probe.take();
+        self.backend.exporter_gone();
+    }
+}
+
+impl<E> Seat<E> {
+    /// A seat for an exporter of `signal` on `breaker`.
+    pub(crate) fn new(breaker: &BackendBreaker, signal: Signal, inner: E) -> Self {
+        Self {
+            inner: Arc::new(inner),
+            backend: breaker.serve(signal),
+            shut_down: Arc::new(AtomicBool::new(false)),
+            probe: OnceLock::new(),
+        }
+    }
+
+    /// A read-only handle on the breaker (shared, if it is).
+    pub(crate) fn handle(&self) -> BackendHandle {
+        BackendBreaker::from_backend(&self.backend).handle()
+    }
+
+    /// Manual control over the breaker (shared, if it is).
+    pub(crate) fn control(&self) -> BackendControl {
+        BackendBreaker::from_backend(&self.backend).control()
+    }
+
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Ordering::Acquire)
+    }
+
+    /// Marks the exporter shut down and tells the idle prober; `false` if it already was.
+    pub(crate) fn mark_shut_down(&self) -> bool {
+        if self.shut_down.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.backend.exporter_gone();
+        true
+    }
+
+    /// Registers the probe `make` builds from this seat's parts, once.
+    pub(crate) fn register_probe(&self, make: impl FnOnce(ProbeParts<E>) -> Arc<dyn EmptyProbe>) {
+        self.probe.get_or_init(|| {
+            let probe = make(ProbeParts {
+                inner: Arc::clone(&self.inner),
+                backend: Arc::clone(&self.backend),
+                shut_down: Arc::clone(&self.shut_down),
+            });
+            self.backend.register_probe(Arc::downgrade(&probe));
+            probe
+        });
+    }
+}
+
+/// What an exporter's probe shares with its seat.
+pub(crate) struct ProbeParts<E> {
+    pub(crate) inner: Arc<E>,
+    pub(crate) backend: Arc<Backend>,
+    shut_down: Arc<AtomicBool>,
+}
+
+impl<E> ProbeParts<E> {
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Ordering::Acquire)
+    }
 }
 
 /// Runs `probe` as the SDK's processors run an export: blocking a thread

@@ -4,8 +4,7 @@
 //! clock, the lock and the idle prober.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use breaker_core::BreakerConfig;
@@ -15,7 +14,7 @@ use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use tokio::runtime::Handle;
 
-use crate::backend::{Backend, EmptyProbe};
+use crate::backend::{EmptyProbe, ProbeParts, Seat};
 use crate::bounded;
 use crate::classify::unclassified;
 use crate::handle::BreakerHandle;
@@ -188,27 +187,13 @@ pub enum AdapterError {
 /// # drop((health, provider)); Ok(()) }
 /// ```
 pub struct CircuitBreakerSpanExporter<E> {
-    inner: Arc<E>,
-    backend: Arc<Backend>,
-    shut_down: Arc<AtomicBool>,
-    /// The probe registered with the breaker at the first export: by then
-    /// the provider has passed its resource, which needs the only reference
-    /// to `inner`.
-    probe: OnceLock<Arc<dyn EmptyProbe>>,
-}
-
-impl<E> Drop for CircuitBreakerSpanExporter<E> {
-    fn drop(&mut self) {
-        // Its probe goes with it; the idle prober looks for another.
-        self.probe.take();
-        self.backend.exporter_gone();
-    }
+    seat: Seat<E>,
 }
 
 impl<E> fmt::Debug for CircuitBreakerSpanExporter<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreakerSpanExporter")
-            .field("backend", &self.backend)
+            .field("backend", &self.seat)
             .finish_non_exhaustive()
     }
 }
@@ -305,10 +290,7 @@ impl<E: ReportingSpanExporter + 'static> CircuitBreakerSpanExporter<E> {
 
     fn on(backend: &BackendBreaker, inner: E) -> Self {
         Self {
-            inner: Arc::new(inner),
-            backend: backend.serve(Signal::Traces),
-            shut_down: Arc::new(AtomicBool::new(false)),
-            probe: OnceLock::new(),
+            seat: Seat::new(backend, Signal::Traces, inner),
         }
     }
 
@@ -316,33 +298,26 @@ impl<E: ReportingSpanExporter + 'static> CircuitBreakerSpanExporter<E> {
     /// counts and the breaker's state.
     #[must_use]
     pub fn handle(&self) -> BreakerHandle {
-        self.backend.view(Signal::Traces)
+        self.seat.backend.view(Signal::Traces)
     }
 
     /// A read-only handle on the whole breaker, with every signal it serves.
     #[must_use]
     pub fn backend_handle(&self) -> BackendHandle {
-        BackendBreaker::from_backend(&self.backend).handle()
+        self.seat.handle()
     }
 
     /// Manual control over the breaker (shared, if it is).
     #[must_use]
     pub fn control(&self) -> BreakerControl {
         BreakerControl {
-            backend: BackendBreaker::from_backend(&self.backend).control(),
+            backend: self.seat.control(),
         }
     }
 
     fn register_probe(&self) {
-        self.probe.get_or_init(|| {
-            let probe: Arc<dyn EmptyProbe> = Arc::new(SpanProbe {
-                inner: Arc::clone(&self.inner),
-                backend: Arc::clone(&self.backend),
-                shut_down: Arc::clone(&self.shut_down),
-            });
-            self.backend.register_probe(Arc::downgrade(&probe));
-            probe
-        });
+        self.seat
+            .register_probe(|seat| Arc::new(SpanProbe { seat }));
     }
 }
 
@@ -369,9 +344,7 @@ impl BackendBreaker {
 /// The span exporter's empty export, as the breaker's probe. The batch is
 /// owned, so the probe runs as a task like any export, awaited directly.
 struct SpanProbe<E> {
-    inner: Arc<E>,
-    backend: Arc<Backend>,
-    shut_down: Arc<AtomicBool>,
+    seat: ProbeParts<E>,
 }
 
 impl<E: ReportingSpanExporter + 'static> EmptyProbe for SpanProbe<E> {
@@ -380,15 +353,15 @@ impl<E: ReportingSpanExporter + 'static> EmptyProbe for SpanProbe<E> {
     }
 
     fn is_shut_down(&self) -> bool {
-        self.shut_down.load(Ordering::Acquire)
+        self.seat.is_shut_down()
     }
 
     fn probe(self: Arc<Self>) -> BoxFuture<'static, ExportReport> {
         Box::pin(async move {
             export_bounded(
-                Arc::clone(&self.inner),
-                &self.backend.runtime,
-                self.backend.export_timeout,
+                Arc::clone(&self.seat.inner),
+                &self.seat.backend.runtime,
+                self.seat.backend.export_timeout,
                 Vec::new(),
             )
             .await
@@ -445,41 +418,41 @@ async fn export_bounded<E: ReportingSpanExporter + 'static>(
 
 impl<E: ReportingSpanExporter + 'static> SpanExporter for CircuitBreakerSpanExporter<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        if self.shut_down.load(Ordering::Acquire) {
+        if self.seat.is_shut_down() {
             return Err(OTelSdkError::AlreadyShutdown);
         }
         self.register_probe();
         let spans = batch.len() as u64;
-        let permit = self.backend.admit(Signal::Traces, spans)?;
+        let permit = self.seat.backend.admit(Signal::Traces, spans)?;
         let report = export_bounded(
-            Arc::clone(&self.inner),
-            &self.backend.runtime,
-            self.backend.export_timeout,
+            Arc::clone(&self.seat.inner),
+            &self.seat.backend.runtime,
+            self.seat.backend.export_timeout,
             batch,
         )
         .await;
-        self.backend
+        self.seat
+            .backend
             .conclude(Signal::Traces, spans, permit, &report);
-        bounded::sdk_result(&report, self.backend.export_timeout)
+        bounded::sdk_result(&report, self.seat.backend.export_timeout)
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        if self.shut_down.swap(true, Ordering::AcqRel) {
+        if !self.seat.mark_shut_down() {
             return Err(OTelSdkError::AlreadyShutdown);
         }
-        self.backend.exporter_gone();
-        let inner = Arc::clone(&self.inner);
+        let inner = Arc::clone(&self.seat.inner);
         bounded::on_thread(timeout, "span", move || {
             inner.shutdown_with_timeout(timeout)
         })
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        if self.shut_down.load(Ordering::Acquire) {
+        if self.seat.is_shut_down() {
             return Err(OTelSdkError::AlreadyShutdown);
         }
-        let inner = Arc::clone(&self.inner);
-        bounded::on_thread(self.backend.export_timeout, "span", move || {
+        let inner = Arc::clone(&self.seat.inner);
+        bounded::on_thread(self.seat.backend.export_timeout, "span", move || {
             inner.force_flush()
         })
     }
@@ -487,7 +460,7 @@ impl<E: ReportingSpanExporter + 'static> SpanExporter for CircuitBreakerSpanExpo
     fn set_resource(&mut self, resource: &Resource) {
         // Called once while the provider is built, before any export holds
         // a clone of the inner exporter.
-        match Arc::get_mut(&mut self.inner) {
+        match Arc::get_mut(&mut self.seat.inner) {
             Some(inner) => inner.set_resource(resource),
             None => {
                 tracing::warn!("resource not passed to the inner span exporter: export in flight")

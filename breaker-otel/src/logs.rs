@@ -4,8 +4,7 @@
 
 use std::fmt;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -15,7 +14,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::logs::{LogBatch, LogExporter};
 
-use crate::backend::{Backend, EmptyProbe, on_blocking_thread};
+use crate::backend::{EmptyProbe, ProbeParts, Seat, on_blocking_thread};
 use crate::classify::unclassified;
 use crate::{
     AdapterError, BackendBreaker, BackendControl, BackendHandle, ExportReport, ExporterConfig,
@@ -90,28 +89,14 @@ impl<E: LogExporter> ReportingLogExporter for Unclassified<E> {
 /// # drop((health, provider)); Ok(()) }
 /// ```
 pub struct CircuitBreakerLogExporter<E> {
-    inner: Arc<E>,
-    backend: Arc<Backend>,
-    shut_down: Arc<AtomicBool>,
-    /// The probe registered with the breaker at the first export: by then
-    /// the provider has passed its resource, which needs the only reference
-    /// to `inner`.
-    probe: OnceLock<Arc<dyn EmptyProbe>>,
+    seat: Seat<E>,
 }
 
 impl<E> fmt::Debug for CircuitBreakerLogExporter<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreakerLogExporter")
-            .field("backend", &self.backend)
+            .field("backend", &self.seat)
             .finish_non_exhaustive()
-    }
-}
-
-impl<E> Drop for CircuitBreakerLogExporter<E> {
-    fn drop(&mut self) {
-        // Its probe goes with it; the idle prober looks for another.
-        self.probe.take();
-        self.backend.exporter_gone();
     }
 }
 
@@ -142,35 +127,24 @@ impl<E: ReportingLogExporter + 'static> CircuitBreakerLogExporter<E> {
 
     fn on(backend: &BackendBreaker, inner: E) -> Self {
         Self {
-            inner: Arc::new(inner),
-            backend: backend.serve(Signal::Logs),
-            shut_down: Arc::new(AtomicBool::new(false)),
-            probe: OnceLock::new(),
+            seat: Seat::new(backend, Signal::Logs, inner),
         }
     }
 
     /// A read-only handle on the breaker (shared, if it is).
     #[must_use]
     pub fn handle(&self) -> BackendHandle {
-        BackendBreaker::from_backend(&self.backend).handle()
+        self.seat.handle()
     }
 
     /// Manual control over the breaker (shared, if it is).
     #[must_use]
     pub fn control(&self) -> BackendControl {
-        BackendBreaker::from_backend(&self.backend).control()
+        self.seat.control()
     }
 
     fn register_probe(&self) {
-        self.probe.get_or_init(|| {
-            let probe: Arc<dyn EmptyProbe> = Arc::new(LogProbe {
-                inner: Arc::clone(&self.inner),
-                backend: Arc::clone(&self.backend),
-                shut_down: Arc::clone(&self.shut_down),
-            });
-            self.backend.register_probe(Arc::downgrade(&probe));
-            probe
-        });
+        self.seat.register_probe(|seat| Arc::new(LogProbe { seat }));
     }
 }
 
@@ -196,9 +170,7 @@ impl BackendBreaker {
 
 /// The log exporter's empty export, as the breaker's probe.
 struct LogProbe<E> {
-    inner: Arc<E>,
-    backend: Arc<Backend>,
-    shut_down: Arc<AtomicBool>,
+    seat: ProbeParts<E>,
 }
 
 impl<E: ReportingLogExporter + 'static> EmptyProbe for LogProbe<E> {
@@ -207,16 +179,16 @@ impl<E: ReportingLogExporter + 'static> EmptyProbe for LogProbe<E> {
     }
 
     fn is_shut_down(&self) -> bool {
-        self.shut_down.load(Ordering::Acquire)
+        self.seat.is_shut_down()
     }
 
     fn probe(self: Arc<Self>) -> BoxFuture<'static, ExportReport> {
-        let runtime = self.backend.runtime.clone();
+        let runtime = self.seat.backend.runtime.clone();
         on_blocking_thread(&runtime, move || {
             futures_executor::block_on(bounded::in_place(
-                || self.inner.report(LogBatch::new(&[])),
-                &self.backend.runtime,
-                self.backend.export_timeout,
+                || self.seat.inner.report(LogBatch::new(&[])),
+                &self.seat.backend.runtime,
+                self.seat.backend.export_timeout,
                 "log",
             ))
         })
@@ -225,31 +197,31 @@ impl<E: ReportingLogExporter + 'static> EmptyProbe for LogProbe<E> {
 
 impl<E: ReportingLogExporter + 'static> LogExporter for CircuitBreakerLogExporter<E> {
     async fn export(&self, batch: LogBatch<'_>) -> OTelSdkResult {
-        if self.shut_down.load(Ordering::Acquire) {
+        if self.seat.is_shut_down() {
             return Err(OTelSdkError::AlreadyShutdown);
         }
         self.register_probe();
         let records = batch.iter().count() as u64;
-        let permit = self.backend.admit(Signal::Logs, records)?;
-        let inner = &self.inner;
+        let permit = self.seat.backend.admit(Signal::Logs, records)?;
+        let inner = &self.seat.inner;
         let report = bounded::in_place(
             || inner.report(batch),
-            &self.backend.runtime,
-            self.backend.export_timeout,
+            &self.seat.backend.runtime,
+            self.seat.backend.export_timeout,
             "log",
         )
         .await;
-        self.backend
+        self.seat
+            .backend
             .conclude(Signal::Logs, records, permit, &report);
-        bounded::sdk_result(&report, self.backend.export_timeout)
+        bounded::sdk_result(&report, self.seat.backend.export_timeout)
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        if self.shut_down.swap(true, Ordering::AcqRel) {
+        if !self.seat.mark_shut_down() {
             return Err(OTelSdkError::AlreadyShutdown);
         }
-        self.backend.exporter_gone();
-        let inner = Arc::clone(&self.inner);
+        let inner = Arc::clone(&self.seat.inner);
         bounded::on_thread(timeout, "log", move || inner.shutdown_with_timeout(timeout))
     }
 
@@ -257,7 +229,7 @@ impl<E: ReportingLogExporter + 'static> LogExporter for CircuitBreakerLogExporte
         // Asked for every record: a panic here would reach the caller of
         // the log macro. Enabled is what the SDK assumes by default.
         std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.inner.event_enabled(level, target, name)
+            self.seat.inner.event_enabled(level, target, name)
         }))
         .unwrap_or(true)
     }
@@ -265,7 +237,7 @@ impl<E: ReportingLogExporter + 'static> LogExporter for CircuitBreakerLogExporte
     fn set_resource(&mut self, resource: &Resource) {
         // Called once while the provider is built, before any export holds
         // a reference to the inner exporter.
-        match Arc::get_mut(&mut self.inner) {
+        match Arc::get_mut(&mut self.seat.inner) {
             Some(inner) => inner.set_resource(resource),
             None => {
                 tracing::warn!("resource not passed to the inner log exporter: export in flight")

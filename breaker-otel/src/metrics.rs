@@ -5,8 +5,7 @@
 
 use std::fmt;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -25,7 +24,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource as TonicResource;
 
 use crate::OtlpMetricExporter;
-use crate::backend::{Backend, EmptyProbe, on_blocking_thread};
+use crate::backend::{EmptyProbe, ProbeParts, Seat, on_blocking_thread};
 use crate::classify::unclassified;
 use crate::{
     AdapterError, BackendBreaker, BackendControl, BackendHandle, ExportReport, ExporterConfig,
@@ -99,26 +98,14 @@ impl<E: PushMetricExporter> ReportingMetricExporter for Unclassified<E> {
 /// # drop((health, provider)); Ok(()) }
 /// ```
 pub struct CircuitBreakerMetricExporter<E> {
-    inner: Arc<E>,
-    backend: Arc<Backend>,
-    shut_down: Arc<AtomicBool>,
-    /// The probe registered with the breaker at the first export, as the
-    /// other exporters do.
-    probe: OnceLock<Arc<dyn EmptyProbe>>,
+    seat: Seat<E>,
 }
 
 impl<E> fmt::Debug for CircuitBreakerMetricExporter<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreakerMetricExporter")
-            .field("backend", &self.backend)
+            .field("backend", &self.seat)
             .finish_non_exhaustive()
-    }
-}
-
-impl<E> Drop for CircuitBreakerMetricExporter<E> {
-    fn drop(&mut self) {
-        self.probe.take();
-        self.backend.exporter_gone();
     }
 }
 
@@ -149,35 +136,25 @@ impl<E: ReportingMetricExporter> CircuitBreakerMetricExporter<E> {
 
     fn on(backend: &BackendBreaker, inner: E) -> Self {
         Self {
-            inner: Arc::new(inner),
-            backend: backend.serve(Signal::Metrics),
-            shut_down: Arc::new(AtomicBool::new(false)),
-            probe: OnceLock::new(),
+            seat: Seat::new(backend, Signal::Metrics, inner),
         }
     }
 
     /// A read-only handle on the breaker (shared, if it is).
     #[must_use]
     pub fn handle(&self) -> BackendHandle {
-        BackendBreaker::from_backend(&self.backend).handle()
+        self.seat.handle()
     }
 
     /// Manual control over the breaker (shared, if it is).
     #[must_use]
     pub fn control(&self) -> BackendControl {
-        BackendBreaker::from_backend(&self.backend).control()
+        self.seat.control()
     }
 
     fn register_probe(&self) {
-        self.probe.get_or_init(|| {
-            let probe: Arc<dyn EmptyProbe> = Arc::new(MetricProbe {
-                inner: Arc::clone(&self.inner),
-                backend: Arc::clone(&self.backend),
-                shut_down: Arc::clone(&self.shut_down),
-            });
-            self.backend.register_probe(Arc::downgrade(&probe));
-            probe
-        });
+        self.seat
+            .register_probe(|seat| Arc::new(MetricProbe { seat }));
     }
 }
 
@@ -203,9 +180,7 @@ impl BackendBreaker {
 
 /// The metric exporter's empty export, as the breaker's probe.
 struct MetricProbe<E> {
-    inner: Arc<E>,
-    backend: Arc<Backend>,
-    shut_down: Arc<AtomicBool>,
+    seat: ProbeParts<E>,
 }
 
 impl<E: ReportingMetricExporter> EmptyProbe for MetricProbe<E> {
@@ -214,17 +189,17 @@ impl<E: ReportingMetricExporter> EmptyProbe for MetricProbe<E> {
     }
 
     fn is_shut_down(&self) -> bool {
-        self.shut_down.load(Ordering::Acquire)
+        self.seat.is_shut_down()
     }
 
     fn probe(self: Arc<Self>) -> BoxFuture<'static, ExportReport> {
-        let runtime = self.backend.runtime.clone();
+        let runtime = self.seat.backend.runtime.clone();
         on_blocking_thread(&runtime, move || {
             let nothing = ResourceMetrics::default();
             futures_executor::block_on(bounded::in_place(
-                || self.inner.report(&nothing),
-                &self.backend.runtime,
-                self.backend.export_timeout,
+                || self.seat.inner.report(&nothing),
+                &self.seat.backend.runtime,
+                self.seat.backend.export_timeout,
                 "metric",
             ))
         })
@@ -255,41 +230,41 @@ fn data_points(metrics: &ResourceMetrics) -> u64 {
 
 impl<E: ReportingMetricExporter> PushMetricExporter for CircuitBreakerMetricExporter<E> {
     async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
-        if self.shut_down.load(Ordering::Acquire) {
+        if self.seat.is_shut_down() {
             return Err(OTelSdkError::AlreadyShutdown);
         }
         self.register_probe();
         let points = data_points(metrics);
-        let permit = self.backend.admit(Signal::Metrics, points)?;
-        let inner = &self.inner;
+        let permit = self.seat.backend.admit(Signal::Metrics, points)?;
+        let inner = &self.seat.inner;
         let report = bounded::in_place(
             || inner.report(metrics),
-            &self.backend.runtime,
-            self.backend.export_timeout,
+            &self.seat.backend.runtime,
+            self.seat.backend.export_timeout,
             "metric",
         )
         .await;
-        self.backend
+        self.seat
+            .backend
             .conclude(Signal::Metrics, points, permit, &report);
-        bounded::sdk_result(&report, self.backend.export_timeout)
+        bounded::sdk_result(&report, self.seat.backend.export_timeout)
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        if self.shut_down.load(Ordering::Acquire) {
+        if self.seat.is_shut_down() {
             return Err(OTelSdkError::AlreadyShutdown);
         }
-        let inner = Arc::clone(&self.inner);
-        bounded::on_thread(self.backend.export_timeout, "metric", move || {
+        let inner = Arc::clone(&self.seat.inner);
+        bounded::on_thread(self.seat.backend.export_timeout, "metric", move || {
             inner.force_flush()
         })
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        if self.shut_down.swap(true, Ordering::AcqRel) {
+        if !self.seat.mark_shut_down() {
             return Err(OTelSdkError::AlreadyShutdown);
         }
-        self.backend.exporter_gone();
-        let inner = Arc::clone(&self.inner);
+        let inner = Arc::clone(&self.seat.inner);
         bounded::on_thread(timeout, "metric", move || {
             inner.shutdown_with_timeout(timeout)
         })
@@ -298,7 +273,8 @@ impl<E: ReportingMetricExporter> PushMetricExporter for CircuitBreakerMetricExpo
     fn temporality(&self) -> Temporality {
         // Asked once, while the reader is built: a panic would take the
         // meter provider's construction with it.
-        std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.temporality())).unwrap_or_default()
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.seat.inner.temporality()))
+            .unwrap_or_default()
     }
 }
 
@@ -362,12 +338,12 @@ impl MetricPush {
     /// `AlreadyShutdown`. Each is counted; none needs more than logging at debug.
     pub async fn push(&self, metrics: Vec<Metric>) -> OTelSdkResult {
         let exporter = &self.exporter;
-        if exporter.shut_down.load(Ordering::Acquire) {
+        if exporter.seat.is_shut_down() {
             return Err(OTelSdkError::AlreadyShutdown);
         }
         exporter.register_probe();
         let points = metrics.iter().map(proto_data_points).sum::<u64>();
-        let permit = exporter.backend.admit(Signal::Metrics, points)?;
+        let permit = exporter.seat.backend.admit(Signal::Metrics, points)?;
         let request = ExportMetricsServiceRequest {
             resource_metrics: vec![TonicResourceMetrics {
                 resource: Some(self.resource.clone()),
@@ -379,18 +355,19 @@ impl MetricPush {
                 schema_url: String::new(),
             }],
         };
-        let inner = &exporter.inner;
+        let inner = &exporter.seat.inner;
         let report = bounded::in_place(
             || inner.send_request(request),
-            &exporter.backend.runtime,
-            exporter.backend.export_timeout,
+            &exporter.seat.backend.runtime,
+            exporter.seat.backend.export_timeout,
             "metric",
         )
         .await;
         exporter
+            .seat
             .backend
             .conclude(Signal::Metrics, points, permit, &report);
-        bounded::sdk_result(&report, exporter.backend.export_timeout)
+        bounded::sdk_result(&report, exporter.seat.backend.export_timeout)
     }
 
     /// Stops pushing: later pushes fail with `AlreadyShutdown`.
