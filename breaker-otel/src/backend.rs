@@ -72,7 +72,8 @@ impl Signal {
         }
     }
 
-    const fn index(self) -> usize {
+    /// Its place in [`Signal::ALL`]: the index of per-signal arrays.
+    pub(crate) const fn index(self) -> usize {
         match self {
             Self::Traces => 0,
             Self::Logs => 1,

@@ -313,12 +313,12 @@ impl Resolved {
 
     /// How `signal` is sent.
     pub(crate) fn transport(&self, signal: Signal) -> &Transport {
-        &self.transports[signal_index(signal)]
+        &self.transports[signal.index()]
     }
 
     /// Whether `signal` is exported over OTLP: its `OTEL_<SIGNAL>S_EXPORTER`, else `default`.
     pub(crate) fn exports(&self, signal: Signal, default: bool) -> bool {
-        self.exporters[signal_index(signal)].unwrap_or(default)
+        self.exporters[signal.index()].unwrap_or(default)
     }
 }
 
@@ -355,14 +355,6 @@ impl Transport {
         };
         Endpoint { url, variable }
     }
-}
-
-/// `signal`'s place in [`Signal::ALL`].
-fn signal_index(signal: Signal) -> usize {
-    Signal::ALL
-        .iter()
-        .position(|s| *s == signal)
-        .unwrap_or_default()
 }
 
 impl OtlpEnv {
@@ -740,14 +732,14 @@ impl OtlpEnv {
                 Kind::Exporter => {
                     let otlp = parse_exporter(var, &raw)?;
                     for &signal in transport_signals(var.name) {
-                        resolved.exporters[signal_index(signal)] = Some(otlp);
+                        resolved.exporters[signal.index()] = Some(otlp);
                     }
                 }
                 Kind::Temporality => resolved.temporality = parse_temporality(var, &raw)?,
                 Kind::Protocol => {
                     let parsed = parse_protocol(var, &raw)?;
                     for &signal in transport_signals(var.name) {
-                        let slot = &mut protocol[signal_index(signal)];
+                        let slot = &mut protocol[signal.index()];
                         *slot = slot.or(Some(parsed));
                     }
                 }
@@ -755,7 +747,7 @@ impl OtlpEnv {
                     check_endpoint(var, &raw)?;
                     match transport_signals(var.name) {
                         &[signal] => {
-                            resolved.transports[signal_index(signal)].signal_endpoint = Some(raw);
+                            resolved.transports[signal.index()].signal_endpoint = Some(raw);
                         }
                         _ => {
                             for transport in &mut resolved.transports {
@@ -767,7 +759,7 @@ impl OtlpEnv {
                 Kind::Headers => {
                     let parsed = parse_headers(var, &raw)?;
                     for &signal in transport_signals(var.name) {
-                        let slot = &mut headers[signal_index(signal)];
+                        let slot = &mut headers[signal.index()];
                         if slot.is_none() {
                             *slot = Some(parsed.clone());
                         }
@@ -782,7 +774,7 @@ impl OtlpEnv {
                         OTEL_METRIC_EXPORT_INTERVAL => resolved.metric_export_interval = duration,
                         _ => {
                             for &signal in transport_signals(var.name) {
-                                let slot = &mut resolved.transports[signal_index(signal)].timeout;
+                                let slot = &mut resolved.transports[signal.index()].timeout;
                                 *slot = slot.or(Some(duration));
                             }
                         }
@@ -824,7 +816,7 @@ impl OtlpEnv {
                 Kind::Compression => {
                     let gzip = parse_compression(var, &raw)?;
                     for &signal in transport_signals(var.name) {
-                        let slot = &mut compression[signal_index(signal)];
+                        let slot = &mut compression[signal.index()];
                         *slot = slot.or(Some(gzip));
                     }
                 }
