@@ -6,10 +6,10 @@
 //!   tracer provider down with whatever is left of `server.shutdown_timeout`. The provider
 //!   and breaker ([`Telemetry`]) are built before, inside the same runtime.
 //! - [`app`] builds one worker's actix `App` from [`AppState`]: the `telemetry-http` routes,
-//!   the HTTP metrics middleware around everything, and request tracing around the task
-//!   scope only, so `/health*` and `/metrics` stay untraced. A request whose method is none of
-//!   the nine the HTTP conventions know gets a span named `HTTP {route}` (see
-//!   `app/other_methods.rs`).
+//!   the HTTP metrics middleware around everything, and the server spans
+//!   (`telemetry_http::ServerSpans`) around the task scope only, so `/health*` and `/metrics`
+//!   stay untraced. A request whose method is none of the nine the HTTP conventions know gets
+//!   a span named `HTTP {route}`.
 //!
 //! Shutdown: actix's own signal handling is off (it treats SIGINT as a forced stop). SIGTERM,
 //! SIGINT and SIGHUP all stop accepting connections and give requests in flight up to
@@ -25,15 +25,12 @@ use actix_web::dev::{ServerHandle, ServiceFactory, ServiceRequest, ServiceRespon
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
-use opentelemetry_instrumentation_actix_web::RequestTracing;
 use telemetry_http::TelemetryHttp;
 
 use crate::api::{error, ready, tasks};
 use crate::config::{Settings, StorageSettings};
 use crate::storage::{StorageUrl, Store};
 use crate::telemetry::Telemetry;
-
-mod other_methods;
 
 /// What every worker's application is built from. Cheap to clone: one per worker.
 #[derive(Debug, Clone)]
@@ -68,13 +65,10 @@ pub fn app(
         .configure(ready::configure)
         .service(
             tasks::scope(state.max_body_bytes)
-                // Innermost first: `restore` runs inside the server span `RequestTracing`
-                // opens, `hide` before it; the body deadline inside both, so a timed-out
-                // body is a traced 408.
+                // The body deadline inside the server span, so a timed-out body is a
+                // traced 408.
                 .wrap(from_fn(tasks::body_deadline))
-                .wrap(from_fn(other_methods::restore))
-                .wrap(RequestTracing::new())
-                .wrap(from_fn(other_methods::hide)),
+                .wrap(telemetry.server_spans()),
         )
         .default_service(web::to(error::no_route))
 }

@@ -6,7 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use actix_web::HttpRequest;
-use actix_web::http::header::HeaderName;
+use actix_web::http::header::{HeaderMap, HeaderName};
 
 use crate::TrustedProxy;
 use crate::trusted_proxy::canonical;
@@ -40,17 +40,23 @@ impl ClientKey {
 
 /// The key `req` is limited under.
 pub(crate) fn client_key(req: &HttpRequest, trusted: &[TrustedProxy]) -> ClientKey {
-    let Some(peer) = req.peer_addr().map(|addr| addr.ip()) else {
-        return ClientKey::Unknown;
-    };
-    if !is_trusted(trusted, peer) {
-        return ClientKey::from_ip(peer);
+    match req.peer_addr() {
+        Some(peer) => ClientKey::from_ip(client_ip(peer.ip(), req.headers(), trusted)),
+        None => ClientKey::Unknown,
     }
-    let forwarded = req.headers().get_all(X_FORWARDED_FOR).map(|value| {
+}
+
+/// The client behind a request from `peer` with `headers`: the peer itself
+/// unless it is a trusted proxy, else the client it forwarded for.
+pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[TrustedProxy]) -> IpAddr {
+    if !is_trusted(trusted, peer) {
+        return peer;
+    }
+    let forwarded = headers.get_all(X_FORWARDED_FOR).map(|value| {
         // A non-UTF-8 header cannot name an address; it stops the walk below.
         value.to_str().unwrap_or("\u{0}")
     });
-    ClientKey::from_ip(forwarded_client(peer, forwarded, trusted))
+    forwarded_client(peer, forwarded, trusted)
 }
 
 fn is_trusted(trusted: &[TrustedProxy], ip: IpAddr) -> bool {

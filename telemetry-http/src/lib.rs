@@ -18,7 +18,9 @@
 //! signals and the semantic conventions' `otel_sdk_exporter_*` series,
 //! and the HTTP server metrics recorded by the [`HttpMetrics`] middleware the
 //! host wraps around its `App`; the series of the three routes above exist
-//! from the first scrape. Each instance owns its own
+//! from the first scrape. The [`ServerSpans`] middleware records each
+//! request's HTTP server span, following the semantic conventions. Each
+//! instance owns its own
 //! [`prometheus::Registry`]; nothing is global.
 //!
 //! The client of a `/metrics` request is the TCP peer; `X-Forwarded-For` is
@@ -79,6 +81,7 @@ mod http_metrics;
 mod otlp_metrics;
 mod rate_limit;
 mod routes;
+mod server_spans;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 mod trusted_proxy;
@@ -90,6 +93,7 @@ pub use http_metrics::{
 };
 #[cfg(feature = "test-util")]
 pub use rate_limit::ManualClock;
+pub use server_spans::{ServerSpanFuture, ServerSpans, ServerSpansService};
 pub use trusted_proxy::{ParseError, TrustedProxy};
 
 use crate::backend_metrics::{BackendCollector, Backends};
@@ -238,6 +242,15 @@ impl TelemetryHttp {
     #[must_use]
     pub fn http_metrics(&self) -> HttpMetrics {
         self.shared.http_metrics.clone()
+    }
+
+    /// The middleware recording each request's HTTP server span, with
+    /// `client.address` resolved through this instance's `trusted_proxies`
+    /// as the `/metrics` rate limiter resolves it; wrap it around the routes
+    /// to trace.
+    #[must_use]
+    pub fn server_spans(&self) -> ServerSpans {
+        ServerSpans::new().trusted_proxies(self.shared.config.trusted_proxies.iter().copied())
     }
 
     /// This instance's registry, which `/metrics` renders. The host may
