@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use actix_web::Error;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::StatusCode;
+use actix_web::{Error, HttpMessage as _};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 /// The `route` label of requests no resource matched.
@@ -172,8 +172,9 @@ where
         let started = Instant::now();
         let method = normalize_method(req.method().as_str());
         // Resolved before the call: an error result carries no request to
-        // ask afterwards.
-        let route = req.match_pattern();
+        // ask afterwards. Left in the request for `ServerSpans`, so that a
+        // request pays for one route lookup, not two.
+        let route = MatchedRoute::resolve(&req);
         let service = Rc::clone(&self.service);
         let metrics = self.metrics.clone();
         Box::pin(async move {
@@ -182,10 +183,30 @@ where
                 Ok(res) => res.status(),
                 Err(err) => err.as_response_error().status_code(),
             };
-            let route = route.as_deref().unwrap_or(UNMATCHED_ROUTE);
+            let route = route.as_ref().map_or(UNMATCHED_ROUTE, |route| &route.0);
             metrics.record(method, route, status, started);
             result
         })
+    }
+}
+
+/// The route pattern a request matched (`/tasks/{id}`), looked up once per
+/// request and kept in its extensions: actix finds it by matching the path
+/// against the whole resource map again, which costs more than the span
+/// that records it.
+#[derive(Clone, Debug)]
+pub(crate) struct MatchedRoute(pub(crate) Arc<str>);
+
+impl MatchedRoute {
+    /// The request's route, from its extensions when an outer middleware
+    /// looked it up already; `None` when no resource matched.
+    pub(crate) fn resolve(req: &ServiceRequest) -> Option<Self> {
+        if let Some(known) = req.extensions().get::<Option<Self>>() {
+            return known.clone();
+        }
+        let route = req.match_pattern().map(|route| Self(route.into()));
+        req.extensions_mut().insert(route.clone());
+        route
     }
 }
 

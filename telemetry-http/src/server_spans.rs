@@ -47,7 +47,7 @@ use opentelemetry::{InstrumentationScope, KeyValue, StringValue};
 
 use crate::TrustedProxy;
 use crate::client_ip;
-use crate::http_metrics::{KNOWN_METHODS, OTHER_METHOD};
+use crate::http_metrics::{KNOWN_METHODS, MatchedRoute, OTHER_METHOD};
 
 /// The instrumentation scope of the server spans.
 const SCOPE: &str = "telemetry-http";
@@ -142,7 +142,7 @@ where
             .iter()
             .find(|known| **known == method)
             .copied();
-        let route = req.match_pattern();
+        let route = MatchedRoute::resolve(&req).map(|route| route.0);
         let name = match (known, &route) {
             (Some(method), Some(route)) => format!("{method} {route}"),
             (None, Some(route)) => format!("HTTP {route}"),
@@ -230,7 +230,7 @@ fn status_text(status: StatusCode) -> StringValue {
 fn request_attributes(
     req: &ServiceRequest,
     known_method: Option<&'static str>,
-    route: Option<String>,
+    route: Option<Arc<str>>,
     trusted_proxies: &[TrustedProxy],
 ) -> Vec<KeyValue> {
     let mut attributes = Vec::with_capacity(13);

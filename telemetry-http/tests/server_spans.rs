@@ -266,3 +266,46 @@ async fn client_address_believes_only_trusted_proxies() {
         assert_eq!(attribute(&span, "server.port"), ["8080"]);
     }
 }
+
+/// Inside the HTTP metrics middleware, which looks the route up first and leaves it in the
+/// request: the span and the metric name the same route, unmatched paths included.
+#[actix_web::test]
+async fn inside_the_http_metrics_both_see_the_same_route() {
+    collected();
+    let telemetry = telemetry_http::TelemetryHttp::new(
+        breaker_otel::BreakerHandle::disabled(),
+        telemetry_http::TelemetryHttpConfig::default(),
+    )
+    .unwrap();
+    let svc = test::init_service(
+        App::new().wrap(telemetry.http_metrics()).service(
+            web::scope("/items")
+                .wrap(telemetry.server_spans())
+                .route("/{id}", web::get().to(with_child)),
+        ),
+    )
+    .await;
+    for path in ["/items/77", "/items/77/deeper"] {
+        test::call_service(&svc, TestRequest::get().uri(path).to_request()).await;
+    }
+    let span = server_span("/items/77");
+    assert_eq!(span.name, "GET /items/{id}");
+    assert_eq!(attribute(&span, "http.route"), ["/items/{id}"]);
+    let unmatched = server_span("/items/77/deeper");
+    assert_eq!(unmatched.name, "GET");
+    assert!(attribute(&unmatched, "http.route").is_empty());
+
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&telemetry.registry().gather())
+        .unwrap();
+    for route in ["/items/{id}", "unmatched"] {
+        let series = format!(
+            "http_server_requests_total{{method=\"GET\",route=\"{route}\",status_class=\""
+        );
+        assert!(
+            text.lines()
+                .any(|line| line.starts_with(&series) && line.ends_with(" 1")),
+            "{series} in\n{text}"
+        );
+    }
+}

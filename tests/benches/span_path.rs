@@ -8,6 +8,11 @@
 //!   strings); `record/storage_span_tracing` is the storage span as taskman records it,
 //!   a `tracing` span bridged by `tracing-opentelemetry`; `record/storage_span_otel` the
 //!   same span made directly with the OpenTelemetry API.
+//! - `middleware/*`: one `GET /tasks/42` through an actix service in process, inside the
+//!   HTTP metrics middleware as in taskman, bare
+//!   (`none`), with `telemetry-http`'s `ServerSpans` (`server_spans`, what taskman uses)
+//!   and with `opentelemetry-instrumentation-actix-web`'s `RequestTracing`
+//!   (`request_tracing`, which it replaced), into a provider that drops every span.
 //! - `handoff/*`: the same server span into a real batch processor instead, minus nothing:
 //!   `handoff/sdk` is the SDK's `BatchSpanProcessor` with an exporter that drops batches;
 //!   `handoff/pipeline` is `breaker-otel`'s pipeline, exporting to the OTLP receiver of
@@ -193,6 +198,62 @@ fn record(c: &mut Criterion) {
     group.finish();
 }
 
+/// The same request through the same actix service three times: bare, with
+/// `telemetry-http`'s `ServerSpans`, and with `opentelemetry-instrumentation-actix-web`'s
+/// `RequestTracing`, into a provider that drops every span. Subtract `middleware/none`
+/// for the middleware alone (its span's recording included).
+fn middleware(c: &mut Criterion) {
+    use actix_web::test::{TestRequest, call_service, init_service};
+    use actix_web::{App, HttpResponse, web};
+
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(Discard)
+        .build();
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    let system = actix_web::rt::System::new();
+    let request = || {
+        TestRequest::get()
+            .uri("/tasks/42")
+            .insert_header(("host", "127.0.0.1:8080"))
+            .insert_header(("user-agent", "load/1.0"))
+            .peer_addr("127.0.0.1:50000".parse().unwrap())
+            .to_request()
+    };
+    let scope = || web::scope("/tasks").route("/{id}", web::get().to(HttpResponse::Ok));
+    // Inside the HTTP metrics middleware, as in taskman: it looks the route up first.
+    let metrics = telemetry_http::TelemetryHttp::new(
+        breaker_otel::BreakerHandle::disabled(),
+        telemetry_http::TelemetryHttpConfig::default(),
+    )
+    .unwrap()
+    .http_metrics();
+    let mut group = c.benchmark_group("middleware");
+    group.throughput(Throughput::Elements(1));
+
+    let bare = system.block_on(init_service(
+        App::new().wrap(metrics.clone()).service(scope()),
+    ));
+    group.bench_function("none", |b| {
+        b.iter(|| system.block_on(call_service(&bare, request())));
+    });
+    let ours = system.block_on(init_service(
+        App::new()
+            .wrap(metrics.clone())
+            .service(scope().wrap(telemetry_http::ServerSpans::new())),
+    ));
+    group.bench_function("server_spans", |b| {
+        b.iter(|| system.block_on(call_service(&ours, request())));
+    });
+    let stock = system.block_on(init_service(App::new().wrap(metrics).service(
+        scope().wrap(opentelemetry_instrumentation_actix_web::RequestTracing::new()),
+    )));
+    group.bench_function("request_tracing", |b| {
+        b.iter(|| system.block_on(call_service(&stock, request())));
+    });
+    group.finish();
+    let _ = provider.shutdown();
+}
+
 fn handoff(c: &mut Criterion) {
     let (runtime, receiver) = receiver();
     let mut group = c.benchmark_group("handoff");
@@ -275,5 +336,5 @@ fn send(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, record, handoff, encode, send);
+criterion_group!(benches, record, middleware, handoff, encode, send);
 criterion_main!(benches);
