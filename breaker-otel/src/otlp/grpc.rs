@@ -75,8 +75,8 @@ impl GrpcTransport {
 
 /// One `Export` call on `channel`, step by step as the generated clients' `export` does it
 /// (wait until ready, then `unary` with prost's codec on the method's path). Ours because
-/// the generated clients take only their own request type, and a service can be sent any
-/// message that encodes as its request.
+/// the generated clients take only their own request type, and the trace service is sent a
+/// [`SpanBatch`](super::encode::SpanBatch), which encodes itself.
 async fn export<S: Service>(
     channel: Channel,
     gzip: bool,

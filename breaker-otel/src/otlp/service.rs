@@ -20,7 +20,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 
-/// One OTLP export request type, with its service's names and its answer.
+use super::encode::SpanBatch;
+
+/// One OTLP export request type, with its service's names and its answer. The trace
+/// service has two: the [`SpanBatch`] the span exporter sends, and the generated
+/// `ExportTraceServiceRequest` (whose answer `classify_http` reads).
 pub(crate) trait Service: prost::Message + Sized + Send + 'static {
     /// The service's answer.
     type Response: prost::Message + Default + Send + 'static;
@@ -64,7 +68,7 @@ macro_rules! service {
 }
 
 service!(
-    [ExportTraceServiceRequest],
+    [SpanBatch, ExportTraceServiceRequest],
     ExportTraceServiceResponse,
     trace_service_server,
     "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
@@ -97,6 +101,7 @@ mod tests {
     /// servers, which the test receiver serves.
     #[test]
     fn grpc_paths_are_the_generated_services_export_methods() {
+        check::<SpanBatch>();
         check::<ExportTraceServiceRequest>();
         check::<ExportLogsServiceRequest>();
         check::<ExportMetricsServiceRequest>();
