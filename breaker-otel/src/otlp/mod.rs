@@ -13,7 +13,7 @@
 //! the spans because building the messages first was most of the export's CPU
 //! (`docs/pipeline.md`).
 
-mod encode;
+pub(crate) mod encode;
 mod grpc;
 mod http;
 mod logs;
