@@ -1,8 +1,9 @@
 //! Test doubles for code that wraps or feeds an exporter: a
 //! [`ScriptedExporter`] whose every answer the test decides, as a span, log
 //! or metric exporter; [`spans`], batches of the SDK's own test span data;
-//! [`log_records`], records like those the `tracing` bridge makes; and
-//! [`metric_points`], metrics with a chosen number of data points.
+//! [`log_records`], records like those the `tracing` bridge makes;
+//! [`metric_points`], metrics with a chosen number of data points; and
+//! [`otlp_trace_request`], the bytes the OTLP span exporter sends for a batch.
 //!
 //! Only built with the non-default `test-util` feature; crates enable it in
 //! their `[dev-dependencies]`. It is here, next to the adapter, so that the
@@ -17,6 +18,7 @@ use std::time::{Duration, SystemTime};
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::logs::{LogBatch, LogExporter, SdkLogRecord, SdkLoggerProvider};
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
@@ -392,6 +394,16 @@ fn data_points(data: &opentelemetry_sdk::metrics::data::AggregatedMetrics) -> us
 /// `opentelemetry_sdk::testing::trace::new_test_export_span_data()`.
 pub fn spans(n: usize) -> Vec<SpanData> {
     (0..n).map(|_| new_test_export_span_data()).collect()
+}
+
+/// The protobuf bytes of the OTLP trace export request that
+/// [`OtlpSpanExporter`](crate::OtlpSpanExporter) sends for `batch` from a process with
+/// `resource` (before any gzip), encoded straight from the spans: what
+/// `tests/benches/span_path.rs` measures against `opentelemetry-proto`'s transform and
+/// prost, and what they encode to, byte for byte.
+pub fn otlp_trace_request(batch: Vec<SpanData>, resource: &Resource) -> Vec<u8> {
+    use prost::Message as _;
+    crate::otlp::encode::SpanBatch::new(batch, resource.clone()).encode_to_vec()
 }
 
 /// Owned log records with their scopes, to lend out as a [`LogBatch`]:

@@ -1,12 +1,15 @@
-//! OTLP over gRPC: the generated service clients (traces, logs, metrics) on one lazily
-//! connected tonic channel. A failed call's whole `tonic::Status` (details included) is
-//! classified, not a string.
+//! OTLP over gRPC: one unary `Export` call, made as the generated service clients make
+//! theirs, for any of the three services, on one lazily connected tonic channel. A failed
+//! call's whole `tonic::Status` (details included) is classified, not a string.
 
 use std::time::Duration;
 
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use tonic::codec::CompressionEncoding;
 use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
+use tonic_prost::ProstCodec;
 
 use super::USER_AGENT;
 use super::report::{ExportFailure, ExportReport, FailureCause, classify_status};
@@ -50,7 +53,7 @@ impl GrpcTransport {
         *request.metadata_mut() = self.metadata.clone();
         request.set_timeout(timeout);
         let started = tokio::time::Instant::now();
-        match S::grpc_export(self.channel.clone(), self.gzip, request).await {
+        match export(self.channel.clone(), self.gzip, request).await {
             Ok(response) => ExportReport::from_response::<S>(&response),
             // tonic enforces `grpc-timeout` on the client too, and reports its own
             // expiry as `CANCELLED`; that race with the caller's deadline is our
@@ -68,4 +71,34 @@ impl GrpcTransport {
             Err(status) => ExportReport::Failed(classify_status(&status)),
         }
     }
+}
+
+/// One `Export` call on `channel`, step by step as the generated clients' `export` does it
+/// (wait until ready, then `unary` with prost's codec on the method's path). Ours because
+/// the generated clients take only their own request type, and the trace service is sent a
+/// [`SpanBatch`](super::encode::SpanBatch), which encodes itself.
+async fn export<S: Service>(
+    channel: Channel,
+    gzip: bool,
+    mut request: tonic::Request<S>,
+) -> Result<S::Response, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    if gzip {
+        grpc = grpc
+            .send_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Gzip);
+    }
+    grpc.ready()
+        .await
+        .map_err(|err| tonic::Status::unknown(format!("Service was not ready: {err}")))?;
+    request
+        .extensions_mut()
+        .insert(tonic::GrpcMethod::new(S::GRPC_SERVICE, "Export"));
+    grpc.unary(
+        request,
+        PathAndQuery::from_static(S::GRPC_PATH),
+        ProstCodec::<S, S::Response>::default(),
+    )
+    .await
+    .map(tonic::Response::into_inner)
 }

@@ -5,11 +5,15 @@
 //! requested delay (`RetryInfo`, `Retry-After`) and partial successes.
 //!
 //! Why not `opentelemetry-otlp`'s exporters, and what is reused from the OpenTelemetry
-//! crates instead, is in `docs/otlp-exporter.md`. In short: the encoding
-//! (`opentelemetry-proto`), the gRPC stack (`tonic`), the HTTP client (`opentelemetry-http`
-//! over reqwest) are theirs; only the few lines that send one request and read its answer
-//! are ours, written once for the three services ([`Client`], `service.rs`).
+//! crates instead, is in `docs/otlp-exporter.md`. In short: the messages and the log and
+//! metric encoding (`opentelemetry-proto`), the gRPC stack (`tonic`), the HTTP client
+//! (`opentelemetry-http` over reqwest) are theirs; ours are the few lines that send one
+//! request and read its answer, written once for the three services ([`Client`],
+//! `service.rs`), and the trace request's encoding (`encode.rs`), written straight from
+//! the spans because building the messages first was most of the export's CPU
+//! (`docs/pipeline.md`).
 
+pub(crate) mod encode;
 mod grpc;
 mod http;
 mod logs;

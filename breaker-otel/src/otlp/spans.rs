@@ -1,16 +1,15 @@
-//! The OTLP span exporter: a batch of `SpanData` moved (not copied) into one
-//! `ExportTraceServiceRequest` and sent by the shared [`Client`].
+//! The OTLP span exporter: a batch of `SpanData` moved (not copied) into one [`SpanBatch`],
+//! which encodes as the `ExportTraceServiceRequest` of those spans without building it, and
+//! sent by the shared [`Client`].
 
 use std::fmt;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
-use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 
+use super::encode::SpanBatch;
 use super::{Client, ExportReport, OtlpExporterConfig, OtlpExporterError};
 use crate::pipeline::Protocol;
 
@@ -23,7 +22,8 @@ use crate::pipeline::Protocol;
 /// run there, also when an export is driven from elsewhere (the SDK's batch thread).
 pub struct OtlpSpanExporter {
     client: Client,
-    resource: ResourceAttributesWithSchema,
+    /// Empty until the SDK sets it; a cheap clone (an `Arc`) into each request.
+    resource: Resource,
 }
 
 impl fmt::Debug for OtlpSpanExporter {
@@ -47,7 +47,7 @@ impl OtlpSpanExporter {
     pub fn new(config: OtlpExporterConfig) -> Result<Self, OtlpExporterError> {
         Ok(Self {
             client: Client::new(config)?,
-            resource: ResourceAttributesWithSchema::default(),
+            resource: Resource::builder_empty().build(),
         })
     }
 
@@ -58,7 +58,7 @@ impl OtlpSpanExporter {
     }
 
     /// Sends `batch` as one OTLP request and reports the answer. The batch is consumed:
-    /// its spans are moved, not copied, into the request.
+    /// its spans are moved, not copied, into the request, and encoded straight from there.
     ///
     /// An export that takes longer than the configured timeout (connecting included) fails
     /// with [`FailureCause::Timeout`](crate::FailureCause::Timeout); after
@@ -68,9 +68,7 @@ impl OtlpSpanExporter {
         if self.client.is_shut_down() {
             return Client::shut_down_report();
         }
-        let request = ExportTraceServiceRequest {
-            resource_spans: group_spans_by_resource_and_scope(batch, &self.resource),
-        };
+        let request = SpanBatch::new(batch, self.resource.clone());
         self.client.send(request).await
     }
 }
@@ -89,7 +87,7 @@ impl SpanExporter for OtlpSpanExporter {
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        self.resource = resource.into();
+        self.resource = resource.clone();
     }
 }
 
