@@ -299,9 +299,8 @@ async fn inside_the_http_metrics_both_see_the_same_route() {
         .encode_to_string(&telemetry.registry().gather())
         .unwrap();
     for route in ["/items/{id}", "unmatched"] {
-        let series = format!(
-            "http_server_requests_total{{method=\"GET\",route=\"{route}\",status_class=\""
-        );
+        let series =
+            format!("http_server_requests_total{{method=\"GET\",route=\"{route}\",status_class=\"");
         assert!(
             text.lines()
                 .any(|line| line.starts_with(&series) && line.ends_with(" 1")),
