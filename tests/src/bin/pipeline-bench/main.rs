@@ -31,6 +31,7 @@
     reason = "progress on the console is what the person running a benchmark watches"
 )]
 
+mod instructions;
 mod report;
 
 use std::path::PathBuf;
@@ -80,6 +81,12 @@ struct Cli {
     /// Only these variants (by name), in this order; tracing off is always kept.
     #[arg(long, value_name = "NAME")]
     only: Vec<String>,
+    /// Also count each variant's instructions under `valgrind --tool=callgrind`.
+    #[arg(long)]
+    instructions: bool,
+    /// Only count instructions: no timed rounds.
+    #[arg(long, conflicts_with = "rounds")]
+    instructions_only: bool,
 }
 
 /// How long each part of a round takes, and at what rates.
@@ -254,6 +261,9 @@ pub(crate) struct Results {
     pub(crate) plan: Plan,
     pub(crate) variants: Vec<Variant>,
     pub(crate) samples: Vec<Sample>,
+    /// Each variant's instructions under callgrind (none unless asked for).
+    #[serde(default)]
+    pub(crate) instructions: Vec<instructions::InstructionSample>,
     pub(crate) load_average_before: String,
     pub(crate) load_average_after: String,
 }
@@ -323,16 +333,35 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let load_average_before = load_average();
     let mut samples = Vec::new();
+    if cli.instructions_only {
+        plan.rounds = 0;
+    }
     for round in 1..=plan.rounds {
         for variant in &variants {
             println!("==> round {round}/{}: {}", plan.rounds, variant.name);
             samples.extend(run_variant(&cli, &plan, &receiver, variant, round)?);
         }
     }
+    let mut counted = Vec::new();
+    if cli.instructions || cli.instructions_only {
+        let dir = cli
+            .markdown
+            .parent()
+            .unwrap_or_else(|| std::path::Path::new("."))
+            .join("callgrind");
+        for variant in &variants {
+            println!("==> instructions under callgrind: {}", variant.name);
+            let sample =
+                instructions::measure(binary(&cli, variant)?, &plan, &receiver, variant, &dir)?;
+            println!("  {}", report::instructions_line(&sample));
+            counted.push(sample);
+        }
+    }
     let results = Results {
         plan,
         variants,
         samples,
+        instructions: counted,
         load_average_before,
         load_average_after: load_average(),
     };
@@ -360,20 +389,8 @@ fn run_variant(
     round: usize,
 ) -> anyhow::Result<Vec<Sample>> {
     let endpoint = receiver.endpoint();
-    let mut env = vec![
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-        // The disk's fsync would dominate and add noise; the comparison is about telemetry.
-        ("TASKMAN__STORAGE__PATH", ":memory:"),
-        // `info`: the harness waits for the `listening on` line.
-        ("RUST_LOG", "info"),
-    ];
-    env.extend(variant.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    let binary = match (variant.stock, &cli.stock_server, &cli.server) {
-        (true, Some(stock), _) => stock,
-        (false, _, Some(server)) => server,
-        _ => bail!("no binary for variant {}", variant.name),
-    };
-    let mut server = TaskmanServer::start_binary(binary, &env, &[])
+    let env = server_env(&endpoint, variant);
+    let mut server = TaskmanServer::start_binary(binary(cli, variant)?, &env, &[])
         .with_context(|| format!("starting the server ({})", variant.name))?;
     pin(server.pid(), plan.server_cpu)?;
     let mut health = GetClient::new(server.addr(), Duration::from_secs(5));
@@ -427,6 +444,28 @@ fn run_variant(
     server.sigterm().context("stopping the server")?;
     let _ = server.wait_exit(Duration::from_secs(10));
     Ok(samples)
+}
+
+/// The server's environment for `variant`, exporting to `endpoint`.
+fn server_env<'a>(endpoint: &'a str, variant: &'a Variant) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        // The disk's fsync would dominate and add noise; the comparison is about telemetry.
+        ("TASKMAN__STORAGE__PATH", ":memory:"),
+        // `info`: the harness waits for the `listening on` line.
+        ("RUST_LOG", "info"),
+    ];
+    env.extend(variant.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    env
+}
+
+/// The binary `variant` runs: the stock build or the shipped one.
+fn binary<'a>(cli: &'a Cli, variant: &Variant) -> anyhow::Result<&'a PathBuf> {
+    match (variant.stock, &cli.stock_server, &cli.server) {
+        (true, Some(stock), _) => Ok(stock),
+        (false, _, Some(server)) => Ok(server),
+        _ => bail!("no binary for variant {}", variant.name),
+    }
 }
 
 fn spec(plan: &Plan, server: &TaskmanServer, rate: Option<f64>, duration: Duration) -> LoadSpec {
