@@ -13,7 +13,8 @@
 //!    PostgreSQL, and SQLite against PostgreSQL for one; it writes its section
 //!    itself. It needs PostgreSQL's server programs, installed first if missing.
 //! 8. `pipeline-bench`: the pipeline's cost per span, the server pinned to one
-//!    CPU, against tracing off and the stock pipeline.
+//!    CPU, against tracing off and the stock pipeline, timed and counted in
+//!    instructions under callgrind (valgrind, installed first if missing).
 //! 9. `tests`' criterion benchmark (`span_path`): one span, stage by stage.
 //!
 //! Speed is measured here, never asserted in CI: no gate runs this, and a
@@ -53,7 +54,12 @@ const QUICK_CRITERION: [&str; 4] = ["--warm-up-time", "0.3", "--measurement-time
 pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     let started = Instant::now();
     // Bench 7 runs a PostgreSQL cluster: a missing install fails now, not after the rest.
-    Installer::new(true).ensure(root, &tools::POSTGRESQL, tools::has_postgres_server)?;
+    let mut installer = Installer::new(true);
+    installer.ensure(root, &tools::POSTGRESQL, tools::has_postgres_server)?;
+    // Bench 8 counts instructions under callgrind.
+    installer.ensure(root, &tools::VALGRIND, || {
+        tools::answers_version("valgrind") && tools::answers_version("callgrind_control")
+    })?;
     let machine = Machine::read(root);
     let target = target_dir(root)?;
     let criterion_dir = target.join("criterion");
@@ -151,7 +157,9 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
         .arg("--stock-server")
         .arg(stock_target.join("release").join("taskman-server"))
         // The setting under test: telemetry at normal priority, against the default.
-        .args(["--variant", "normal:TASKMAN__TELEMETRY__PRIORITY=normal"]);
+        .args(["--variant", "normal:TASKMAN__TELEMETRY__PRIORITY=normal"])
+        // CPU per span as instructions too: this VM's timed figures are too noisy for it.
+        .arg("--instructions");
     let pipeline = run_fragment_bench(command, &out_dir, "pipeline-bench", &mut commands)?;
 
     println!("==> bench 9: the span path stage by stage (criterion)");

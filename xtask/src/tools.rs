@@ -57,6 +57,16 @@ pub(crate) const POSTGRESQL: Tool = Tool {
     },
 };
 
+/// `valgrind --tool=callgrind` and `callgrind_control`: `pipeline-bench` counts the
+/// server's instructions per exported span, a figure scheduler noise cannot blur.
+pub(crate) const VALGRIND: Tool = Tool {
+    name: "valgrind (callgrind)",
+    why: "the pipeline bench counts the server's instructions per span under callgrind",
+    source: Source::Apt {
+        package: "valgrind",
+    },
+};
+
 /// `cargo llvm-cov` reads the profiles with the toolchain's `llvm-profdata`
 /// and `llvm-cov`.
 pub(crate) const LLVM_TOOLS: Tool = Tool {

@@ -25,6 +25,11 @@
 //!
 //! After each load the bench waits for the pipeline to flush and counts what reached the
 //! receiver against the spans that ended. Nothing is asserted: numbers are reported.
+//!
+//! With `--instructions` (or `--instructions-only`, which skips the timed rounds) each
+//! variant also runs once under `valgrind --tool=callgrind` at a paced rate
+//! ([`instructions`]): instructions per request, tracing on minus off, per exported span.
+//! On a shared VM that count is steady where CPU time at a paced rate is not.
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
