@@ -17,15 +17,34 @@ use std::io::IsTerminal as _;
 use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::FilterExt as _;
 use tracing_subscriber::filter::{EnvFilter, LevelFilter, filter_fn};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::{SubscriberInitExt as _, TryInitError};
 
 use crate::config::{ConfigError, LogFormat};
 
+/// `RUST_LOG`'s directives, checked: each layer gets its own [`EnvFilter`] built from them
+/// ([`LogFilter::env_filter`]).
+#[derive(Debug, Clone)]
+pub struct LogFilter {
+    directives: String,
+}
+
+impl LogFilter {
+    /// A fresh filter of these directives, `info` for anything they do not name.
+    #[must_use]
+    pub fn env_filter(&self) -> EnvFilter {
+        EnvFilter::builder()
+            .with_default_directive(LevelFilter::INFO.into())
+            // Parsed once already by `filter`: nothing is lost.
+            .parse_lossy(&self.directives)
+    }
+}
+
 /// The filter for `RUST_LOG`'s value; unset or empty means `info`. A value that does not
 /// parse is a configuration error rather than silently ignored.
-pub fn filter(rust_log: Option<&str>) -> Result<EnvFilter, ConfigError> {
+pub fn filter(rust_log: Option<&str>) -> Result<LogFilter, ConfigError> {
     let directives = rust_log.unwrap_or_default();
     EnvFilter::builder()
         .with_default_directive(LevelFilter::INFO.into())
@@ -34,7 +53,10 @@ pub fn filter(rust_log: Option<&str>) -> Result<EnvFilter, ConfigError> {
             var: "RUST_LOG".to_owned(),
             value: directives.to_owned(),
             reason: err.to_string(),
-        })
+        })?;
+    Ok(LogFilter {
+        directives: directives.to_owned(),
+    })
 }
 
 /// The crates whose events are about the telemetry pipeline or the transport it sends
@@ -63,22 +85,42 @@ pub fn is_pipeline_target(target: &str) -> bool {
 /// Installs the global subscriber: the log to stderr, and to `logs` when given (minus the
 /// pipeline's own events), both filtered by `filter`. Fails only if one is already
 /// installed.
+///
+/// Every layer has a filter of its own, and each decides from an event's callsite alone,
+/// so `tracing` caches the verdict per callsite: a disabled event (h2's and actix's
+/// `trace!` lines, dozens per request) costs one load, not a walk of the filters. A global
+/// `EnvFilter` beside a per-layer filter would make every callsite "sometimes" enabled,
+/// and every such event would run both filters, in the request path and the export path.
 pub fn init(
     format: LogFormat,
-    filter: EnvFilter,
+    filter: &LogFilter,
     logs: Option<&SdkLoggerProvider>,
 ) -> Result<(), TryInitError> {
     let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let exported = logs.map(|provider| {
-        OpenTelemetryTracingBridge::new(provider)
-            .with_filter(filter_fn(|meta| !is_pipeline_target(meta.target())))
+        OpenTelemetryTracingBridge::new(provider).with_filter(
+            filter
+                .env_filter()
+                .and(filter_fn(|meta| !is_pipeline_target(meta.target()))),
+        )
     });
-    let registry = tracing_subscriber::registry().with(filter).with(exported);
+    let registry = tracing_subscriber::registry().with(exported);
     match format {
         LogFormat::Text => registry
-            .with(layer.with_ansi(std::io::stderr().is_terminal()))
+            .with(
+                layer
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_filter(filter.env_filter()),
+            )
             .try_init(),
-        LogFormat::Json => registry.with(layer.json().flatten_event(true)).try_init(),
+        LogFormat::Json => registry
+            .with(
+                layer
+                    .json()
+                    .flatten_event(true)
+                    .with_filter(filter.env_filter()),
+            )
+            .try_init(),
     }
 }
 

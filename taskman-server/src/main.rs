@@ -75,7 +75,7 @@ fn main() -> ExitCode {
         Ok(telemetry) => telemetry,
         Err(err) => return startup_error(&err),
     };
-    if let Err(err) = logging::init(settings.log.format, filter, telemetry.logger_provider()) {
+    if let Err(err) = logging::init(settings.log.format, &filter, telemetry.logger_provider()) {
         return fatal(format_args!("cannot start logging: {err}"));
     }
     let outcome = runtime.block_on(app::run(settings, telemetry));
