@@ -86,7 +86,7 @@ pub(crate) fn measure(
         .with_context(|| format!("starting the server under callgrind ({})", variant.name))?;
     pin(server.pid(), plan.server_cpu)?;
     let mut health = load::GetClient::new(server.addr(), Duration::from_secs(30));
-    let traced = variant.env.iter().all(|(k, _)| k != "OTEL_SDK_DISABLED");
+    let traced = variant.traced();
 
     let _ = load::run(&spec(plan, &server, Some(RATE), WARMUP));
     settle(receiver, &mut health, traced);

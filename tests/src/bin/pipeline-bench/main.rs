@@ -160,6 +160,11 @@ impl Variant {
         }
     }
 
+    /// Whether this variant traces at all (tracing off sets `OTEL_SDK_DISABLED`).
+    pub(crate) fn traced(&self) -> bool {
+        self.env.iter().all(|(k, _)| k != "OTEL_SDK_DISABLED")
+    }
+
     /// `NAME:KEY=VALUE,KEY=VALUE`.
     fn parse(text: &str) -> anyhow::Result<Self> {
         let (name, env) = text
@@ -399,7 +404,7 @@ fn run_variant(
         .with_context(|| format!("starting the server ({})", variant.name))?;
     pin(server.pid(), plan.server_cpu)?;
     let mut health = GetClient::new(server.addr(), Duration::from_secs(5));
-    let traced = variant.env.iter().all(|(k, _)| k != "OTEL_SDK_DISABLED");
+    let traced = variant.traced();
 
     // Warm up: connections, the task table, the exporter's channel.
     let _ = load::run(&spec(plan, &server, Some(plan.paced_rate), plan.warmup));
