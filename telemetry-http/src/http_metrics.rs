@@ -10,10 +10,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use actix_web::Error;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::StatusCode;
-use actix_web::{Error, HttpMessage as _};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+use crate::matched_route::MatchedRoute;
 
 /// The `route` label of requests no resource matched.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -183,30 +185,12 @@ where
                 Ok(res) => res.status(),
                 Err(err) => err.as_response_error().status_code(),
             };
-            let route = route.as_ref().map_or(UNMATCHED_ROUTE, |route| &route.0);
+            let route = route
+                .as_ref()
+                .map_or(UNMATCHED_ROUTE, |route| route.0.pattern());
             metrics.record(method, route, status, started);
             result
         })
-    }
-}
-
-/// The route pattern a request matched (`/tasks/{id}`), looked up once per
-/// request and kept in its extensions: actix finds it by matching the path
-/// against the whole resource map again, which costs more than the span
-/// that records it.
-#[derive(Clone, Debug)]
-pub(crate) struct MatchedRoute(pub(crate) Arc<str>);
-
-impl MatchedRoute {
-    /// The request's route, from its extensions when an outer middleware
-    /// looked it up already; `None` when no resource matched.
-    pub(crate) fn resolve(req: &ServiceRequest) -> Option<Self> {
-        if let Some(known) = req.extensions().get::<Option<Self>>() {
-            return known.clone();
-        }
-        let route = req.match_pattern().map(|route| Self(route.into()));
-        req.extensions_mut().insert(route.clone());
-        route
     }
 }
 

@@ -78,6 +78,7 @@ mod config;
 mod error;
 mod health;
 mod http_metrics;
+mod matched_route;
 mod otlp_metrics;
 mod rate_limit;
 mod routes;

@@ -29,7 +29,9 @@
 //! method, scheme and protocol version, the route string moved rather than
 //! copied, and a concrete future instead of a boxed one.
 
+use std::cell::RefCell;
 use std::future::{Future, Ready, ready};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -47,7 +49,8 @@ use opentelemetry::{InstrumentationScope, KeyValue, StringValue};
 
 use crate::TrustedProxy;
 use crate::client_ip;
-use crate::http_metrics::{KNOWN_METHODS, MatchedRoute, OTHER_METHOD};
+use crate::http_metrics::{KNOWN_METHODS, OTHER_METHOD};
+use crate::matched_route::{MatchedRoute, Route};
 
 /// The instrumentation scope of the server spans.
 const SCOPE: &str = "telemetry-http";
@@ -101,6 +104,7 @@ where
             service,
             tracer: global::tracer_with_scope(scope),
             trusted_proxies: Arc::clone(&self.trusted_proxies),
+            recent: Recent::default(),
         }))
     }
 }
@@ -110,6 +114,7 @@ pub struct ServerSpansService<S> {
     service: S,
     tracer: BoxedTracer,
     trusted_proxies: Arc<[TrustedProxy]>,
+    recent: Recent,
 }
 
 impl<S> std::fmt::Debug for ServerSpansService<S> {
@@ -138,18 +143,15 @@ where
             propagator.extract(&Headers(req.headers()))
         });
         let method = req.method().as_str();
-        let known = KNOWN_METHODS
-            .iter()
-            .find(|known| **known == method)
-            .copied();
+        let known = KNOWN_METHODS.iter().position(|known| *known == method);
         let route = MatchedRoute::resolve(&req).map(|route| route.0);
-        let name = match (known, &route) {
-            (Some(method), Some(route)) => format!("{method} {route}"),
-            (None, Some(route)) => format!("HTTP {route}"),
-            (Some(method), None) => method.to_owned(),
-            (None, None) => "HTTP".to_owned(),
+        let name = match (route, known) {
+            (Some(route), known) => route.span_name(known),
+            (None, Some(index)) => KNOWN_METHODS[index],
+            (None, None) => "HTTP",
         };
-        let attributes = request_attributes(&req, known, route, &self.trusted_proxies);
+        let attributes =
+            self.request_attributes(&req, known.map(|index| KNOWN_METHODS[index]), route);
         let builder = self
             .tracer
             .span_builder(name)
@@ -226,62 +228,142 @@ fn status_text(status: StatusCode) -> StringValue {
     }
 }
 
-/// The attributes known when the request arrives.
-fn request_attributes(
-    req: &ServiceRequest,
-    known_method: Option<&'static str>,
-    route: Option<Arc<str>>,
-    trusted_proxies: &[TrustedProxy],
-) -> Vec<KeyValue> {
-    let mut attributes = Vec::with_capacity(13);
-    match known_method {
-        Some(method) => attributes.push(KeyValue::new("http.request.method", method)),
-        None => {
-            attributes.push(KeyValue::new("http.request.method", OTHER_METHOD));
+impl<S> ServerSpansService<S> {
+    /// The attributes known when the request arrives.
+    fn request_attributes(
+        &self,
+        req: &ServiceRequest,
+        known_method: Option<&'static str>,
+        route: Option<&'static Route>,
+    ) -> Vec<KeyValue> {
+        let mut attributes = Vec::with_capacity(13);
+        match known_method {
+            Some(method) => attributes.push(KeyValue::new("http.request.method", method)),
+            None => {
+                attributes.push(KeyValue::new("http.request.method", OTHER_METHOD));
+                attributes.push(KeyValue::new(
+                    "http.request.method_original",
+                    req.method().as_str().to_owned(),
+                ));
+            }
+        }
+        if let Some(route) = route {
+            attributes.push(KeyValue::new("http.route", route.pattern()));
+        }
+        let uri = req.uri();
+        attributes.push(KeyValue::new("url.path", uri.path().to_owned()));
+        if let Some(query) = uri.query() {
+            attributes.push(KeyValue::new("url.query", query.to_owned()));
+        }
+        let scheme = if req.app_config().secure() {
+            "https"
+        } else {
+            "http"
+        };
+        attributes.push(KeyValue::new("url.scheme", scheme));
+        if let Some(version) = protocol_version(req.version()) {
+            attributes.push(KeyValue::new("network.protocol.version", version));
+        }
+        if let Some((host, port)) = authority(req).and_then(|text| self.recent.host.get(text)) {
+            attributes.push(KeyValue::new("server.address", host));
+            if let Some(port) = port {
+                attributes.push(KeyValue::new("server.port", i64::from(port)));
+            }
+        }
+        if let Some(peer) = req.peer_addr().map(|addr| addr.ip()) {
+            let client = client_ip::client_ip(peer, req.headers(), &self.trusted_proxies);
             attributes.push(KeyValue::new(
-                "http.request.method_original",
-                req.method().as_str().to_owned(),
+                "client.address",
+                self.recent.client.get(client),
+            ));
+            if client != peer {
+                attributes.push(KeyValue::new(
+                    "network.peer.address",
+                    self.recent.peer.get(peer),
+                ));
+            }
+        }
+        if let Some(agent) = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|value| value.to_str().ok())
+        {
+            attributes.push(KeyValue::new(
+                "user_agent.original",
+                self.recent.agent.get(agent),
             ));
         }
+        attributes
     }
-    if let Some(route) = route {
-        attributes.push(KeyValue::new("http.route", route));
-    }
-    let uri = req.uri();
-    attributes.push(KeyValue::new("url.path", uri.path().to_owned()));
-    if let Some(query) = uri.query() {
-        attributes.push(KeyValue::new("url.query", query.to_owned()));
-    }
-    let scheme = if req.app_config().secure() {
-        "https"
-    } else {
-        "http"
-    };
-    attributes.push(KeyValue::new("url.scheme", scheme));
-    if let Some(version) = protocol_version(req.version()) {
-        attributes.push(KeyValue::new("network.protocol.version", version));
-    }
-    if let Some((host, port)) = server_address(req) {
-        attributes.push(KeyValue::new("server.address", host));
-        if let Some(port) = port {
-            attributes.push(KeyValue::new("server.port", i64::from(port)));
+}
+
+/// The last value of each attribute that repeats from one request to the next
+/// (the `Host` a service is reached by, a client's address and user agent on
+/// its keep-alive connection), so that a worker copies each once per change
+/// rather than once per request: a hit is a comparison and a reference count.
+#[derive(Debug, Default)]
+struct Recent {
+    host: RecentHost,
+    agent: RecentText,
+    client: RecentAddress,
+    peer: RecentAddress,
+}
+
+/// The last text seen, shared.
+#[derive(Debug, Default)]
+struct RecentText(RefCell<Option<StringValue>>);
+
+impl RecentText {
+    fn get(&self, text: &str) -> StringValue {
+        let mut last = self.0.borrow_mut();
+        match &*last {
+            Some(value) if value.as_str() == text => value.clone(),
+            _ => {
+                let value = StringValue::from(Arc::<str>::from(text));
+                *last = Some(value.clone());
+                value
+            }
         }
     }
-    if let Some(peer) = req.peer_addr().map(|addr| addr.ip()) {
-        let client = client_ip::client_ip(peer, req.headers(), trusted_proxies);
-        attributes.push(KeyValue::new("client.address", client.to_string()));
-        if client != peer {
-            attributes.push(KeyValue::new("network.peer.address", peer.to_string()));
+}
+
+/// The last authority seen, parsed.
+#[derive(Debug, Default)]
+struct RecentHost(RefCell<Option<(Box<str>, Option<ServerAddress>)>>);
+
+/// `server.address` and, when the authority names one, `server.port`.
+type ServerAddress = (StringValue, Option<u16>);
+
+impl RecentHost {
+    fn get(&self, authority: &str) -> Option<ServerAddress> {
+        let mut last = self.0.borrow_mut();
+        match &*last {
+            Some((seen, parsed)) if **seen == *authority => parsed.clone(),
+            _ => {
+                let parsed = server_address(authority);
+                *last = Some((authority.into(), parsed.clone()));
+                parsed
+            }
         }
     }
-    if let Some(agent) = req
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|value| value.to_str().ok())
-    {
-        attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
+}
+
+/// The last address seen, with its text.
+#[derive(Debug, Default)]
+struct RecentAddress(RefCell<Option<(IpAddr, StringValue)>>);
+
+impl RecentAddress {
+    fn get(&self, address: IpAddr) -> StringValue {
+        let mut last = self.0.borrow_mut();
+        match &*last {
+            Some((seen, value)) if *seen == address => value.clone(),
+            _ => {
+                let value = StringValue::from(Arc::<str>::from(address.to_string()));
+                *last = Some((address, value.clone()));
+                value
+            }
+        }
     }
-    attributes
 }
 
 /// `network.protocol.version`: `1.1`, `2` and so on.
@@ -296,24 +378,30 @@ fn protocol_version(version: Version) -> Option<&'static str> {
     }
 }
 
-/// The host and port the client addressed: the request target's authority
-/// (HTTP/2, absolute-form) or the `Host` header. `None` when neither names one.
-fn server_address(req: &ServiceRequest) -> Option<(String, Option<u16>)> {
-    let parsed;
-    let authority = match req.uri().authority() {
-        Some(authority) => authority,
-        None => {
-            let host = req.headers().get(header::HOST)?.to_str().ok()?;
-            parsed = host.parse::<Authority>().ok()?;
-            &parsed
-        }
-    };
+/// The authority the client addressed: the request target's (HTTP/2,
+/// absolute-form) or the `Host` header. `None` when neither names one.
+fn authority(req: &ServiceRequest) -> Option<&str> {
+    match req.uri().authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => req.headers().get(header::HOST)?.to_str().ok(),
+    }
+}
+
+/// `server.address` and `server.port` of an authority; `None` when it names no
+/// host.
+fn server_address(authority: &str) -> Option<ServerAddress> {
+    let authority = authority.parse::<Authority>().ok()?;
     // `server.address` is the bare name or address: no IPv6 brackets.
     let host = authority
         .host()
         .trim_start_matches('[')
         .trim_end_matches(']');
-    (!host.is_empty()).then(|| (host.to_owned(), authority.port_u16()))
+    (!host.is_empty()).then(|| {
+        (
+            StringValue::from(Arc::<str>::from(host)),
+            authority.port_u16(),
+        )
+    })
 }
 
 /// The request headers as the propagator reads them.

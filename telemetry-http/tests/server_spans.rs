@@ -267,6 +267,73 @@ async fn client_address_believes_only_trusted_proxies() {
     }
 }
 
+/// One worker serves one client after another: each span has its own request's host, user
+/// agent and client, never the previous request's, and a request without them has none.
+#[actix_web::test]
+async fn successive_requests_each_record_their_own_host_agent_and_client() {
+    collected();
+    let svc = service!(ServerSpans::new());
+    let requests = [
+        (
+            "/items/101",
+            Some("a.example:80"),
+            Some("one/1"),
+            "192.0.2.10:1000",
+        ),
+        (
+            "/items/102",
+            Some("a.example:80"),
+            Some("one/1"),
+            "192.0.2.10:1001",
+        ),
+        (
+            "/items/103",
+            Some("b.example"),
+            Some("two/2"),
+            "192.0.2.11:1000",
+        ),
+        ("/items/104", None, None, "[2001:db8::1]:1000"),
+        (
+            "/items/105",
+            Some("a.example:80"),
+            Some("one/1"),
+            "192.0.2.10:1002",
+        ),
+    ];
+    for (path, host, agent, peer) in requests {
+        let mut req = TestRequest::get()
+            .uri(path)
+            .peer_addr(peer.parse().unwrap());
+        if let Some(host) = host {
+            req = req.insert_header((header::HOST, host));
+        }
+        if let Some(agent) = agent {
+            req = req.insert_header((header::USER_AGENT, agent));
+        }
+        test::call_service(&svc, req.to_request()).await;
+    }
+    for (path, host, agent, peer) in requests {
+        let span = server_span(path);
+        let (name, port) = match host.map(|host| host.split_once(':').unwrap_or((host, ""))) {
+            Some((name, port)) => (
+                vec![name],
+                [port].into_iter().filter(|p| !p.is_empty()).collect(),
+            ),
+            None => (vec![], vec![]),
+        };
+        assert_eq!(attribute(&span, "server.address"), name, "{path}");
+        assert_eq!(attribute(&span, "server.port"), port, "{path}");
+        let agent: Vec<&str> = agent.into_iter().collect();
+        assert_eq!(attribute(&span, "user_agent.original"), agent, "{path}");
+        let client = peer
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .ip()
+            .to_string();
+        assert_eq!(attribute(&span, "client.address"), [client], "{path}");
+    }
+}
+
 /// Inside the HTTP metrics middleware, which looks the route up first and leaves it in the
 /// request: the span and the metric name the same route, unmatched paths included.
 #[actix_web::test]
