@@ -25,9 +25,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
 use prost::DecodeError;
 use prost::bytes::{Buf, BufMut};
-use prost::encoding::{
-    self, DecodeContext, WireType, encode_key, encode_varint, encoded_len_varint, key_len,
-};
+use prost::encoding::{self, DecodeContext, WireType, encode_varint, encoded_len_varint, key_len};
 
 /// One OTLP trace export request, ready to encode: the batch grouped by instrumentation
 /// scope, and the length of every nested message.
@@ -493,30 +491,72 @@ impl<B: BufMut> Sink for Writer<'_, B> {
         // The sizer's walk of this same batch pushed one length per message, in this order.
         let len = self.lengths[self.next];
         self.next += 1;
-        encode_key(tag, WireType::LengthDelimited, self.buf);
-        encode_varint(len as u64, self.buf);
+        length_delimited_key(tag, self.buf);
+        varint(len as u64, self.buf);
         body(self);
     }
 
     fn bytes(&mut self, tag: u32, value: &[u8]) {
         // prost's `string::encode` and `bytes::encode`, which take owned types only.
-        encode_key(tag, WireType::LengthDelimited, self.buf);
-        encode_varint(value.len() as u64, self.buf);
+        length_delimited_key(tag, self.buf);
+        varint(value.len() as u64, self.buf);
         self.buf.put_slice(value);
     }
 
     fn scalar(&mut self, tag: u32, value: Scalar) {
+        // prost's `encoding::{uint32, int32, …}::encode`, through [`varint`].
         let buf = &mut *self.buf;
+        let key = |wire_type: WireType| u64::from(tag << 3 | wire_type as u32);
         match value {
-            Scalar::Uint32(value) => encoding::uint32::encode(tag, &value, buf),
-            Scalar::Int32(value) => encoding::int32::encode(tag, &value, buf),
-            Scalar::Int64(value) => encoding::int64::encode(tag, &value, buf),
-            Scalar::Bool(value) => encoding::bool::encode(tag, &value, buf),
-            Scalar::Double(value) => encoding::double::encode(tag, &value, buf),
-            Scalar::Fixed32(value) => encoding::fixed32::encode(tag, &value, buf),
-            Scalar::Fixed64(value) => encoding::fixed64::encode(tag, &value, buf),
+            Scalar::Uint32(value) => {
+                varint(key(WireType::Varint), buf);
+                varint(u64::from(value), buf);
+            }
+            Scalar::Int32(value) => {
+                varint(key(WireType::Varint), buf);
+                // Sign-extended to ten bytes when negative, as protobuf wants an `int32`.
+                varint(i64::from(value).cast_unsigned(), buf);
+            }
+            Scalar::Int64(value) => {
+                varint(key(WireType::Varint), buf);
+                varint(value.cast_unsigned(), buf);
+            }
+            Scalar::Bool(value) => {
+                varint(key(WireType::Varint), buf);
+                varint(u64::from(value), buf);
+            }
+            Scalar::Double(value) => {
+                varint(key(WireType::SixtyFourBit), buf);
+                buf.put_f64_le(value);
+            }
+            Scalar::Fixed32(value) => {
+                varint(key(WireType::ThirtyTwoBit), buf);
+                buf.put_u32_le(value);
+            }
+            Scalar::Fixed64(value) => {
+                varint(key(WireType::SixtyFourBit), buf);
+                buf.put_u64_le(value);
+            }
         }
     }
+}
+
+/// prost's `encode_varint`, one byte written in place for a value below 128: every key
+/// of these messages, and the length of most strings and nested messages. prost's own is
+/// not inlined, and its call was the encoder's largest cost (`docs/pipeline.md`).
+#[inline]
+fn varint(value: u64, buf: &mut impl BufMut) {
+    if value < 0x80 {
+        buf.put_u8(value as u8);
+    } else {
+        encode_varint(value, buf);
+    }
+}
+
+/// prost's `encode_key` for a length-delimited field, through [`varint`].
+#[inline]
+fn length_delimited_key(tag: u32, buf: &mut impl BufMut) {
+    varint(u64::from(tag << 3 | WireType::LengthDelimited as u32), buf);
 }
 
 /// Field numbers, as in `opentelemetry-proto`'s generated messages (`#[prost(tag = …)]`).
