@@ -31,6 +31,7 @@
 //! shared with the previous request when they repeat, and a concrete future
 //! instead of a boxed one.
 
+use std::borrow::Borrow;
 use std::cell::RefCell;
 use std::future::{Future, Ready, ready};
 use std::net::IpAddr;
@@ -266,7 +267,9 @@ impl<S> ServerSpansService<S> {
         if let Some(version) = protocol_version(req.version()) {
             attributes.push(KeyValue::new("network.protocol.version", version));
         }
-        if let Some((host, port)) = authority(req).and_then(|text| self.recent.host.get(text)) {
+        if let Some((host, port)) =
+            authority(req).and_then(|text| self.recent.host.get(text, server_address))
+        {
             attributes.push(KeyValue::new("server.address", host));
             if let Some(port) = port {
                 attributes.push(KeyValue::new("server.port", i64::from(port)));
@@ -276,12 +279,14 @@ impl<S> ServerSpansService<S> {
             let client = client_ip::client_ip(peer, req.headers(), &self.trusted_proxies);
             attributes.push(KeyValue::new(
                 "client.address",
-                self.recent.client.get(client),
+                self.recent
+                    .client
+                    .get(&client, |ip| shared(&ip.to_string())),
             ));
             if client != peer {
                 attributes.push(KeyValue::new(
                     "network.peer.address",
-                    self.recent.peer.get(peer),
+                    self.recent.peer.get(&peer, |ip| shared(&ip.to_string())),
                 ));
             }
         }
@@ -292,7 +297,7 @@ impl<S> ServerSpansService<S> {
         {
             attributes.push(KeyValue::new(
                 "user_agent.original",
-                self.recent.agent.get(agent),
+                self.recent.agent.get(agent, shared),
             ));
         }
         attributes
@@ -305,67 +310,49 @@ impl<S> ServerSpansService<S> {
 /// rather than once per request: a hit is a comparison and a reference count.
 #[derive(Debug, Default)]
 struct Recent {
-    host: RecentHost,
-    agent: RecentText,
-    client: RecentAddress,
-    peer: RecentAddress,
+    /// The authority as sent, and what it says.
+    host: LastSeen<String, Option<ServerAddress>>,
+    agent: LastSeen<String, StringValue>,
+    client: LastSeen<IpAddr, StringValue>,
+    peer: LastSeen<IpAddr, StringValue>,
 }
-
-/// The last text seen, shared.
-#[derive(Debug, Default)]
-struct RecentText(RefCell<Option<StringValue>>);
-
-impl RecentText {
-    fn get(&self, text: &str) -> StringValue {
-        let mut last = self.0.borrow_mut();
-        match &*last {
-            Some(value) if value.as_str() == text => value.clone(),
-            _ => {
-                let value = StringValue::from(Arc::<str>::from(text));
-                *last = Some(value.clone());
-                value
-            }
-        }
-    }
-}
-
-/// The last authority seen, parsed.
-#[derive(Debug, Default)]
-struct RecentHost(RefCell<Option<(Box<str>, Option<ServerAddress>)>>);
 
 /// `server.address` and, when the authority names one, `server.port`.
 type ServerAddress = (StringValue, Option<u16>);
 
-impl RecentHost {
-    fn get(&self, authority: &str) -> Option<ServerAddress> {
+/// The value made of the last key seen.
+#[derive(Debug)]
+struct LastSeen<K, V>(RefCell<Option<(K, V)>>);
+
+impl<K, V> Default for LastSeen<K, V> {
+    fn default() -> Self {
+        Self(RefCell::new(None))
+    }
+}
+
+impl<K, V: Clone> LastSeen<K, V> {
+    /// The value of `key`: the last one's when `key` is the last key, else
+    /// `make(key)`, then remembered.
+    fn get<Q>(&self, key: &Q, make: impl FnOnce(&Q) -> V) -> V
+    where
+        Q: ?Sized + PartialEq + ToOwned<Owned = K>,
+        K: Borrow<Q>,
+    {
         let mut last = self.0.borrow_mut();
         match &*last {
-            Some((seen, parsed)) if **seen == *authority => parsed.clone(),
+            Some((seen, value)) if seen.borrow() == key => value.clone(),
             _ => {
-                let parsed = server_address(authority);
-                *last = Some((authority.into(), parsed.clone()));
-                parsed
+                let value = make(key);
+                *last = Some((key.to_owned(), value.clone()));
+                value
             }
         }
     }
 }
 
-/// The last address seen, with its text.
-#[derive(Debug, Default)]
-struct RecentAddress(RefCell<Option<(IpAddr, StringValue)>>);
-
-impl RecentAddress {
-    fn get(&self, address: IpAddr) -> StringValue {
-        let mut last = self.0.borrow_mut();
-        match &*last {
-            Some((seen, value)) if *seen == address => value.clone(),
-            _ => {
-                let value = StringValue::from(Arc::<str>::from(address.to_string()));
-                *last = Some((address, value.clone()));
-                value
-            }
-        }
-    }
+/// A shared attribute value of `text`.
+fn shared(text: &str) -> StringValue {
+    StringValue::from(Arc::<str>::from(text))
 }
 
 /// `network.protocol.version`: `1.1`, `2` and so on.
@@ -398,12 +385,7 @@ fn server_address(authority: &str) -> Option<ServerAddress> {
         .host()
         .trim_start_matches('[')
         .trim_end_matches(']');
-    (!host.is_empty()).then(|| {
-        (
-            StringValue::from(Arc::<str>::from(host)),
-            authority.port_u16(),
-        )
-    })
+    (!host.is_empty()).then(|| (shared(host), authority.port_u16()))
 }
 
 /// The request headers as the propagator reads them.
