@@ -39,11 +39,14 @@ pub enum TelemetryPriority {
     /// The priority every other thread of the process has.
     Normal,
     /// The lowest ordinary priority (nice 19 on Linux, the lowest thread priority
-    /// elsewhere): when requests want every CPU, telemetry gets a small share of it (about
-    /// 1.5 % of a CPU per thread under Linux's scheduler) instead of an equal one. Under
-    /// saturation the queue fills and spans are shed, counted as `queue_full`; when the
-    /// CPU has room, every span is delivered. (`SCHED_IDLE`, which gives it nothing at
-    /// all, starved exports past their deadline and made a healthy backend look down.)
+    /// elsewhere), and the threads give the CPU up every few dozen spans they encode or
+    /// drop (`sched_yield`): when requests want every CPU, telemetry gets what they leave
+    /// instead of an equal share, and never holds the CPU for more than some tens of
+    /// microseconds while a request waits. Under saturation the queue fills and spans are
+    /// shed, counted as `queue_full`; when the CPU has room, every span is delivered.
+    /// (`SCHED_IDLE`, which gives it nothing at all, starved the gRPC connection past its
+    /// deadline and made a healthy backend look down; yielding only while encoding leaves
+    /// connecting and sending at nice 19.)
     #[default]
     Background,
 }
@@ -111,7 +114,10 @@ pub(crate) fn telemetry_runtime(priority: TelemetryPriority) -> std::io::Result<
 fn apply(priority: TelemetryPriority) -> Result<(), String> {
     match priority {
         TelemetryPriority::Normal => Ok(()),
-        TelemetryPriority::Background => lowest_priority(),
+        TelemetryPriority::Background => {
+            crate::pace::background();
+            lowest_priority()
+        }
     }
 }
 

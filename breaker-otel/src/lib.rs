@@ -29,6 +29,7 @@ mod logs;
 mod metrics;
 mod otel_env;
 mod otlp;
+mod pace;
 mod pipeline;
 #[cfg(feature = "test-util")]
 pub mod test_util;
