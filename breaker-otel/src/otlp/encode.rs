@@ -5,11 +5,11 @@
 //! Why by hand: building the messages costs a `String` per attribute key and value and a
 //! `Vec` per span, and prost then computes each nested message's length again at every
 //! level above it; together most of the export's CPU per span (`docs/pipeline.md`). Here
-//! one walk of the batch ([`SpanBatch::walk`]) says what the message is, once. Run with a
-//! [`Sizer`], it records every nested message's length, in the order that the [`Writer`]
-//! run of the same walk needs them: each length is computed once, each byte written once,
-//! and the two passes cannot disagree on the message. The tests prove the bytes equal to
-//! prost's encoding of the transform's output.
+//! one walk of the batch ([`walk`]) writes each byte once, into one buffer. A
+//! nested message's length is only known once its body is written, so the [`Encoder`]
+//! leaves room for it in front of the body, as many bytes as that kind of message most
+//! likely needs, and moves the body along when the guess was wrong. The tests prove the
+//! bytes equal to prost's encoding of the transform's output.
 //!
 //! Not here: decoding. A request is only ever sent; [`SpanBatch`] refuses to be decoded.
 
@@ -25,142 +25,112 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
 use prost::DecodeError;
 use prost::bytes::{Buf, BufMut};
-use prost::encoding::{self, DecodeContext, WireType, encode_varint, encoded_len_varint, key_len};
+use prost::encoding::{DecodeContext, WireType, encode_varint, encoded_len_varint};
 
-/// One OTLP trace export request, ready to encode: the batch grouped by instrumentation
-/// scope, and the length of every nested message.
+/// One OTLP trace export request, encoded: the batch grouped by instrumentation scope and
+/// written out, its spans dropped.
 ///
 /// Its [`prost::Message`] encoding is exactly prost's encoding of the request that
 /// `opentelemetry-proto`'s `group_spans_by_resource_and_scope` builds from the same batch
 /// and resource: the same fields, in the same order, scopes in the order of their first span.
 pub(crate) struct SpanBatch {
-    spans: Vec<SpanData>,
-    /// Indices into `spans`, one list per scope (never empty).
-    scopes: Vec<Vec<usize>>,
-    /// `None` once cleared: the empty message.
-    resource: Option<Resource>,
-    /// Every nested message's length, in encoding order (the [`Sizer`]'s output).
-    lengths: Vec<usize>,
-    /// The whole request's length.
-    len: usize,
+    /// The request's bytes; empty once cleared (the empty message).
+    bytes: Vec<u8>,
+    /// How many spans it holds.
+    spans: usize,
 }
+
+/// Bytes to reserve per span: a server span with ten attributes takes about 300.
+const BYTES_PER_SPAN: usize = 384;
 
 impl SpanBatch {
-    /// Groups the batch and computes every length; nothing is encoded yet.
+    /// Encodes the batch and drops its spans.
     pub(crate) fn new(spans: Vec<SpanData>, resource: Resource) -> Self {
-        let scopes = group_by_scope(&spans);
-        let mut batch = Self {
-            spans,
-            scopes,
-            resource: Some(resource),
-            lengths: Vec::new(),
-            len: 0,
+        let mut encoder = Encoder {
+            buf: Vec::with_capacity(64 + spans.len() * BYTES_PER_SPAN),
         };
-        // A length per span, per status and per attribute's `KeyValue` and `AnyValue`,
-        // and a few for the resource and the scopes: most of what there is (events, links,
-        // arrays and the resource's attributes add theirs).
-        let estimate = batch
-            .spans
-            .iter()
-            .map(|span| 2 + 2 * span.attributes.len())
-            .sum::<usize>();
-        let mut sizer = Sizer {
-            lengths: Vec::with_capacity(estimate + 16),
-            len: 0,
-        };
-        batch.walk(&mut sizer);
-        batch.lengths = sizer.lengths;
-        batch.len = sizer.len;
-        batch
-    }
-
-    /// The request, field by field, in prost's order (by field number).
-    fn walk<S: Sink>(&self, s: &mut S) {
-        let Some(resource) = &self.resource else {
-            return;
-        };
-        s.message(field::request::RESOURCE_SPANS, |s| {
-            s.message(field::resource_spans::RESOURCE, |s| {
-                for (key, value) in resource.iter() {
-                    key_value(s, field::resource::ATTRIBUTES, key.as_str(), value);
-                }
-            });
-            for group in &self.scopes {
-                s.message(field::resource_spans::SCOPE_SPANS, |s| {
-                    self.scope_spans(s, group);
-                });
-            }
-            string(
-                s,
-                field::resource_spans::SCHEMA_URL,
-                resource.schema_url().unwrap_or_default(),
-            );
-        });
-    }
-
-    /// One `ScopeSpans`: the scope of the group's first span, then the group's spans.
-    fn scope_spans<S: Sink>(&self, s: &mut S, group: &[usize]) {
-        let Some(&first) = group.first() else {
-            return;
-        };
-        let scope = &self.spans[first].instrumentation_scope;
-        s.message(field::scope_spans::SCOPE, |s| {
-            string(s, field::scope::NAME, scope.name());
-            string(
-                s,
-                field::scope::VERSION,
-                scope.version().unwrap_or_default(),
-            );
-            for attribute in scope.attributes() {
-                key_value(
-                    s,
-                    field::scope::ATTRIBUTES,
-                    attribute.key.as_str(),
-                    &attribute.value,
-                );
-            }
-        });
-        for &index in group {
-            s.message(field::scope_spans::SPANS, |s| span(s, &self.spans[index]));
-            crate::pace::span_done();
-        }
-        string(
-            s,
-            field::scope_spans::SCHEMA_URL,
-            scope.schema_url().unwrap_or_default(),
-        );
-    }
-}
-
-impl Drop for SpanBatch {
-    fn drop(&mut self) {
-        // Freeing a span's attributes is a good part of its export cost; paced as encoding is.
-        for span in self.spans.drain(..) {
+        walk(&mut encoder, &spans, &group_by_scope(&spans), &resource);
+        let count = spans.len();
+        // Freeing a span's attributes is a good part of its export cost; paced as encoding.
+        for span in spans {
             drop(span);
             crate::pace::span_done();
         }
+        Self {
+            bytes: encoder.buf,
+            spans: count,
+        }
     }
+}
+
+/// The request, field by field, in prost's order (by field number).
+fn walk(s: &mut Encoder, spans: &[SpanData], scopes: &[Vec<usize>], resource: &Resource) {
+    // A batch's request and its scopes' spans: from 16 KiB to 2 MiB, three bytes.
+    s.message_of_width(field::request::RESOURCE_SPANS, 3, |s| {
+        s.message(field::resource_spans::RESOURCE, |s| {
+            for (key, value) in resource.iter() {
+                key_value(s, field::resource::ATTRIBUTES, key.as_str(), value);
+            }
+        });
+        for group in scopes {
+            s.message_of_width(field::resource_spans::SCOPE_SPANS, 3, |s| {
+                scope_spans(s, spans, group);
+            });
+        }
+        string(
+            s,
+            field::resource_spans::SCHEMA_URL,
+            resource.schema_url().unwrap_or_default(),
+        );
+    });
+}
+
+/// One `ScopeSpans`: the scope of the group's first span, then the group's spans.
+fn scope_spans(s: &mut Encoder, spans: &[SpanData], group: &[usize]) {
+    let Some(&first) = group.first() else {
+        return;
+    };
+    let scope = &spans[first].instrumentation_scope;
+    s.message(field::scope_spans::SCOPE, |s| {
+        string(s, field::scope::NAME, scope.name());
+        string(
+            s,
+            field::scope::VERSION,
+            scope.version().unwrap_or_default(),
+        );
+        for attribute in scope.attributes() {
+            key_value(
+                s,
+                field::scope::ATTRIBUTES,
+                attribute.key.as_str(),
+                &attribute.value,
+            );
+        }
+    });
+    for &index in group {
+        // A span: from 128 bytes to 16 KiB, two bytes.
+        s.message_of_width(field::scope_spans::SPANS, 2, |s| span(s, &spans[index]));
+        crate::pace::span_done();
+    }
+    string(
+        s,
+        field::scope_spans::SCHEMA_URL,
+        scope.schema_url().unwrap_or_default(),
+    );
 }
 
 impl fmt::Debug for SpanBatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SpanBatch")
-            .field("spans", &self.spans.len())
-            .field("scopes", &self.scopes.len())
-            .field("encoded_len", &self.len)
+            .field("spans", &self.spans)
+            .field("encoded_len", &self.bytes.len())
             .finish_non_exhaustive()
     }
 }
 
 impl prost::Message for SpanBatch {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        let mut writer = Writer {
-            lengths: &self.lengths,
-            next: 0,
-            buf,
-        };
-        self.walk(&mut writer);
-        debug_assert_eq!(writer.next, self.lengths.len(), "a length left unused");
+        buf.put_slice(&self.bytes);
     }
 
     #[expect(
@@ -180,15 +150,12 @@ impl prost::Message for SpanBatch {
     }
 
     fn encoded_len(&self) -> usize {
-        self.len
+        self.bytes.len()
     }
 
     fn clear(&mut self) {
-        self.spans.clear();
-        self.scopes.clear();
-        self.resource = None;
-        self.lengths.clear();
-        self.len = 0;
+        self.bytes.clear();
+        self.spans = 0;
     }
 }
 
@@ -240,7 +207,7 @@ fn same_scope(a: &InstrumentationScope, b: &InstrumentationScope) -> bool {
 }
 
 /// One `Span`, as the transform's `From<SpanData> for Span` fills it.
-fn span<S: Sink>(s: &mut S, span: &SpanData) {
+fn span(s: &mut Encoder, span: &SpanData) {
     use field::span as tag;
     let context = &span.span_context;
     s.bytes(tag::TRACE_ID, &context.trace_id().to_bytes());
@@ -335,14 +302,19 @@ fn unix_nanos(time: SystemTime) -> u64 {
         .as_nanos() as u64
 }
 
-fn attributes<S: Sink>(s: &mut S, tag: u32, attributes: &[KeyValue]) {
+fn attributes(s: &mut Encoder, tag: u32, attributes: &[KeyValue]) {
     for attribute in attributes {
         key_value(s, tag, attribute.key.as_str(), &attribute.value);
     }
 }
 
 /// One `KeyValue` field: the key, and the value, which is always present.
-fn key_value<S: Sink>(s: &mut S, tag: u32, key: &str, value: &Value) {
+fn key_value(s: &mut Encoder, tag: u32, key: &str, value: &Value) {
+    if let Value::String(text) = value
+        && s.short_string_attribute(tag, key, text.as_str())
+    {
+        return;
+    }
     s.message(tag, |s| {
         string(s, field::key_value::KEY, key);
         s.message(field::key_value::VALUE, |s| any_value(s, value));
@@ -350,7 +322,7 @@ fn key_value<S: Sink>(s: &mut S, tag: u32, key: &str, value: &Value) {
 }
 
 /// An `AnyValue`'s contents: its `oneof`, written even when it holds a default.
-fn any_value<S: Sink>(s: &mut S, value: &Value) {
+fn any_value(s: &mut Encoder, value: &Value) {
     use field::any_value as tag;
     match value {
         Value::Bool(value) => s.scalar(tag::BOOL_VALUE, Scalar::Bool(*value)),
@@ -365,7 +337,7 @@ fn any_value<S: Sink>(s: &mut S, value: &Value) {
 }
 
 /// An `ArrayValue`'s contents: one `AnyValue` per element.
-fn array_value<S: Sink>(s: &mut S, array: &Array) {
+fn array_value(s: &mut Encoder, array: &Array) {
     use field::any_value as tag;
     const VALUES: u32 = field::array_value::VALUES;
     match array {
@@ -401,31 +373,31 @@ fn array_value<S: Sink>(s: &mut S, array: &Array) {
 // proto3 fields without explicit presence are left out at their default value, as prost's
 // generated code does.
 
-fn string<S: Sink>(s: &mut S, tag: u32, value: &str) {
+fn string(s: &mut Encoder, tag: u32, value: &str) {
     if !value.is_empty() {
         s.bytes(tag, value.as_bytes());
     }
 }
 
-fn uint32<S: Sink>(s: &mut S, tag: u32, value: u32) {
+fn uint32(s: &mut Encoder, tag: u32, value: u32) {
     if value != 0 {
         s.scalar(tag, Scalar::Uint32(value));
     }
 }
 
-fn enumeration<S: Sink>(s: &mut S, tag: u32, value: i32) {
+fn enumeration(s: &mut Encoder, tag: u32, value: i32) {
     if value != 0 {
         s.scalar(tag, Scalar::Int32(value));
     }
 }
 
-fn fixed64<S: Sink>(s: &mut S, tag: u32, value: u64) {
+fn fixed64(s: &mut Encoder, tag: u32, value: u64) {
     if value != 0 {
         s.scalar(tag, Scalar::Fixed64(value));
     }
 }
 
-fn fixed32<S: Sink>(s: &mut S, tag: u32, value: u32) {
+fn fixed32(s: &mut Encoder, tag: u32, value: u32) {
     if value != 0 {
         s.scalar(tag, Scalar::Fixed32(value));
     }
@@ -444,79 +416,92 @@ enum Scalar {
     Fixed64(u64),
 }
 
-/// What a walk of the request drives: first the [`Sizer`], then the [`Writer`].
-trait Sink {
-    /// A length-delimited field holding the message that `body` walks.
-    fn message(&mut self, tag: u32, body: impl FnOnce(&mut Self));
+/// Writes the walk's fields into one buffer, each byte once.
+struct Encoder {
+    buf: Vec<u8>,
+}
+
+impl Encoder {
+    /// A length-delimited field holding the message that `body` writes, most likely
+    /// shorter than 128 bytes.
+    fn message(&mut self, tag: u32, body: impl FnOnce(&mut Self)) {
+        self.message_of_width(tag, 1, body);
+    }
+
+    /// A length-delimited field whose length most likely takes `width` bytes: room for
+    /// them is left in front of the body, and the body moves only when the guess was wrong.
+    fn message_of_width(&mut self, tag: u32, width: usize, body: impl FnOnce(&mut Self)) {
+        length_delimited_key(tag, &mut self.buf);
+        let at = self.buf.len();
+        for _ in 0..width {
+            self.buf.push(0);
+        }
+        body(self);
+        let len = self.buf.len() - at - width;
+        let needed = encoded_len_varint(len as u64);
+        if needed > width {
+            self.buf.resize(self.buf.len() + needed - width, 0);
+            self.buf
+                .copy_within(at + width..at + width + len, at + needed);
+        } else if needed < width {
+            self.buf
+                .copy_within(at + width..at + width + len, at + needed);
+            self.buf.truncate(at + needed + len);
+        }
+        if needed == 1 {
+            self.buf[at] = len as u8;
+        } else {
+            let mut slot = &mut self.buf[at..at + needed];
+            encode_varint(len as u64, &mut slot);
+        }
+    }
+
+    /// The `KeyValue` field of a string attribute, the same bytes as [`key_value`] writes,
+    /// when all of it is shorter than 128 bytes (most attributes): then every length is
+    /// one byte, known before anything is written, and the field goes out in five pieces.
+    /// Returns `false`, having written nothing, for a longer one.
+    fn short_string_attribute(&mut self, tag: u32, key: &str, text: &str) -> bool {
+        let (key, text) = (key.as_bytes(), text.as_bytes());
+        // `AnyValue { string_value }`: written even when empty.
+        let any_value = 2 + text.len();
+        // `KeyValue { key, value }`: the key is left out when empty.
+        let key_field = if key.is_empty() { 0 } else { 2 + key.len() };
+        let key_value = key_field + 2 + any_value;
+        let field_key = u64::from(tag << 3 | WireType::LengthDelimited as u32);
+        if key_value >= 0x80 || field_key >= 0x80 {
+            return false;
+        }
+        let byte = |tag: u32| (tag << 3 | WireType::LengthDelimited as u32) as u8;
+        self.buf.reserve(2 + key_value);
+        self.buf
+            .extend_from_slice(&[field_key as u8, key_value as u8]);
+        if !key.is_empty() {
+            self.buf
+                .extend_from_slice(&[byte(field::key_value::KEY), key.len() as u8]);
+            self.buf.extend_from_slice(key);
+        }
+        self.buf.extend_from_slice(&[
+            byte(field::key_value::VALUE),
+            any_value as u8,
+            byte(field::any_value::STRING_VALUE),
+            text.len() as u8,
+        ]);
+        self.buf.extend_from_slice(text);
+        true
+    }
+
     /// A `string` or `bytes` field, written even when empty.
-    fn bytes(&mut self, tag: u32, value: &[u8]);
-    /// Any other field, written even when zero.
-    fn scalar(&mut self, tag: u32, value: Scalar);
-}
-
-/// Measures: the length of every nested message, in the order the walk opens them.
-#[derive(Debug)]
-struct Sizer {
-    lengths: Vec<usize>,
-    len: usize,
-}
-
-impl Sink for Sizer {
-    fn message(&mut self, tag: u32, body: impl FnOnce(&mut Self)) {
-        // Its slot is taken before its children's: the writer reads them in this order.
-        let slot = self.lengths.len();
-        self.lengths.push(0);
-        let start = self.len;
-        body(self);
-        let inner = self.len - start;
-        self.lengths[slot] = inner;
-        self.len += key_len(tag) + encoded_len_varint(inner as u64);
-    }
-
-    fn bytes(&mut self, tag: u32, value: &[u8]) {
-        self.len += key_len(tag) + encoded_len_varint(value.len() as u64) + value.len();
-    }
-
-    fn scalar(&mut self, tag: u32, value: Scalar) {
-        self.len += match value {
-            Scalar::Uint32(value) => encoding::uint32::encoded_len(tag, &value),
-            Scalar::Int32(value) => encoding::int32::encoded_len(tag, &value),
-            Scalar::Int64(value) => encoding::int64::encoded_len(tag, &value),
-            Scalar::Bool(value) => encoding::bool::encoded_len(tag, &value),
-            Scalar::Double(value) => encoding::double::encoded_len(tag, &value),
-            Scalar::Fixed32(value) => encoding::fixed32::encoded_len(tag, &value),
-            Scalar::Fixed64(value) => encoding::fixed64::encoded_len(tag, &value),
-        };
-    }
-}
-
-/// Writes, taking each nested message's length from the [`Sizer`]'s list.
-struct Writer<'a, B> {
-    lengths: &'a [usize],
-    next: usize,
-    buf: &'a mut B,
-}
-
-impl<B: BufMut> Sink for Writer<'_, B> {
-    fn message(&mut self, tag: u32, body: impl FnOnce(&mut Self)) {
-        // The sizer's walk of this same batch pushed one length per message, in this order.
-        let len = self.lengths[self.next];
-        self.next += 1;
-        length_delimited_key(tag, self.buf);
-        varint(len as u64, self.buf);
-        body(self);
-    }
-
     fn bytes(&mut self, tag: u32, value: &[u8]) {
         // prost's `string::encode` and `bytes::encode`, which take owned types only.
-        length_delimited_key(tag, self.buf);
-        varint(value.len() as u64, self.buf);
-        self.buf.put_slice(value);
+        length_delimited_key(tag, &mut self.buf);
+        varint(value.len() as u64, &mut self.buf);
+        self.buf.extend_from_slice(value);
     }
 
+    /// Any other field, written even when zero.
     fn scalar(&mut self, tag: u32, value: Scalar) {
         // prost's `encoding::{uint32, int32, …}::encode`, through [`varint`].
-        let buf = &mut *self.buf;
+        let buf = &mut self.buf;
         let key = |wire_type: WireType| u64::from(tag << 3 | wire_type as u32);
         match value {
             Scalar::Uint32(value) => {
@@ -556,9 +541,9 @@ impl<B: BufMut> Sink for Writer<'_, B> {
 /// of these messages, and the length of most strings and nested messages. prost's own is
 /// not inlined, and its call was the encoder's largest cost (`docs/pipeline.md`).
 #[inline]
-fn varint(value: u64, buf: &mut impl BufMut) {
+fn varint(value: u64, buf: &mut Vec<u8>) {
     if value < 0x80 {
-        buf.put_u8(value as u8);
+        buf.push(value as u8);
     } else {
         encode_varint(value, buf);
     }
@@ -566,7 +551,7 @@ fn varint(value: u64, buf: &mut impl BufMut) {
 
 /// prost's `encode_key` for a length-delimited field, through [`varint`].
 #[inline]
-fn length_delimited_key(tag: u32, buf: &mut impl BufMut) {
+fn length_delimited_key(tag: u32, buf: &mut Vec<u8>) {
     varint(u64::from(tag << 3 | WireType::LengthDelimited as u32), buf);
 }
 
@@ -929,6 +914,29 @@ mod tests {
             status: Status::Unset,
             instrumentation_scope: scope,
         }
+    }
+
+    /// Lengths of one, two and three bytes, nested in one another: a value of 20 000
+    /// bytes inside a span inside a scope's spans, beside spans of a few hundred bytes.
+    #[test]
+    fn long_messages_get_their_whole_length_in_front() {
+        let scope = InstrumentationScope::builder("long").build();
+        let mut batch: Vec<SpanData> = (1..=300)
+            .map(|id| {
+                let mut span = plain_span(id, scope.clone());
+                span.attributes = vec![KeyValue::new("text", "x".repeat(id as usize))];
+                span
+            })
+            .collect();
+        batch[7]
+            .attributes
+            .push(KeyValue::new("huge", "y".repeat(20_000)));
+        let encoded = SpanBatch::new(batch.clone(), Resource::builder_empty().build());
+        assert!(encoded.encoded_len() > 1 << 14, "{}", encoded.encoded_len());
+        check(
+            batch,
+            &Resource::builder().with_service_name("long").build(),
+        );
     }
 
     #[test]
