@@ -46,6 +46,7 @@ const BYTES_PER_SPAN: usize = 384;
 impl SpanBatch {
     /// Encodes the batch and drops its spans.
     pub(crate) fn new(spans: Vec<SpanData>, resource: Resource) -> Self {
+        crate::pace::batch_begins();
         let mut encoder = Encoder {
             buf: Vec::with_capacity(64 + spans.len() * BYTES_PER_SPAN),
         };
