@@ -90,6 +90,20 @@ impl LoadReport {
         self.latencies.len() as f64 / secs
     }
 
+    /// Adds `other`, a run of the same load at another time, to this one: the two
+    /// together as if they had been one run as long as both.
+    pub fn absorb(&mut self, other: Self) {
+        self.elapsed += other.elapsed;
+        self.latencies.extend(other.latencies);
+        self.latencies.sort_unstable();
+        self.errors += other.errors;
+        for error in other.first_errors {
+            if self.first_errors.len() < 5 {
+                self.first_errors.push(error);
+            }
+        }
+    }
+
     /// The latency at quantile `q` (0.5 for the median), by the nearest-rank
     /// method; zero without requests.
     #[must_use]
@@ -617,6 +631,30 @@ mod tests {
         assert_eq!(report.percentile(0.0), Duration::from_millis(1));
         assert!((report.throughput() - 50.0).abs() < 1e-9);
         assert_eq!(LoadReport::default().percentile(0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn runs_absorbed_into_one_read_as_one_run_as_long_as_all() {
+        // Odd latencies in one slice, even ones in the other: one run of 1..=100 ms.
+        let slice = |parity: u64, error: &str| LoadReport {
+            elapsed: Duration::from_secs(1),
+            latencies: (1..=100)
+                .filter(|ms| ms % 2 == parity)
+                .rev()
+                .map(Duration::from_millis)
+                .collect(),
+            errors: 1,
+            first_errors: vec![error.to_owned()],
+        };
+        let mut total = LoadReport::default();
+        total.absorb(slice(1, "first"));
+        total.absorb(slice(0, "second"));
+        assert_eq!(total.requests(), 100);
+        assert_eq!(total.percentile(0.5), Duration::from_millis(50));
+        assert_eq!(total.percentile(0.99), Duration::from_millis(99));
+        assert!((total.throughput() - 50.0).abs() < 1e-9);
+        assert_eq!(total.errors, 2);
+        assert_eq!(total.first_errors, ["first", "second"]);
     }
 
     #[test]

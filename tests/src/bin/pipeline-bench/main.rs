@@ -4,8 +4,12 @@
 //! The release server runs pinned to CPU 0 (`taskset`); this process, which is the load
 //! generator ([`tests::load`]) and the OTLP/gRPC receiver ([`tests::receiver`]), runs pinned
 //! to CPU 1, so that the server's CPU time is the server's own cost and nothing else
-//! competes with it. Each round starts every variant afresh, in turn, so that the
-//! machine's drift hits them alike:
+//! competes with it. Each round starts every variant afresh, all at once, each exporting
+//! to a receiver of its own, and runs each load in slices of a few seconds that take the
+//! variants in turn (the one to go first moves on by one each slice): the speed of this
+//! shared host moves by half from minute to minute, and slices that small let it hit
+//! every variant alike. The servers that are not under load meanwhile sit idle on the
+//! same CPU. The variants:
 //!
 //! - **tracing off** (`OTEL_SDK_DISABLED=true`): the baseline;
 //! - **ours**: the shipped pipeline (our OTLP exporter behind the breaker);
@@ -23,8 +27,9 @@
 //! 2. **saturation**: a closed loop of `--connections` (16): throughput and p99;
 //! 3. **low rate** at 1000/s: p99.
 //!
-//! After each load the bench waits for the pipeline to flush and counts what reached the
-//! receiver against the spans that ended. Nothing is asserted: numbers are reported.
+//! A variant's CPU time is counted during its own slices only. After each load the bench
+//! waits for every pipeline to flush and counts what reached each receiver against the
+//! spans that ended. Nothing is asserted: numbers are reported.
 //!
 //! With `--instructions` (or `--instructions-only`, which skips the timed rounds) each
 //! variant also runs once under `valgrind --tool=callgrind` at a paced rate
@@ -43,7 +48,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ::tests::load::{self, GetClient, LoadSpec};
+use ::tests::load::{self, GetClient, LoadReport, LoadSpec};
 use ::tests::process_stats;
 use ::tests::receiver::Receiver;
 use ::tests::server::TaskmanServer;
@@ -77,7 +82,11 @@ struct Cli {
     rounds: Option<usize>,
     #[arg(long, value_name = "SECONDS")]
     phase_secs: Option<u64>,
-    /// An extra variant: `NAME:KEY=VALUE,KEY=VALUE` on the shipped server.
+    /// Each variant's turn in a load, in seconds (at most the phase).
+    #[arg(long, value_name = "SECONDS")]
+    slice_secs: Option<u64>,
+    /// An extra variant: `NAME:KEY=VALUE,KEY=VALUE` on the shipped server, or
+    /// `NAME@PATH:KEY=VALUE,...` on another build of it (two builds side by side).
     #[arg(long, value_name = "NAME:ENV")]
     variant: Vec<String>,
     /// Leave out the stock pipeline.
@@ -99,7 +108,13 @@ struct Cli {
 pub(crate) struct Plan {
     pub(crate) rounds: usize,
     pub(crate) warmup: Duration,
+    /// Each variant's share of one load: the sum of its slices.
     pub(crate) phase: Duration,
+    /// One variant's turn under a load; the variants take turns until each has had
+    /// `phase`. Runs from before the slices came have none: each variant had its phase
+    /// in one piece, one after the other.
+    #[serde(default)]
+    pub(crate) slice: Option<Duration>,
     pub(crate) connections: usize,
     pub(crate) paced_rate: f64,
     pub(crate) low_rate: f64,
@@ -114,6 +129,7 @@ impl Plan {
             rounds: 3,
             warmup: Duration::from_secs(2),
             phase: Duration::from_secs(10),
+            slice: Some(Duration::from_secs(2)),
             connections: 16,
             paced_rate: 2000.0,
             low_rate: 1000.0,
@@ -127,6 +143,7 @@ impl Plan {
             rounds: 1,
             warmup: Duration::from_secs(1),
             phase: Duration::from_secs(3),
+            slice: Some(Duration::from_secs(1)),
             ..Self::full()
         }
     }
@@ -138,6 +155,9 @@ pub(crate) struct Variant {
     pub(crate) name: String,
     /// Which binary: the stock build or the shipped one.
     pub(crate) stock: bool,
+    /// Another build than `--server` (`NAME@PATH:...`).
+    #[serde(default)]
+    pub(crate) binary: Option<PathBuf>,
     pub(crate) env: Vec<(String, String)>,
 }
 
@@ -153,6 +173,7 @@ impl Variant {
         Self {
             name: name.to_owned(),
             stock,
+            binary: None,
             env: env
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -165,11 +186,21 @@ impl Variant {
         self.env.iter().all(|(k, _)| k != "OTEL_SDK_DISABLED")
     }
 
-    /// `NAME:KEY=VALUE,KEY=VALUE`.
+    /// `NAME:KEY=VALUE,KEY=VALUE` or `NAME@PATH:KEY=VALUE,...`.
     fn parse(text: &str) -> anyhow::Result<Self> {
         let (name, env) = text
             .split_once(':')
             .with_context(|| format!("--variant {text}: expected NAME:KEY=VALUE,..."))?;
+        let (name, binary) = match name.split_once('@') {
+            Some((name, path)) => {
+                let path = PathBuf::from(path);
+                if !path.is_file() {
+                    bail!("--variant {text}: no server binary at {}", path.display());
+                }
+                (name, Some(path))
+            }
+            None => (name, None),
+        };
         let env = env
             .split(',')
             .filter(|pair| !pair.is_empty())
@@ -182,6 +213,7 @@ impl Variant {
         Ok(Self {
             name: name.to_owned(),
             stock: false,
+            binary,
             env,
         })
     }
@@ -291,6 +323,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(secs) = cli.phase_secs {
         plan.phase = Duration::from_secs(secs.max(1));
     }
+    if let Some(secs) = cli.slice_secs {
+        plan.slice = Some(Duration::from_secs(secs.max(1)));
+    }
     if let Some(path) = &cli.render_from {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -333,12 +368,22 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(1)
         .thread_name("otlp-receiver")
         .enable_all()
+        // The receivers stand in for a collector on another machine: they decode in the
+        // load's idle time, never between the load and its next request.
+        .on_thread_start(idle_priority)
         .build()
-        .context("a Tokio runtime for the receiver")?;
-    let receiver = runtime
-        .block_on(Receiver::start())
-        .context("starting the OTLP receiver")?;
-    receiver.forget_spans();
+        .context("a Tokio runtime for the receivers")?;
+    // One receiver per variant, so that each one's delivered spans are its own.
+    let receivers = variants
+        .iter()
+        .map(|_| {
+            let receiver = runtime
+                .block_on(Receiver::start())
+                .context("starting an OTLP receiver")?;
+            receiver.forget_spans();
+            Ok(receiver)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
 
     let started = Instant::now();
     let load_average_before = load_average();
@@ -347,10 +392,8 @@ fn main() -> anyhow::Result<()> {
         plan.rounds = 0;
     }
     for round in 1..=plan.rounds {
-        for variant in &variants {
-            println!("==> round {round}/{}: {}", plan.rounds, variant.name);
-            samples.extend(run_variant(&cli, &plan, &receiver, variant, round)?);
-        }
+        println!("==> round {round}/{}", plan.rounds);
+        samples.extend(run_round(&cli, &plan, &variants, &receivers, round)?);
     }
     let mut counted = Vec::new();
     if cli.instructions || cli.instructions_only {
@@ -359,10 +402,10 @@ fn main() -> anyhow::Result<()> {
             .parent()
             .unwrap_or_else(|| std::path::Path::new("."))
             .join("callgrind");
-        for variant in &variants {
+        for (variant, receiver) in variants.iter().zip(&receivers) {
             println!("==> instructions under callgrind: {}", variant.name);
             let sample =
-                instructions::measure(binary(&cli, variant)?, &plan, &receiver, variant, &dir)?;
+                instructions::measure(binary(&cli, variant)?, &plan, receiver, variant, &dir)?;
             println!("  {}", report::instructions_line(&sample));
             counted.push(sample);
         }
@@ -386,29 +429,55 @@ fn main() -> anyhow::Result<()> {
         started.elapsed(),
         cli.markdown.display()
     );
-    drop(receiver);
+    drop(receivers);
     Ok(())
 }
 
-/// Starts `variant` pinned to the server CPU and runs the three loads against it.
-fn run_variant(
+/// One variant's server in a round, and the receiver it exports to.
+struct Running<'a> {
+    variant: &'a Variant,
+    receiver: &'a Receiver,
+    server: TaskmanServer,
+    health: GetClient,
+}
+
+/// What a variant's counters read before a load.
+struct Before {
+    counts: Option<Counts>,
+    delivered: u64,
+}
+
+/// Starts every variant, each pinned to the server CPU, and runs the three loads against
+/// them in interleaved slices.
+fn run_round(
     cli: &Cli,
     plan: &Plan,
-    receiver: &Receiver,
-    variant: &Variant,
+    variants: &[Variant],
+    receivers: &[Receiver],
     round: usize,
 ) -> anyhow::Result<Vec<Sample>> {
-    let endpoint = receiver.endpoint();
-    let env = server_env(&endpoint, variant);
-    let mut server = TaskmanServer::start_binary(binary(cli, variant)?, &env, &[])
-        .with_context(|| format!("starting the server ({})", variant.name))?;
-    pin(server.pid(), plan.server_cpu)?;
-    let mut health = GetClient::new(server.addr(), Duration::from_secs(5));
-    let traced = variant.traced();
-
+    let mut running = Vec::with_capacity(variants.len());
+    for (variant, receiver) in variants.iter().zip(receivers) {
+        let endpoint = receiver.endpoint();
+        let env = server_env(&endpoint, variant);
+        let server = TaskmanServer::start_binary(binary(cli, variant)?, &env, &[])
+            .with_context(|| format!("starting the server ({})", variant.name))?;
+        pin(server.pid(), plan.server_cpu)?;
+        let health = GetClient::new(server.addr(), Duration::from_secs(5));
+        running.push(Running {
+            variant,
+            receiver,
+            server,
+            health,
+        });
+    }
     // Warm up: connections, the task table, the exporter's channel.
-    let _ = load::run(&spec(plan, &server, Some(plan.paced_rate), plan.warmup));
-    settle(receiver, &mut health, traced);
+    for one in &running {
+        let _ = load::run(&spec(plan, &one.server, Some(plan.paced_rate), plan.warmup));
+    }
+    for one in &mut running {
+        settle(one.receiver, &mut one.health, one.variant.traced());
+    }
 
     let mut samples = Vec::new();
     for kind in Load::ALL {
@@ -417,43 +486,99 @@ fn run_variant(
             Load::Saturation => None,
             Load::LowRate => Some(plan.low_rate),
         };
-        let counts_before = traced.then(|| Counts::read(&mut health));
-        let delivered_before = receiver.totals().spans;
-        let cpu_before = process_stats::cpu_times(server.pid()).unwrap_or_default();
-        let report = load::run(&spec(plan, &server, rate, plan.phase));
-        let cpu = process_stats::cpu_times(server.pid())
-            .unwrap_or_default()
-            .since(&cpu_before);
-        settle(receiver, &mut health, traced);
-        let counts = counts_before.map(|before| Counts::read(&mut health).since(before));
-        let delivered = receiver.totals().spans - delivered_before;
-        if !report.first_errors.is_empty() {
-            println!(
-                "  {} errors, first: {:?}",
-                report.errors, report.first_errors
-            );
+        let before: Vec<Before> = running
+            .iter_mut()
+            .map(|one| Before {
+                counts: one.variant.traced().then(|| Counts::read(&mut one.health)),
+                delivered: one.receiver.totals().spans,
+            })
+            .collect();
+        let mut reports = vec![LoadReport::default(); running.len()];
+        let mut cpu = vec![Duration::ZERO; running.len()];
+        for slice in slices(plan).enumerate() {
+            let (index, length) = slice;
+            for offset in 0..running.len() {
+                let at = (index + offset) % running.len();
+                let server = &running[at].server;
+                let cpu_before = process_stats::cpu_times(server.pid()).unwrap_or_default();
+                let report = load::run(&spec(plan, server, rate, length));
+                cpu[at] += process_stats::cpu_times(server.pid())
+                    .unwrap_or_default()
+                    .since(&cpu_before)
+                    .total;
+                reports[at].absorb(report);
+            }
         }
-        let sample = Sample {
-            round,
-            variant: variant.name.clone(),
-            load: kind,
-            requests: report.requests(),
-            errors: report.errors,
-            throughput: report.throughput(),
-            p50_us: micros(report.percentile(0.50)),
-            p99_us: micros(report.percentile(0.99)),
-            server_cpu_us: micros(cpu.total),
-            wall_us: micros(report.elapsed),
-            ended: counts.map_or(0, |c| c.ended),
-            delivered,
-            counts,
-        };
-        println!("  {}", report::one_line(&sample));
-        samples.push(sample);
+        for one in &mut running {
+            settle(one.receiver, &mut one.health, one.variant.traced());
+        }
+        for (((one, before), report), cpu) in running.iter_mut().zip(before).zip(reports).zip(cpu) {
+            let counts = before
+                .counts
+                .map(|earlier| Counts::read(&mut one.health).since(earlier));
+            if !report.first_errors.is_empty() {
+                println!(
+                    "  {}: {} errors, first: {:?}",
+                    one.variant.name, report.errors, report.first_errors
+                );
+            }
+            let sample = Sample {
+                round,
+                variant: one.variant.name.clone(),
+                load: kind,
+                requests: report.requests(),
+                errors: report.errors,
+                throughput: report.throughput(),
+                p50_us: micros(report.percentile(0.50)),
+                p99_us: micros(report.percentile(0.99)),
+                server_cpu_us: micros(cpu),
+                wall_us: micros(report.elapsed),
+                ended: counts.map_or(0, |c| c.ended),
+                delivered: one.receiver.totals().spans - before.delivered,
+                counts,
+            };
+            println!("  {}: {}", one.variant.name, report::one_line(&sample));
+            samples.push(sample);
+        }
     }
-    server.sigterm().context("stopping the server")?;
-    let _ = server.wait_exit(Duration::from_secs(10));
+    for mut one in running {
+        one.server.sigterm().context("stopping the server")?;
+        let _ = one.server.wait_exit(Duration::from_secs(10));
+    }
     Ok(samples)
+}
+
+/// The lengths of one load's slices: the phase cut into slices of the plan's length, the
+/// last one shorter if it does not divide.
+fn slices(plan: &Plan) -> impl Iterator<Item = Duration> {
+    let slice = plan
+        .slice
+        .unwrap_or(plan.phase)
+        .max(Duration::from_millis(100));
+    let mut left = plan.phase;
+    std::iter::from_fn(move || {
+        let next = left.min(slice);
+        left -= next;
+        (!next.is_zero()).then_some(next)
+    })
+}
+
+/// Moves the calling thread to `SCHED_IDLE`: it runs only when nothing else on its CPU
+/// wants to, and any other thread that wakes takes the CPU from it at once (nice 19 alone
+/// lets it finish its time slice first, and a receiver that decodes a batch for a
+/// millisecond meanwhile holds up every connection of the load). Where that fails the
+/// bench still runs, the receiver at normal priority.
+fn idle_priority() {
+    use thread_priority::ThreadPriority;
+    use thread_priority::unix::{
+        NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+        thread_native_id,
+    };
+    let _ = set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Min,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+    );
 }
 
 /// The server's environment for `variant`, exporting to `endpoint`.
@@ -470,7 +595,10 @@ fn server_env<'a>(endpoint: &'a str, variant: &'a Variant) -> Vec<(&'a str, &'a 
 }
 
 /// The binary `variant` runs: the stock build or the shipped one.
-fn binary<'a>(cli: &'a Cli, variant: &Variant) -> anyhow::Result<&'a PathBuf> {
+fn binary<'a>(cli: &'a Cli, variant: &'a Variant) -> anyhow::Result<&'a PathBuf> {
+    if let Some(path) = &variant.binary {
+        return Ok(path);
+    }
     match (variant.stock, &cli.stock_server, &cli.server) {
         (true, Some(stock), _) => Ok(stock),
         (false, _, Some(server)) => Ok(server),
@@ -538,4 +666,24 @@ fn load_average() -> String {
 
 fn micros(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e6
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_phase_is_cut_into_slices_of_the_plan_and_a_shorter_last_one() {
+        let plan = |phase: u64, slice: Option<u64>| Plan {
+            phase: Duration::from_secs(phase),
+            slice: slice.map(Duration::from_secs),
+            ..Plan::full()
+        };
+        let secs = |plan: &Plan| slices(plan).map(|d| d.as_secs()).collect::<Vec<_>>();
+        assert_eq!(secs(&plan(10, Some(2))), [2, 2, 2, 2, 2]);
+        assert_eq!(secs(&plan(10, Some(3))), [3, 3, 3, 1]);
+        // A slice longer than the phase, or none (a run from before slices): one piece.
+        assert_eq!(secs(&plan(10, Some(30))), [10]);
+        assert_eq!(secs(&plan(10, None)), [10]);
+    }
 }

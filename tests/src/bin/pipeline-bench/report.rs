@@ -170,13 +170,28 @@ pub(crate) fn markdown(r: &Results) -> String {
     let timed = if p.rounds == 0 {
         "No timed rounds ran: this run only counted instructions.".to_owned()
     } else {
+        let order = match p.slice {
+            Some(slice) => format!(
+                "Every variant is started afresh in each of {rounds} round(s), all at once, each \
+                 exporting to a receiver of its own; each load then runs in slices of {slice:?} \
+                 that take the variants in turn (the first to go moves on by one each slice) \
+                 until each has had {phase:?}, while the others sit idle on the same CPU, so \
+                 that the host's drift from minute to minute hits all variants alike. A \
+                 variant's CPU time is counted during its own slices.",
+                rounds = p.rounds,
+                phase = p.phase,
+            ),
+            None => format!(
+                "Every variant is started afresh in each of {rounds} round(s), in turn, each \
+                 load in one phase of {phase:?}.",
+                rounds = p.rounds,
+                phase = p.phase,
+            ),
+        };
         format!(
-            "Every variant is started afresh in each of {rounds} round(s), in turn; each figure \
-             is the median over rounds, and each ratio compares a variant with tracing off **of \
-             the same round**. Phases of {phase:?} after a {warmup:?} warm-up; after each phase \
-             the bench waits for the pipeline to flush before it counts what was delivered.",
-            rounds = p.rounds,
-            phase = p.phase,
+            "{order} Each figure is the median over rounds, and each ratio compares a variant \
+             with tracing off **of the same round**. The warm-up is {warmup:?}; after each load \
+             the bench waits for the pipelines to flush before it counts what was delivered.",
             warmup = p.warmup,
         )
     };
@@ -185,8 +200,9 @@ pub(crate) fn markdown(r: &Results) -> String {
         "## 8. Pipeline cost on a healthy day (server pinned to one CPU)\n\n\
          From `pipeline-bench` (`tests/src/bin/pipeline-bench/`). The release server runs \
          pinned to CPU {server} (`taskset -a -p -c {server}`); the load generator and the \
-         OTLP/gRPC receiver run in the bench's own process, pinned to CPU {load}, so the \
-         server's CPU time (from `/proc`) is its own cost. The load is `GET /tasks/{{id}}` on \
+         OTLP/gRPC receivers run in the bench's own process, pinned to CPU {load} (the \
+         receivers at nice 19, so that decoding waits for the load's idle time as a collector \
+         on another machine would), so the server's CPU time (from `/proc`) is its own cost. The load is `GET /tasks/{{id}}` on \
          an in-memory store: two spans per request (the server span and the storage span). \
          {timed} Load average before: {before}; after: {after}.\n",
         server = p.server_cpu,
@@ -204,10 +220,10 @@ pub(crate) fn markdown(r: &Results) -> String {
                 .map(|(k, v)| format!("`{k}={v}`"))
                 .collect::<Vec<_>>()
                 .join(" ");
-            let build = if v.stock {
-                "`bench` build"
-            } else {
-                "shipped build"
+            let build = match (&v.binary, v.stock) {
+                (Some(path), _) => format!("the build at `{}`", path.display()),
+                (None, true) => "`bench` build".to_owned(),
+                (None, false) => "shipped build".to_owned(),
             };
             format!("- **{}**: {build} {env}", v.name)
         })
@@ -510,6 +526,7 @@ mod tests {
                 rounds: 2,
                 warmup: Duration::from_secs(1),
                 phase: Duration::from_secs(1),
+                slice: Some(Duration::from_secs(1)),
                 connections: 16,
                 paced_rate: 2000.0,
                 low_rate: 1000.0,
