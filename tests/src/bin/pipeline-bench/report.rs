@@ -201,8 +201,9 @@ pub(crate) fn markdown(r: &Results) -> String {
          From `pipeline-bench` (`tests/src/bin/pipeline-bench/`). The release server runs \
          pinned to CPU {server} (`taskset -a -p -c {server}`); the load generator and the \
          OTLP/gRPC receivers run in the bench's own process, pinned to CPU {load} (the \
-         receivers at nice 19, so that decoding waits for the load's idle time as a collector \
-         on another machine would), so the server's CPU time (from `/proc`) is its own cost. The load is `GET /tasks/{{id}}` on \
+         receivers at `SCHED_IDLE`, so that they decode only in the load's idle time, as a \
+         collector on another machine would), so the server's CPU time (from `/proc`) is its \
+         own cost. The load is `GET /tasks/{{id}}` on \
          an in-memory store: two spans per request (the server span and the storage span). \
          {timed} Load average before: {before}; after: {after}.\n",
         server = p.server_cpu,
