@@ -37,7 +37,7 @@ use tokio_postgres::{IsolationLevel, NoTls, Row};
 
 use super::{
     Access, ListQuery, Operation, OutageLog, Page, PoolOptions, PostgresUrl, ServerAddress,
-    StorageError, StorageSpan, Unavailable, timestamp,
+    StorageError, StorageSpan, StorageTracer, Unavailable, timestamp,
 };
 use crate::task::{NewTask, Task, TaskChanges, TaskStatus};
 
@@ -79,6 +79,7 @@ struct Shared {
     server: ServerAddress,
     options: PoolOptions,
     outage: Mutex<OutageLog>,
+    tracer: StorageTracer,
 }
 
 impl PostgresStore {
@@ -128,6 +129,7 @@ impl PostgresStore {
                 server,
                 options,
                 outage: Mutex::new(OutageLog::default()),
+                tracer: StorageTracer::from_global(),
             }),
         };
         let mut client = store.acquire().await.map_err(|err| match err {
@@ -307,7 +309,10 @@ impl PostgresStore {
         access: Access,
         f: impl AsyncFnOnce(&mut Object) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        let span = StorageSpan::start(SYSTEM, operation, Some(&self.shared.server));
+        let span = self
+            .shared
+            .tracer
+            .start(SYSTEM, operation, Some(&self.shared.server));
         self.run(span, access, f).await
     }
 
@@ -579,6 +584,7 @@ mod tests {
                 server: connected.shared.server.clone(),
                 options,
                 outage: Mutex::new(OutageLog::default()),
+                tracer: StorageTracer::from_global(),
             }),
         }
     }

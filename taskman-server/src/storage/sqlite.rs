@@ -45,8 +45,8 @@ use rusqlite::{
 };
 
 use super::{
-    Access, ListQuery, Operation, OutageLog, Page, StorageError, StorageSpan, Unavailable,
-    timestamp,
+    Access, ListQuery, Operation, OutageLog, Page, StorageError, StorageSpan, StorageTracer,
+    Unavailable, timestamp,
 };
 use crate::task::{NewTask, Task, TaskChanges, TaskStatus};
 
@@ -142,6 +142,7 @@ fn commit(tx: Transaction<'_>) -> Result<(), StorageError> {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     inner: Arc<Mutex<Inner>>,
+    tracer: StorageTracer,
 }
 
 /// Everything behind the store's one lock.
@@ -264,13 +265,14 @@ impl SqliteStore {
                 file,
                 outage: OutageLog::default(),
             })),
+            tracer: StorageTracer::from_global(),
         })
     }
 
     /// Stores a new task and returns it with its id and timestamps.
     pub async fn create(&self, task: NewTask) -> Result<Task, StorageError> {
         self.call(
-            StorageSpan::start(SYSTEM, Operation::Insert, None),
+            self.tracer.start(SYSTEM, Operation::Insert, None),
             Access::Write,
             move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -297,7 +299,7 @@ impl SqliteStore {
     /// The task with this id, if there is one.
     pub async fn get(&self, id: i64) -> Result<Option<Task>, StorageError> {
         self.call(
-            StorageSpan::start(SYSTEM, Operation::Select, None),
+            self.tracer.start(SYSTEM, Operation::Select, None),
             Access::Read,
             move |conn| Ok(select_one(conn, id)?),
         )
@@ -307,7 +309,7 @@ impl SqliteStore {
     /// A page of tasks in id order, and how many match in total.
     pub async fn list(&self, query: ListQuery) -> Result<Page, StorageError> {
         self.call(
-            StorageSpan::start(SYSTEM, Operation::Select, None),
+            self.tracer.start(SYSTEM, Operation::Select, None),
             Access::Read,
             move |conn| {
                 // One snapshot for both statements, so `total` agrees with `items`.
@@ -345,7 +347,7 @@ impl SqliteStore {
         changes: TaskChanges,
     ) -> Result<Option<Task>, StorageError> {
         self.call(
-            StorageSpan::start(SYSTEM, Operation::Update, None),
+            self.tracer.start(SYSTEM, Operation::Update, None),
             Access::Write,
             move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -378,7 +380,7 @@ impl SqliteStore {
     /// Deletes the task with this id; false if there was none.
     pub async fn delete(&self, id: i64) -> Result<bool, StorageError> {
         self.call(
-            StorageSpan::start(SYSTEM, Operation::Delete, None),
+            self.tracer.start(SYSTEM, Operation::Delete, None),
             Access::Write,
             move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
