@@ -391,9 +391,20 @@ fn server_address(authority: &str) -> Option<ServerAddress> {
 /// The request headers as the propagator reads them.
 struct Headers<'a>(&'a HeaderMap);
 
+/// The W3C Trace Context headers, the ones the propagator asks for on every request.
+const TRACEPARENT: header::HeaderName = header::HeaderName::from_static("traceparent");
+const TRACESTATE: header::HeaderName = header::HeaderName::from_static("tracestate");
+
 impl Extractor for Headers<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|value| value.to_str().ok())
+        // A known name is looked up as it is; any other is parsed (validated and
+        // lower-cased) first, which under callgrind was half of the lookup's cost.
+        let value = match key {
+            "traceparent" => self.0.get(TRACEPARENT),
+            "tracestate" => self.0.get(TRACESTATE),
+            other => self.0.get(other),
+        };
+        value.and_then(|value| value.to_str().ok())
     }
 
     fn keys(&self) -> Vec<&str> {

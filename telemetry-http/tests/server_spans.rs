@@ -121,6 +121,7 @@ async fn a_request_gets_the_conventions_attributes_and_its_parent_and_children()
         .insert_header((header::HOST, "tasks.example:8443"))
         .insert_header((header::USER_AGENT, "probe/1.0"))
         .insert_header(("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01")))
+        .insert_header(("tracestate", "vendor=opaque"))
         .peer_addr("203.0.113.9:50000".parse().unwrap())
         .to_request();
     assert_eq!(test::call_service(&svc, req).await.status(), StatusCode::OK);
@@ -136,6 +137,8 @@ async fn a_request_gets_the_conventions_attributes_and_its_parent_and_children()
     assert_eq!(span.span_context.trace_id().to_string(), trace_id);
     assert_eq!(span.parent_span_id.to_string(), "00f067aa0ba902b7");
     assert!(span.parent_span_is_remote);
+    // The caller's trace state goes on with its trace.
+    assert_eq!(span.span_context.trace_state().header(), "vendor=opaque");
     assert_eq!(child.parent_span_id, span.span_context.span_id());
     assert_eq!(span.status, Status::Unset);
     for (key, value) in [
