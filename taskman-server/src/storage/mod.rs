@@ -602,13 +602,38 @@ impl StorageSpan {
     pub(crate) fn none() -> Self {
         Self(None)
     }
+
+    /// Ends the span, marking it failed if `result` is an error.
+    pub(crate) fn finish<T>(self, result: &Result<T, StorageError>) {
+        let Some(mut span) = self.0 else {
+            return;
+        };
+        if let Err(err) = result {
+            let kind = if err.is_unavailable() {
+                "unavailable"
+            } else {
+                "internal"
+            };
+            span.set_attribute(KeyValue::new("error.type", kind));
+            span.set_status(Status::error(kind));
+        }
+        span.end();
+    }
+}
+
+impl fmt::Debug for StorageSpan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("StorageSpan")
+            .field(&self.0.as_ref().map(|span| span.span_context().span_id()))
+            .finish()
+    }
 }
 
 /// The tracer of a store's spans: the global provider's when the store opened (the server
 /// installs its provider before it opens the store; so do the tests of the spans). Kept by
 /// the store rather than taken per span: taking one costs a read lock, an instrumentation
-/// scope and an allocation, some 450 instructions per request under callgrind, a tenth of
-/// what the storage span costs in all.
+/// scope and an allocation, some 550 instructions per request under callgrind, a third of
+/// what starting the span cost (`docs/pipeline.md`).
 #[derive(Clone)]
 pub(crate) struct StorageTracer(Arc<BoxedTracer>);
 
@@ -650,33 +675,6 @@ impl StorageTracer {
 impl fmt::Debug for StorageTracer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("StorageTracer")
-    }
-}
-
-impl StorageSpan {
-    /// Ends the span, marking it failed if `result` is an error.
-    pub(crate) fn finish<T>(self, result: &Result<T, StorageError>) {
-        let Some(mut span) = self.0 else {
-            return;
-        };
-        if let Err(err) = result {
-            let kind = if err.is_unavailable() {
-                "unavailable"
-            } else {
-                "internal"
-            };
-            span.set_attribute(KeyValue::new("error.type", kind));
-            span.set_status(Status::error(kind));
-        }
-        span.end();
-    }
-}
-
-impl fmt::Debug for StorageSpan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("StorageSpan")
-            .field(&self.0.as_ref().map(|span| span.span_context().span_id()))
-            .finish()
     }
 }
 

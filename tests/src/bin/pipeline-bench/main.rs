@@ -495,8 +495,7 @@ fn run_round(
             .collect();
         let mut reports = vec![LoadReport::default(); running.len()];
         let mut cpu = vec![Duration::ZERO; running.len()];
-        for slice in slices(plan).enumerate() {
-            let (index, length) = slice;
+        for (index, length) in slices(plan).enumerate() {
             for offset in 0..running.len() {
                 let at = (index + offset) % running.len();
                 let server = &running[at].server;
