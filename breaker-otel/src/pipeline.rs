@@ -28,6 +28,7 @@ use crate::batch::{BatchProcessor, QueueSettings, TelemetryPriority, telemetry_r
 use crate::exporter::{
     AdapterError, BreakerControl, CircuitBreakerSpanExporter, ExporterConfig, TokioClock,
 };
+use crate::graveyard::Graveyard;
 use crate::handle::BreakerHandle;
 #[cfg(feature = "bench")]
 use crate::handle::Published;
@@ -425,7 +426,8 @@ impl TracingPipelineBuilder {
             runtime,
             handle.published(),
             self.breaker.export_timeout.max(FLUSH_TIMEOUT),
-        );
+        )
+        .with_graveyard(exporters.graveyard);
         let provider = SdkTracerProvider::builder()
             .with_span_processor(batch)
             // Set explicitly, so that the SDK's own reading of the process environment
@@ -507,13 +509,19 @@ impl TracingPipelineBuilder {
             backends.push((key, backend.clone()));
             Ok(backend)
         };
-        let traces = if signals.traces {
-            let otlp = self.otlp_exporter(env, span_protocol)?;
+        let (traces, graveyard) = if signals.traces {
+            // As many spans as the queue: the exporter leaves them there, the batch
+            // processor frees them as spans end.
+            let graveyard = Arc::new(Graveyard::new(env.max_queue_size));
+            let otlp = self
+                .otlp_exporter(env, span_protocol)?
+                .with_graveyard(Arc::clone(&graveyard));
             let endpoint = self.resolved_endpoint(env, span_protocol);
             // `reporting`: the breaker learns what the backend answered, not just "failed".
-            Some(backend_for(&endpoint.url)?.reporting_span_exporter(otlp))
+            let traces = backend_for(&endpoint.url)?.reporting_span_exporter(otlp);
+            (Some(traces), Some(graveyard))
         } else {
-            None
+            (None, None)
         };
         let logs = if signals.logs {
             let (config, endpoint) = signal_config(env, Signal::Logs);
@@ -539,6 +547,7 @@ impl TracingPipelineBuilder {
         };
         Ok(Exporters {
             traces,
+            graveyard,
             logs,
             metrics,
             push,
@@ -760,6 +769,8 @@ struct Signals {
 /// The circuit-breaking exporters the pipeline built, and their breakers.
 struct Exporters {
     traces: Option<CircuitBreakerSpanExporter<OtlpSpanExporter>>,
+    /// Where `traces` leaves the spans it has encoded.
+    graveyard: Option<Arc<Graveyard>>,
     logs: Option<crate::CircuitBreakerLogExporter<OtlpLogExporter>>,
     metrics: Option<crate::CircuitBreakerMetricExporter<OtlpMetricExporter>>,
     /// For [`MetricPush`], on the same breaker as `metrics`.

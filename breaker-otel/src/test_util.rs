@@ -403,7 +403,7 @@ pub fn spans(n: usize) -> Vec<SpanData> {
 /// prost, and what they encode to, byte for byte.
 pub fn otlp_trace_request(batch: Vec<SpanData>, resource: &Resource) -> Vec<u8> {
     use prost::Message as _;
-    crate::otlp::encode::SpanBatch::new(batch, resource.clone()).encode_to_vec()
+    crate::otlp::encode::SpanBatch::new(&batch, resource).encode_to_vec()
 }
 
 /// Owned log records with their scopes, to lend out as a [`LogBatch`]:

@@ -457,3 +457,41 @@ async fn bad_values_fail_the_build_naming_the_variable() {
         assert!(err.to_string().starts_with(&format!("{name} = ")), "{err}");
     }
 }
+
+/// An exported span is freed by the next span that ends, on that span's thread: its
+/// memory is neither held for good nor freed on the export thread (`docs/pipeline.md`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exported_span_is_freed_by_the_next_span_that_ends() {
+    use opentelemetry::trace::Span as _;
+    use opentelemetry::{KeyValue, StringValue, Value};
+
+    let pipeline = TracingPipeline::builder()
+        .with_vars([("UNRELATED", "1")])
+        .endpoint(format!("http://{}", refused()))
+        .breaker(settings(Duration::from_secs(5)))
+        .build()
+        .unwrap();
+    let provider = pipeline.tracer_provider().clone();
+    let marker: Arc<str> = Arc::from("marker");
+    let held = Arc::clone(&marker);
+    let counts = tokio::task::spawn_blocking(move || {
+        let tracer = provider.tracer("pipeline-test");
+        let mut span = tracer.start("request");
+        span.set_attribute(KeyValue::new(
+            "marker",
+            Value::String(StringValue::from(held)),
+        ));
+        span.end();
+        drop(span);
+        // Encoded and sent (refused): the span waits to be freed.
+        let _ = provider.force_flush();
+        let after_export = Arc::strong_count(&marker);
+        tracer.in_span("next", |_| {});
+        (after_export, Arc::strong_count(&marker))
+    })
+    .await
+    .unwrap();
+    assert_eq!(counts, (2, 1));
+    assert_eq!(pipeline.handle().snapshot().spans.failed, 1);
+    pipeline.shutdown(Duration::from_secs(5)).await.ok();
+}

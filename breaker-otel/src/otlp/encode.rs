@@ -16,7 +16,7 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use opentelemetry::trace::{SpanId, Status, TraceFlags};
+use opentelemetry::trace::{SpanId, Status, TraceFlags, TraceState};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
 use opentelemetry_proto::tonic::trace::v1::SpanFlags;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind as ProtoSpanKind;
@@ -25,10 +25,10 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
 use prost::DecodeError;
 use prost::bytes::{Buf, BufMut};
-use prost::encoding::{DecodeContext, WireType, encode_varint, encoded_len_varint};
+use prost::encoding::{DecodeContext, WireType, encoded_len_varint};
 
 /// One OTLP trace export request, encoded: the batch grouped by instrumentation scope and
-/// written out, its spans dropped.
+/// written out.
 ///
 /// Its [`prost::Message`] encoding is exactly prost's encoding of the request that
 /// `opentelemetry-proto`'s `group_spans_by_resource_and_scope` builds from the same batch
@@ -44,22 +44,16 @@ pub(crate) struct SpanBatch {
 const BYTES_PER_SPAN: usize = 384;
 
 impl SpanBatch {
-    /// Encodes the batch and drops its spans.
-    pub(crate) fn new(spans: Vec<SpanData>, resource: Resource) -> Self {
+    /// Encodes the batch.
+    pub(crate) fn new(spans: &[SpanData], resource: &Resource) -> Self {
         crate::pace::batch_begins();
         let mut encoder = Encoder {
             buf: Vec::with_capacity(64 + spans.len() * BYTES_PER_SPAN),
         };
-        walk(&mut encoder, &spans, &group_by_scope(&spans), &resource);
-        let count = spans.len();
-        // Freeing a span's attributes is a good part of its export cost; paced as encoding.
-        for span in spans {
-            drop(span);
-            crate::pace::span_done();
-        }
+        walk(&mut encoder, spans, &group_by_scope(spans), resource);
         Self {
             bytes: encoder.buf,
-            spans: count,
+            spans: spans.len(),
         }
     }
 }
@@ -200,11 +194,12 @@ fn group_by_scope(spans: &[SpanData]) -> Vec<Vec<usize>> {
 /// list: the SDK clones one tracer's scope into each of its spans. Lists equal in order
 /// sort alike, so the shortcut never says equal where `==` would not.
 fn same_scope(a: &InstrumentationScope, b: &InstrumentationScope) -> bool {
-    (a.name() == b.name()
+    // `==` compares these three first as well: a span of another tracer costs one
+    // comparison of names, not two.
+    a.name() == b.name()
         && a.version() == b.version()
         && a.schema_url() == b.schema_url()
-        && a.attributes().eq(b.attributes()))
-        || a == b
+        && (a.attributes().eq(b.attributes()) || a == b)
 }
 
 /// One `Span`, as the transform's `From<SpanData> for Span` fills it.
@@ -213,8 +208,7 @@ fn span(s: &mut Encoder, span: &SpanData) {
     let context = &span.span_context;
     s.bytes(tag::TRACE_ID, &context.trace_id().to_bytes());
     s.bytes(tag::SPAN_ID, &context.span_id().to_bytes());
-    // Allocates only when there is a trace state (and then in each pass).
-    string(s, tag::TRACE_STATE, &context.trace_state().header());
+    trace_state(s, tag::TRACE_STATE, context.trace_state());
     if span.parent_span_id != SpanId::INVALID {
         s.bytes(tag::PARENT_SPAN_ID, &span.parent_span_id.to_bytes());
     }
@@ -252,7 +246,7 @@ fn span(s: &mut Encoder, span: &SpanData) {
             let context = &link.span_context;
             s.bytes(tag::TRACE_ID, &context.trace_id().to_bytes());
             s.bytes(tag::SPAN_ID, &context.span_id().to_bytes());
-            string(s, tag::TRACE_STATE, &context.trace_state().header());
+            trace_state(s, tag::TRACE_STATE, context.trace_state());
             attributes(s, tag::ATTRIBUTES, &link.attributes);
             uint32(
                 s,
@@ -285,6 +279,14 @@ fn span(s: &mut Encoder, span: &SpanData) {
     );
 }
 
+/// The W3C `tracestate` header, left out when there is none (most spans): building the
+/// header allocates, and even an empty one takes longer than the check.
+fn trace_state(s: &mut Encoder, tag: u32, state: &TraceState) {
+    if *state != TraceState::NONE {
+        string(s, tag, &state.header());
+    }
+}
+
 /// The OTLP span flags: the W3C trace flags, and that the context says whether it is
 /// remote (the transform's `build_span_flags`).
 fn span_flags(is_remote: bool, trace_flags: TraceFlags) -> u32 {
@@ -303,6 +305,7 @@ fn unix_nanos(time: SystemTime) -> u64 {
         .as_nanos() as u64
 }
 
+#[inline]
 fn attributes(s: &mut Encoder, tag: u32, attributes: &[KeyValue]) {
     for attribute in attributes {
         key_value(s, tag, attribute.key.as_str(), &attribute.value);
@@ -310,12 +313,21 @@ fn attributes(s: &mut Encoder, tag: u32, attributes: &[KeyValue]) {
 }
 
 /// One `KeyValue` field: the key, and the value, which is always present.
+///
+/// Most attributes are short strings, written in place; the rest are a call away, so that
+/// the short ones pay for no registers the general case needs.
+#[inline]
 fn key_value(s: &mut Encoder, tag: u32, key: &str, value: &Value) {
     if let Value::String(text) = value
         && s.short_string_attribute(tag, key, text.as_str())
     {
         return;
     }
+    any_key_value(s, tag, key, value);
+}
+
+#[inline(never)]
+fn any_key_value(s: &mut Encoder, tag: u32, key: &str, value: &Value) {
     s.message(tag, |s| {
         string(s, field::key_value::KEY, key);
         s.message(field::key_value::VALUE, |s| any_value(s, value));
@@ -449,18 +461,19 @@ impl Encoder {
                 .copy_within(at + width..at + width + len, at + needed);
             self.buf.truncate(at + needed + len);
         }
-        if needed == 1 {
-            self.buf[at] = len as u8;
-        } else {
-            let mut slot = &mut self.buf[at..at + needed];
-            encode_varint(len as u64, &mut slot);
+        let mut value = len;
+        for byte in &mut self.buf[at..at + needed - 1] {
+            *byte = value as u8 | 0x80;
+            value >>= 7;
         }
+        self.buf[at + needed - 1] = value as u8;
     }
 
     /// The `KeyValue` field of a string attribute, the same bytes as [`key_value`] writes,
     /// when all of it is shorter than 128 bytes (most attributes): then every length is
-    /// one byte, known before anything is written, and the field goes out in five pieces.
+    /// one byte, known before anything is written, and the field goes out in four pieces.
     /// Returns `false`, having written nothing, for a longer one.
+    #[inline]
     fn short_string_attribute(&mut self, tag: u32, key: &str, text: &str) -> bool {
         let (key, text) = (key.as_bytes(), text.as_bytes());
         // `AnyValue { string_value }`: written even when empty.
@@ -474,11 +487,16 @@ impl Encoder {
         }
         let byte = |tag: u32| (tag << 3 | WireType::LengthDelimited as u32) as u8;
         self.buf.reserve(2 + key_value);
-        self.buf
-            .extend_from_slice(&[field_key as u8, key_value as u8]);
-        if !key.is_empty() {
+        if key.is_empty() {
             self.buf
-                .extend_from_slice(&[byte(field::key_value::KEY), key.len() as u8]);
+                .extend_from_slice(&[field_key as u8, key_value as u8]);
+        } else {
+            self.buf.extend_from_slice(&[
+                field_key as u8,
+                key_value as u8,
+                byte(field::key_value::KEY),
+                key.len() as u8,
+            ]);
             self.buf.extend_from_slice(key);
         }
         self.buf.extend_from_slice(&[
@@ -499,7 +517,9 @@ impl Encoder {
         self.buf.extend_from_slice(value);
     }
 
-    /// Any other field, written even when zero.
+    /// Any other field, written even when zero. Inlined: each caller passes one kind,
+    /// and the `match` goes away (`#[inline]` alone left it a call).
+    #[inline(always)]
     fn scalar(&mut self, tag: u32, value: Scalar) {
         // prost's `encoding::{uint32, int32, …}::encode`, through [`varint`].
         let buf = &mut self.buf;
@@ -538,16 +558,17 @@ impl Encoder {
     }
 }
 
-/// prost's `encode_varint`, one byte written in place for a value below 128: every key
-/// of these messages, and the length of most strings and nested messages. prost's own is
-/// not inlined, and its call was the encoder's largest cost (`docs/pipeline.md`).
+/// prost's `encode_varint`, inlined: seven bits a byte, low bits first, the high bit set
+/// on all bytes but the last. Almost every key and length here takes one byte or two;
+/// prost's own is not inlined, and its call was the encoder's largest cost
+/// (`docs/pipeline.md`).
 #[inline]
-fn varint(value: u64, buf: &mut Vec<u8>) {
-    if value < 0x80 {
-        buf.push(value as u8);
-    } else {
-        encode_varint(value, buf);
+fn varint(mut value: u64, buf: &mut Vec<u8>) {
+    while value >= 0x80 {
+        buf.push(value as u8 | 0x80);
+        value >>= 7;
     }
+    buf.push(value as u8);
 }
 
 /// prost's `encode_key` for a length-delimited field, through [`varint`].
@@ -669,7 +690,7 @@ mod tests {
     /// fields, in the same order, scopes in the same order).
     fn check(batch: Vec<SpanData>, resource: &Resource) {
         let expected = transformed(batch.clone(), resource);
-        let encoded = SpanBatch::new(batch, resource.clone());
+        let encoded = SpanBatch::new(&batch, resource);
         let bytes = encoded.encode_to_vec();
         assert_eq!(encoded.encoded_len(), bytes.len());
         assert_eq!(
@@ -932,7 +953,7 @@ mod tests {
         batch[7]
             .attributes
             .push(KeyValue::new("huge", "y".repeat(20_000)));
-        let encoded = SpanBatch::new(batch.clone(), Resource::builder_empty().build());
+        let encoded = SpanBatch::new(&batch, &Resource::builder_empty().build());
         assert!(encoded.encoded_len() > 1 << 14, "{}", encoded.encoded_len());
         check(
             batch,
@@ -962,17 +983,14 @@ mod tests {
         let resource = Resource::builder_empty().build();
         let expected = transformed(spans.clone(), &resource);
         assert_eq!(expected.resource_spans[0].scope_spans.len(), 2);
-        let encoded = SpanBatch::new(spans, resource);
+        let encoded = SpanBatch::new(&spans, &resource);
         assert_eq!(encoded.encode_to_vec(), expected.encode_to_vec());
     }
 
     #[test]
     fn it_refuses_to_be_decoded_and_clears_to_the_empty_message() {
         let scope = InstrumentationScope::builder("bench").build();
-        let mut batch = SpanBatch::new(
-            vec![plain_span(1, scope)],
-            Resource::builder_empty().build(),
-        );
+        let mut batch = SpanBatch::new(&[plain_span(1, scope)], &Resource::builder_empty().build());
         let bytes = batch.encode_to_vec();
         let err = batch.merge(bytes.as_slice()).unwrap_err();
         assert!(err.to_string().contains("only ever encoded"), "{err}");

@@ -1,8 +1,9 @@
-//! The OTLP span exporter: a batch of `SpanData` moved (not copied) into one [`SpanBatch`],
-//! which encodes as the `ExportTraceServiceRequest` of those spans without building it, and
-//! sent by the shared [`Client`].
+//! The OTLP span exporter: a batch of `SpanData` encoded into one [`SpanBatch`], the bytes
+//! of the `ExportTraceServiceRequest` of those spans without building it, and sent by the
+//! shared [`Client`].
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry_sdk::Resource;
@@ -11,6 +12,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 
 use super::encode::SpanBatch;
 use super::{Client, ExportReport, OtlpExporterConfig, OtlpExporterError};
+use crate::graveyard::Graveyard;
 use crate::pipeline::Protocol;
 
 /// An OTLP span exporter (gRPC or HTTP/protobuf) whose [`send`](Self::send) reports what
@@ -22,8 +24,11 @@ use crate::pipeline::Protocol;
 /// run there, also when an export is driven from elsewhere (the SDK's batch thread).
 pub struct OtlpSpanExporter {
     client: Client,
-    /// Empty until the SDK sets it; a cheap clone (an `Arc`) into each request.
+    /// Empty until the SDK sets it.
     resource: Resource,
+    /// Where encoded spans go to be freed by the threads that end spans; without one (the
+    /// exporter used on its own), they are freed here.
+    graveyard: Option<Arc<Graveyard>>,
 }
 
 impl fmt::Debug for OtlpSpanExporter {
@@ -48,7 +53,15 @@ impl OtlpSpanExporter {
         Ok(Self {
             client: Client::new(config)?,
             resource: Resource::builder_empty().build(),
+            graveyard: None,
         })
+    }
+
+    /// Leaves each encoded batch's spans in `graveyard`, for the pipeline's batch
+    /// processor to free on the threads that end spans.
+    pub(crate) fn with_graveyard(mut self, graveyard: Arc<Graveyard>) -> Self {
+        self.graveyard = Some(graveyard);
+        self
     }
 
     /// The transport in use.
@@ -57,8 +70,8 @@ impl OtlpSpanExporter {
         self.client.protocol()
     }
 
-    /// Sends `batch` as one OTLP request and reports the answer. The batch is consumed:
-    /// its spans are moved, not copied, into the request, and encoded straight from there.
+    /// Sends `batch` as one OTLP request and reports the answer. The spans are encoded
+    /// straight from the batch, never copied, and freed before the request is sent.
     ///
     /// An export that takes longer than the configured timeout (connecting included) fails
     /// with [`FailureCause::Timeout`](crate::FailureCause::Timeout); after
@@ -68,7 +81,17 @@ impl OtlpSpanExporter {
         if self.client.is_shut_down() {
             return Client::shut_down_report();
         }
-        let request = SpanBatch::new(batch, self.resource.clone());
+        let request = SpanBatch::new(&batch, &self.resource);
+        match &self.graveyard {
+            Some(graveyard) => graveyard.bury(batch),
+            None => {
+                // Freeing a span is a good part of its export cost; paced as encoding.
+                for span in batch {
+                    drop(span);
+                    crate::pace::span_done();
+                }
+            }
+        }
         self.client.send(request).await
     }
 }
