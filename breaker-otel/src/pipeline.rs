@@ -510,9 +510,9 @@ impl TracingPipelineBuilder {
             Ok(backend)
         };
         let (traces, graveyard) = if signals.traces {
-            // As many spans as the queue: the exporter leaves them there, the batch
-            // processor frees them as spans end.
-            let graveyard = Arc::new(Graveyard::new(env.max_queue_size));
+            // One batch: the exporter leaves each batch there, and the spans that end
+            // while the next one fills free it.
+            let graveyard = Arc::new(Graveyard::new(env.max_export_batch_size));
             let otlp = self
                 .otlp_exporter(env, span_protocol)?
                 .with_graveyard(Arc::clone(&graveyard));
