@@ -11,9 +11,9 @@
 //! to the cache of a thread that allocates the same sizes, and come out of it again.
 //!
 //! A thread that ends a span never waits here: it only ever tries the lock, and a span it
-//! could not free is freed by the next. The graveyard holds at most its capacity (one
-//! batch in the pipeline); past that, as after a burst of spans that ended while it was
-//! empty, the export thread frees the oldest itself.
+//! could not free is freed by the next. The graveyard holds at most its capacity (the
+//! queue's, in the pipeline: the export loop empties a full queue batch after batch);
+//! past that the export thread frees the oldest itself.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -510,9 +510,10 @@ impl TracingPipelineBuilder {
             Ok(backend)
         };
         let (traces, graveyard) = if signals.traces {
-            // One batch: the exporter leaves each batch there, and the spans that end
-            // while the next one fills free it.
-            let graveyard = Arc::new(Graveyard::new(env.max_export_batch_size));
+            // As many as the queue: the export loop sends batches back to back while the
+            // queue holds a full one, faster than spans end meanwhile, and what does not
+            // fit is freed on the export thread, the slow way.
+            let graveyard = Arc::new(Graveyard::new(env.max_queue_size));
             let otlp = self
                 .otlp_exporter(env, span_protocol)?
                 .with_graveyard(Arc::clone(&graveyard));
