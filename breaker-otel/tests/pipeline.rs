@@ -93,6 +93,17 @@ fn settings(export_timeout: Duration) -> ExporterConfig {
         .breaker(breaker)
 }
 
+/// The pipeline over gRPC (the default protocol) to a backend that refuses every
+/// connection, with a 5 s export timeout.
+fn refused_grpc_pipeline() -> TracingPipeline {
+    TracingPipeline::builder()
+        .with_vars([("UNRELATED", "1")])
+        .endpoint(format!("http://{}", refused()))
+        .breaker(settings(Duration::from_secs(5)))
+        .build()
+        .unwrap()
+}
+
 async fn flush_batches(pipeline: &TracingPipeline, batches: usize) {
     let provider = pipeline.tracer_provider().clone();
     tokio::task::spawn_blocking(move || {
@@ -108,12 +119,7 @@ async fn flush_batches(pipeline: &TracingPipeline, batches: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_backend_opens_the_circuit_over_grpc() {
-    let pipeline = TracingPipeline::builder()
-        .with_vars([("UNRELATED", "1")])
-        .endpoint(format!("http://{}", refused()))
-        .breaker(settings(Duration::from_secs(5)))
-        .build()
-        .unwrap();
+    let pipeline = refused_grpc_pipeline();
     assert_eq!(pipeline.protocol(), Some(Protocol::Grpc));
     flush_batches(&pipeline, 5).await;
     let snapshot = pipeline.handle().snapshot();
@@ -465,12 +471,7 @@ async fn an_exported_span_is_freed_by_the_next_span_that_ends() {
     use opentelemetry::trace::Span as _;
     use opentelemetry::{KeyValue, StringValue, Value};
 
-    let pipeline = TracingPipeline::builder()
-        .with_vars([("UNRELATED", "1")])
-        .endpoint(format!("http://{}", refused()))
-        .breaker(settings(Duration::from_secs(5)))
-        .build()
-        .unwrap();
+    let pipeline = refused_grpc_pipeline();
     let provider = pipeline.tracer_provider().clone();
     let marker: Arc<str> = Arc::from("marker");
     let held = Arc::clone(&marker);
