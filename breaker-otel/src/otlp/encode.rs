@@ -461,12 +461,7 @@ impl Encoder {
                 .copy_within(at + width..at + width + len, at + needed);
             self.buf.truncate(at + needed + len);
         }
-        let mut value = len;
-        for byte in &mut self.buf[at..at + needed - 1] {
-            *byte = value as u8 | 0x80;
-            value >>= 7;
-        }
-        self.buf[at + needed - 1] = value as u8;
+        varint(len as u64, &mut &mut self.buf[at..at + needed]);
     }
 
     /// The `KeyValue` field of a string attribute, the same bytes as [`key_value`] writes,
@@ -562,13 +557,14 @@ impl Encoder {
 /// on all bytes but the last. Almost every key and length here takes one byte or two;
 /// prost's own is not inlined, and its call was the encoder's largest cost
 /// (`docs/pipeline.md`).
+/// Written to the end of the buffer, or into the room left for a length (`&mut [u8]`).
 #[inline]
-fn varint(mut value: u64, buf: &mut Vec<u8>) {
+fn varint(mut value: u64, buf: &mut impl BufMut) {
     while value >= 0x80 {
-        buf.push(value as u8 | 0x80);
+        buf.put_u8(value as u8 | 0x80);
         value >>= 7;
     }
-    buf.push(value as u8);
+    buf.put_u8(value as u8);
 }
 
 /// prost's `encode_key` for a length-delimited field, through [`varint`].
