@@ -27,9 +27,12 @@
 //! 2. **saturation**: a closed loop of `--connections` (16): throughput and p99;
 //! 3. **low rate** at 1000/s: p99.
 //!
-//! A variant's CPU time is counted during its own slices only. After each load the bench
-//! waits for every pipeline to flush and counts what reached each receiver against the
-//! spans that ended. Nothing is asserted: numbers are reported.
+//! A variant's CPU time under a load is counted from before its first slice until its
+//! pipeline has delivered the load's last span, to the nanosecond
+//! (`/proc/PID/task/*/schedstat`), and split between the request threads and the rest
+//! (the telemetry's threads). After each load the bench waits for every pipeline to flush
+//! and counts what reached each receiver against the spans that ended. Nothing is
+//! asserted: numbers are reported.
 //!
 //! With `--instructions` (or `--instructions-only`, which skips the timed rounds) each
 //! variant also runs once under `valgrind --tool=callgrind` at a paced rate
@@ -115,6 +118,11 @@ pub(crate) struct Plan {
     /// in one piece, one after the other.
     #[serde(default)]
     pub(crate) slice: Option<Duration>,
+    /// A variant's CPU time is counted from before its first slice of a load until its
+    /// last span is delivered, in nanoseconds (`/proc/.../schedstat`). Runs from before
+    /// counted only during the variant's own slices, in clock ticks.
+    #[serde(default)]
+    pub(crate) cpu_per_load: bool,
     pub(crate) connections: usize,
     pub(crate) paced_rate: f64,
     pub(crate) low_rate: f64,
@@ -130,6 +138,7 @@ impl Plan {
             warmup: Duration::from_secs(2),
             phase: Duration::from_secs(10),
             slice: Some(Duration::from_secs(2)),
+            cpu_per_load: true,
             connections: 16,
             paced_rate: 2000.0,
             low_rate: 1000.0,
@@ -160,6 +169,10 @@ pub(crate) struct Variant {
     pub(crate) binary: Option<PathBuf>,
     pub(crate) env: Vec<(String, String)>,
 }
+
+/// The names of the server's request threads (actix's `actix-server worker N`, as the
+/// kernel keeps it: 15 bytes).
+pub(crate) const REQUEST_THREADS: &str = "actix-server wo";
 
 /// The name of the baseline variant.
 pub(crate) const OFF: &str = "tracing off";
@@ -244,6 +257,11 @@ pub(crate) struct Sample {
     pub(crate) p99_us: f64,
     /// The server's CPU time during the load, in microseconds.
     pub(crate) server_cpu_us: f64,
+    /// Of `server_cpu_us`, the part on the threads that serve requests (actix's workers);
+    /// the rest is the telemetry's own threads and the server's housekeeping. Absent in
+    /// runs from before it was counted.
+    #[serde(default)]
+    pub(crate) request_threads_cpu_us: Option<f64>,
     /// The load's length, in microseconds (to tell how busy the server's CPU was).
     pub(crate) wall_us: f64,
     /// Spans that ended in the server during the load and its flush.
@@ -494,24 +512,40 @@ fn run_round(
             })
             .collect();
         let mut reports = vec![LoadReport::default(); running.len()];
-        let mut cpu = vec![Duration::ZERO; running.len()];
+        // Each server's CPU from before its first slice until its last span is delivered:
+        // the export of the spans a slice ended may run after it, while another variant
+        // has its turn.
+        let cpu_before: Vec<_> = running
+            .iter()
+            .map(|one| process_stats::cpu_times(one.server.pid()).unwrap_or_default())
+            .collect();
         for (index, length) in slices(plan).enumerate() {
             for offset in 0..running.len() {
                 let at = (index + offset) % running.len();
                 let server = &running[at].server;
-                let cpu_before = process_stats::cpu_times(server.pid()).unwrap_or_default();
-                let report = load::run(&spec(plan, server, rate, length));
-                cpu[at] += process_stats::cpu_times(server.pid())
-                    .unwrap_or_default()
-                    .since(&cpu_before)
-                    .total;
-                reports[at].absorb(report);
+                reports[at].absorb(load::run(&spec(plan, server, rate, length)));
             }
         }
         for one in &mut running {
             settle(one.receiver, &mut one.health, one.variant.traced());
         }
-        for (((one, before), report), cpu) in running.iter_mut().zip(before).zip(reports).zip(cpu) {
+        let used: Vec<process_stats::CpuTimes> = running
+            .iter()
+            .zip(&cpu_before)
+            .map(|(one, before)| {
+                process_stats::cpu_times(one.server.pid())
+                    .unwrap_or_default()
+                    .since(before)
+            })
+            .collect();
+        let cpu: Vec<Duration> = used.iter().map(|used| used.total).collect();
+        for ((((one, before), report), cpu), used) in running
+            .iter_mut()
+            .zip(before)
+            .zip(reports)
+            .zip(cpu)
+            .zip(&used)
+        {
             let counts = before
                 .counts
                 .map(|earlier| Counts::read(&mut one.health).since(earlier));
@@ -531,12 +565,14 @@ fn run_round(
                 p50_us: micros(report.percentile(0.50)),
                 p99_us: micros(report.percentile(0.99)),
                 server_cpu_us: micros(cpu),
+                request_threads_cpu_us: Some(micros(used.threads_named(REQUEST_THREADS))),
                 wall_us: micros(report.elapsed),
                 ended: counts.map_or(0, |c| c.ended),
                 delivered: one.receiver.totals().spans - before.delivered,
                 counts,
             };
             println!("  {}: {}", one.variant.name, report::one_line(&sample));
+            println!("    {}", report::threads_line(used, sample.requests));
             samples.push(sample);
         }
     }

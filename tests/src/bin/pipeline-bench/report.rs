@@ -2,6 +2,9 @@
 //! against tracing off of the same round, and the goals they are held to.
 
 use std::fmt::Write as _;
+use std::time::Duration;
+
+use ::tests::process_stats;
 
 use crate::instructions::{self, InstructionSample};
 use crate::{Load, OFF, OURS, Results, STOCK, Sample};
@@ -115,6 +118,26 @@ impl Results {
         })
     }
 
+    /// [`Self::cpu_per_span`] split: on the request threads, and on every other thread
+    /// (the telemetry's own); none for runs that did not count threads apart.
+    pub(crate) fn cpu_per_span_split(&self, variant: &str) -> Option<(f64, f64)> {
+        let split = |side: fn(&Sample) -> Option<f64>| {
+            self.med_vs_off(variant, Load::Paced, |on, off| {
+                let spans_per_request = on.delivered as f64 / on.requests.max(1) as f64;
+                match (side(on), side(off)) {
+                    (Some(on_us), Some(off_us)) => {
+                        (on_us / on.requests.max(1) as f64 - off_us / off.requests.max(1) as f64)
+                            / spans_per_request
+                    }
+                    _ => f64::NAN,
+                }
+            })
+        };
+        let requests = split(|s| s.request_threads_cpu_us);
+        let rest = split(|s| s.request_threads_cpu_us.map(|r| s.server_cpu_us - r));
+        (requests.is_finite() && rest.is_finite()).then_some((requests, rest))
+    }
+
     fn counted(&self, variant: &str) -> Option<&InstructionSample> {
         self.instructions.iter().find(|s| s.variant == variant)
     }
@@ -166,6 +189,20 @@ impl Results {
     }
 }
 
+/// Where a variant's CPU went under one load, per request, by thread name (the busiest
+/// first), for the log.
+pub(crate) fn threads_line(used: &process_stats::CpuTimes, requests: u64) -> String {
+    let mut threads: Vec<(&String, &Duration)> = used.by_thread.iter().collect();
+    threads.sort_by(|a, b| b.1.cmp(a.1));
+    let per_request = |time: &Duration| time.as_secs_f64() * 1e6 / requests.max(1) as f64;
+    threads
+        .iter()
+        .take(6)
+        .map(|(name, time)| format!("{name} {:.2} µs", per_request(time)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub(crate) fn markdown(r: &Results) -> String {
     let mut out = String::new();
     let p = &r.plan;
@@ -178,10 +215,16 @@ pub(crate) fn markdown(r: &Results) -> String {
                  exporting to a receiver of its own; each load then runs in slices of {slice:?} \
                  that take the variants in turn (the first to go moves on by one each slice) \
                  until each has had {phase:?}, while the others sit idle on the same CPU, so \
-                 that the host's drift from minute to minute hits all variants alike. A \
-                 variant's CPU time is counted during its own slices.",
+                 that the host's drift from minute to minute hits all variants alike. {cpu}",
                 rounds = p.rounds,
                 phase = p.phase,
+                cpu = if p.cpu_per_load {
+                    "A variant's CPU time is counted from before its first slice of a load \
+                     until its pipeline has delivered the load's last span (its exports after \
+                     a slice included), to the nanosecond (`/proc/PID/task/*/schedstat`)."
+                } else {
+                    "A variant's CPU time is counted during its own slices, in clock ticks."
+                },
             ),
             None => format!(
                 "Every variant is started afresh in each of {rounds} round(s), in turn, each \
@@ -247,20 +290,26 @@ fn paced_table(out: &mut String, r: &Results) {
     let _ = writeln!(
         out,
         "### CPU per exported span, paced at {:.0} requests/s\n\n\
-         | variant | server CPU per request | CPU busy | spans delivered per request | delivered / ended | CPU per exported span (vs off) |\n\
-         |---|---:|---:|---:|---:|---:|",
+         | variant | server CPU per request | CPU busy | spans delivered per request | delivered / ended | CPU per exported span (vs off) | of which on request threads | on other threads |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|",
         r.plan.paced_rate
     );
     for v in &r.variants {
         let name = v.name.as_str();
-        let per_span = if name == OFF {
-            "baseline".to_owned()
+        let (per_span, split) = if name == OFF {
+            ("baseline".to_owned(), "– | –".to_owned())
         } else {
-            format!("**{:.2} µs**", r.cpu_per_span(name))
+            (
+                format!("**{:.2} µs**", r.cpu_per_span(name)),
+                r.cpu_per_span_split(name).map_or_else(
+                    || "– | –".to_owned(),
+                    |(requests, rest)| format!("{requests:.2} µs | {rest:.2} µs"),
+                ),
+            )
         };
         let _ = writeln!(
             out,
-            "| {name} | {:.1} µs | {:.0} % | {:.2} | {} | {per_span} |",
+            "| {name} | {:.1} µs | {:.0} % | {:.2} | {} | {per_span} | {split} |",
             r.med(name, Load::Paced, cpu_per_request),
             r.med(name, Load::Paced, busy) * 100.0,
             r.med(name, Load::Paced, |s| s.delivered as f64
@@ -517,6 +566,12 @@ mod tests {
             p50_us: 100.0,
             p99_us: if variant == OFF { 1000.0 } else { 2000.0 },
             server_cpu_us: cpu_us,
+            // Tracing on spends 1 ms of the load (1 µs a request) off the request threads.
+            request_threads_cpu_us: Some(if variant == OFF {
+                cpu_us
+            } else {
+                cpu_us - 1000.0
+            }),
             wall_us: 1_000_000.0,
             ended: 2000,
             delivered,
@@ -531,6 +586,7 @@ mod tests {
                 warmup: Duration::from_secs(1),
                 phase: Duration::from_secs(1),
                 slice: Some(Duration::from_secs(1)),
+                cpu_per_load: true,
                 connections: 16,
                 paced_rate: 2000.0,
                 low_rate: 1000.0,
@@ -563,6 +619,11 @@ mod tests {
         ]);
         assert!((r.cpu_per_span(OURS) - 2.5).abs() < 1e-9);
         assert!((r.cpu_per_span(STOCK) - 8.5).abs() < 1e-9);
+        // 2.5 µs a span: 0.5 off the request threads in both rounds, the rest on them
+        // (1.5 and 2.5).
+        let (requests, rest) = r.cpu_per_span_split(OURS).unwrap();
+        assert!((requests - 2.0).abs() < 1e-9, "{requests}");
+        assert!((rest - 0.5).abs() < 1e-9, "{rest}");
         let rows = goal_rows(&r);
         let stock = rows.iter().find(|row| row.0.contains("stock")).unwrap();
         assert_eq!(stock.1, "3.40× (timed, paced)");
