@@ -6,10 +6,11 @@
 //! have exited are still in the process total but no longer in the per-name
 //! view. Off Linux every read is an error.
 //!
-//! Each thread's time is read in nanoseconds from `/proc/.../schedstat` (the
-//! scheduler's own run time) where the kernel has it, and in clock ticks
-//! (10 ms) from `stat` where not: a bench that charges a 2 s slice of load to
-//! a server cannot afford an error of one tick on each side of it.
+//! Times are in nanoseconds where the kernel gives them: the process's CPU
+//! clock (`clock_getcpuclockid`) for the total, each thread's
+//! `/proc/.../schedstat` (the scheduler's own run time) per name; else in
+//! clock ticks (10 ms) from `stat`. A bench that charges a few seconds of load
+//! at 10 % busy to a server cannot afford an error of a tick at each end.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -18,6 +19,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use nix::time::ClockId;
+use nix::unistd::Pid;
+
 /// CPU time used so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CpuTimes {
@@ -25,20 +29,11 @@ pub struct CpuTimes {
     pub total: Duration,
     /// Live threads by name (`comm`, at most 15 bytes), summed per name.
     pub by_thread: BTreeMap<String, Duration>,
-    /// Live threads by thread id, to the nanosecond; empty where the kernel keeps no
-    /// scheduler statistics.
-    pub by_task: BTreeMap<u32, Duration>,
 }
 
 impl CpuTimes {
     /// CPU time used between `earlier` and `self`; a thread name missing
     /// from `earlier` counts from zero.
-    ///
-    /// With both readings to the nanosecond, the total is the sum of what each thread
-    /// used in between (a thread that started since counts from zero; a thread that has
-    /// exited since loses only what it used after `earlier`, which for a pool's thread
-    /// that exits after idling is nothing). Otherwise it is the process's own total, to
-    /// the clock tick.
     #[must_use]
     pub fn since(&self, earlier: &Self) -> Self {
         let by_thread = self
@@ -49,23 +44,9 @@ impl CpuTimes {
                 (name.clone(), time.saturating_sub(before))
             })
             .collect();
-        let by_task: BTreeMap<u32, Duration> = self
-            .by_task
-            .iter()
-            .map(|(tid, time)| {
-                let before = earlier.by_task.get(tid).copied().unwrap_or_default();
-                (*tid, time.saturating_sub(before))
-            })
-            .collect();
-        let total = if self.by_task.is_empty() || earlier.by_task.is_empty() {
-            self.total.saturating_sub(earlier.total)
-        } else {
-            by_task.values().sum()
-        };
         Self {
-            total,
+            total: self.total.saturating_sub(earlier.total),
             by_thread,
-            by_task,
         }
     }
 
@@ -86,47 +67,41 @@ impl CpuTimes {
 /// When `/proc/PID` cannot be read (the process is gone, or not Linux).
 pub fn cpu_times(pid: u32) -> io::Result<CpuTimes> {
     let dir = format!("/proc/{pid}");
-    let process = stat_cpu(&std::fs::read_to_string(format!("{dir}/stat"))?)?;
+    let total = match process_clock(pid) {
+        Some(total) => total,
+        None => stat_cpu(&std::fs::read_to_string(format!("{dir}/stat"))?)?,
+    };
     let mut by_thread = BTreeMap::new();
-    let mut by_task = BTreeMap::new();
-    let mut precise = true;
     for entry in std::fs::read_dir(format!("{dir}/task"))? {
-        let entry = entry?;
-        let task = entry.path();
+        let task = entry?.path();
         // A thread may exit between the listing and the read: skip it.
         let Ok(name) = std::fs::read_to_string(task.join("comm")) else {
             continue;
         };
-        let run_time = std::fs::read_to_string(task.join("schedstat"))
+        let time = match std::fs::read_to_string(task.join("schedstat"))
             .ok()
-            .and_then(|text| schedstat_run_time(&text));
-        let time = match run_time {
-            Some(time) => {
-                if let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) {
-                    by_task.insert(tid, time);
-                }
-                time
-            }
-            None => {
-                precise = false;
-                match std::fs::read_to_string(task.join("stat")) {
-                    Ok(stat) => stat_cpu(&stat)?,
-                    Err(_) => continue,
-                }
-            }
+            .and_then(|text| schedstat_run_time(&text))
+        {
+            Some(time) => time,
+            None => match std::fs::read_to_string(task.join("stat")) {
+                Ok(stat) => stat_cpu(&stat)?,
+                Err(_) => continue,
+            },
         };
         *by_thread
             .entry(name.trim_end().to_owned())
             .or_insert(Duration::ZERO) += time;
     }
-    if !precise {
-        by_task.clear();
-    }
-    Ok(CpuTimes {
-        total: process,
-        by_thread,
-        by_task,
-    })
+    Ok(CpuTimes { total, by_thread })
+}
+
+/// The process's CPU clock (`clock_getcpuclockid`): every thread's run time, those that
+/// have exited included, to the nanosecond. None where it cannot be read.
+fn process_clock(pid: u32) -> Option<Duration> {
+    let pid = i32::try_from(pid).ok()?;
+    let clock = ClockId::pid_cpu_clock_id(Pid::from_raw(pid)).ok()?;
+    let time = clock.now().ok()?;
+    Some(Duration::from(time))
 }
 
 /// The run time in the first field of a `/proc/.../schedstat` line (nanoseconds); none
@@ -404,7 +379,6 @@ mod tests {
         let earlier = CpuTimes {
             total: Duration::from_millis(100),
             by_thread: BTreeMap::from([("worker".to_owned(), Duration::from_millis(60))]),
-            by_task: BTreeMap::new(),
         };
         let later = CpuTimes {
             total: Duration::from_millis(250),
@@ -412,7 +386,6 @@ mod tests {
                 ("worker".to_owned(), Duration::from_millis(100)),
                 ("worker-2".to_owned(), Duration::from_millis(30)),
             ]),
-            by_task: BTreeMap::new(),
         };
         let used = later.since(&earlier);
         assert_eq!(used.total, Duration::from_millis(150));
@@ -421,39 +394,22 @@ mod tests {
     }
 
     #[test]
-    fn with_nanosecond_readings_the_total_is_what_each_thread_used_in_between() {
-        let ms = Duration::from_millis;
-        // Thread 2 exits after the first reading; thread 3 starts after it. The process
-        // total (ticks) keeps the exited thread's 500 ms, which this interval did not use.
-        let earlier = CpuTimes {
-            total: ms(1000),
-            by_thread: BTreeMap::new(),
-            by_task: BTreeMap::from([(1, ms(400)), (2, ms(500))]),
-        };
-        let later = CpuTimes {
-            total: ms(1260),
-            by_thread: BTreeMap::new(),
-            by_task: BTreeMap::from([(1, ms(600)), (3, ms(57))]),
-        };
-        assert_eq!(later.since(&earlier).total, ms(257));
-        // One reading in ticks only: the process totals.
-        let ticks_only = CpuTimes {
-            by_task: BTreeMap::new(),
-            ..later.clone()
-        };
-        assert_eq!(ticks_only.since(&earlier).total, ms(260));
-        // This machine's own reading, when it has scheduler statistics, is per thread.
-        let mine = cpu_times(std::process::id()).unwrap();
-        if !mine.by_task.is_empty() {
-            let me: u32 = std::fs::read_link("/proc/thread-self")
-                .unwrap()
-                .file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .parse()
-                .unwrap();
-            assert!(mine.by_task[&me] > Duration::ZERO);
-        }
+    fn the_process_clock_counts_threads_that_have_exited() {
+        let pid = std::process::id();
+        let before = process_clock(pid).expect("this kernel has process CPU clocks");
+        // A thread that burns CPU and exits before the second reading.
+        std::thread::spawn(|| {
+            let start = std::time::Instant::now();
+            let mut x = 0u64;
+            while start.elapsed() < Duration::from_millis(30) {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
+            }
+        })
+        .join()
+        .unwrap();
+        let used = process_clock(pid).unwrap() - before;
+        // At least most of the 30 ms it spun (it may have been preempted for a moment).
+        assert!(used >= Duration::from_millis(20), "{used:?}");
+        assert!(cpu_times(pid).unwrap().total >= before + used);
     }
 }

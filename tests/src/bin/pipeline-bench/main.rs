@@ -29,8 +29,8 @@
 //!
 //! A variant's CPU time under a load is counted from before its first slice until its
 //! pipeline has delivered the load's last span, to the nanosecond
-//! (`/proc/PID/task/*/schedstat`), and split between the request threads and the rest
-//! (the telemetry's threads). After each load the bench waits for every pipeline to flush
+//! (the process's CPU clock), and split between the telemetry's threads and the request
+//! threads. After each load the bench waits for every pipeline to flush
 //! and counts what reached each receiver against the spans that ended. Nothing is
 //! asserted: numbers are reported.
 //!
@@ -119,7 +119,7 @@ pub(crate) struct Plan {
     #[serde(default)]
     pub(crate) slice: Option<Duration>,
     /// A variant's CPU time is counted from before its first slice of a load until its
-    /// last span is delivered, in nanoseconds (`/proc/.../schedstat`). Runs from before
+    /// last span is delivered, in nanoseconds (the process's CPU clock). Runs from before
     /// counted only during the variant's own slices, in clock ticks.
     #[serde(default)]
     pub(crate) cpu_per_load: bool,
@@ -170,9 +170,13 @@ pub(crate) struct Variant {
     pub(crate) env: Vec<(String, String)>,
 }
 
-/// The names of the server's request threads (actix's `actix-server worker N`, as the
-/// kernel keeps it: 15 bytes).
-pub(crate) const REQUEST_THREADS: &str = "actix-server wo";
+/// The threads that serve no request, by the start of their names as the kernel keeps
+/// them (15 bytes): our telemetry runtime (`otel-export`), the SDK's own processor
+/// threads (`OpenTelemetry.Traces.BatchProcessor`, …), and the server's main runtime,
+/// where the stock exporter's gRPC client runs. They live as long as the server, so their
+/// time is exact; everything else (actix's workers and their blocking pool, whose threads
+/// come and go) serves requests.
+pub(crate) const TELEMETRY_THREADS: [&str; 3] = ["otel-export", "OpenTelemetry", "taskman-main"];
 
 /// The name of the baseline variant.
 pub(crate) const OFF: &str = "tracing off";
@@ -257,11 +261,11 @@ pub(crate) struct Sample {
     pub(crate) p99_us: f64,
     /// The server's CPU time during the load, in microseconds.
     pub(crate) server_cpu_us: f64,
-    /// Of `server_cpu_us`, the part on the threads that serve requests (actix's workers);
-    /// the rest is the telemetry's own threads and the server's housekeeping. Absent in
-    /// runs from before it was counted.
+    /// Of `server_cpu_us`, the part on the threads that serve no request
+    /// ([`TELEMETRY_THREADS`]); the rest is the request threads'. Absent in runs from
+    /// before it was counted.
     #[serde(default)]
-    pub(crate) request_threads_cpu_us: Option<f64>,
+    pub(crate) telemetry_threads_cpu_us: Option<f64>,
     /// The load's length, in microseconds (to tell how busy the server's CPU was).
     pub(crate) wall_us: f64,
     /// Spans that ended in the server during the load and its flush.
@@ -565,7 +569,12 @@ fn run_round(
                 p50_us: micros(report.percentile(0.50)),
                 p99_us: micros(report.percentile(0.99)),
                 server_cpu_us: micros(cpu),
-                request_threads_cpu_us: Some(micros(used.threads_named(REQUEST_THREADS))),
+                telemetry_threads_cpu_us: Some(micros(
+                    TELEMETRY_THREADS
+                        .iter()
+                        .map(|name| used.threads_named(name))
+                        .sum(),
+                )),
                 wall_us: micros(report.elapsed),
                 ended: counts.map_or(0, |c| c.ended),
                 delivered: one.receiver.totals().spans - before.delivered,

@@ -118,8 +118,8 @@ impl Results {
         })
     }
 
-    /// [`Self::cpu_per_span`] split: on the request threads, and on every other thread
-    /// (the telemetry's own); none for runs that did not count threads apart.
+    /// [`Self::cpu_per_span`] split: on the request threads, and on the telemetry's threads
+    /// ([`crate::TELEMETRY_THREADS`]); none for runs that did not count threads apart.
     pub(crate) fn cpu_per_span_split(&self, variant: &str) -> Option<(f64, f64)> {
         let split = |side: fn(&Sample) -> Option<f64>| {
             self.med_vs_off(variant, Load::Paced, |on, off| {
@@ -133,9 +133,9 @@ impl Results {
                 }
             })
         };
-        let requests = split(|s| s.request_threads_cpu_us);
-        let rest = split(|s| s.request_threads_cpu_us.map(|r| s.server_cpu_us - r));
-        (requests.is_finite() && rest.is_finite()).then_some((requests, rest))
+        let requests = split(|s| s.telemetry_threads_cpu_us.map(|t| s.server_cpu_us - t));
+        let telemetry = split(|s| s.telemetry_threads_cpu_us);
+        (requests.is_finite() && telemetry.is_finite()).then_some((requests, telemetry))
     }
 
     fn counted(&self, variant: &str) -> Option<&InstructionSample> {
@@ -221,7 +221,7 @@ pub(crate) fn markdown(r: &Results) -> String {
                 cpu = if p.cpu_per_load {
                     "A variant's CPU time is counted from before its first slice of a load \
                      until its pipeline has delivered the load's last span (its exports after \
-                     a slice included), to the nanosecond (`/proc/PID/task/*/schedstat`)."
+                     a slice included), to the nanosecond (the process's CPU clock)."
                 } else {
                     "A variant's CPU time is counted during its own slices, in clock ticks."
                 },
@@ -290,7 +290,7 @@ fn paced_table(out: &mut String, r: &Results) {
     let _ = writeln!(
         out,
         "### CPU per exported span, paced at {:.0} requests/s\n\n\
-         | variant | server CPU per request | CPU busy | spans delivered per request | delivered / ended | CPU per exported span (vs off) | of which on request threads | on other threads |\n\
+         | variant | server CPU per request | CPU busy | spans delivered per request | delivered / ended | CPU per exported span (vs off) | of which on request threads | on telemetry threads |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|",
         r.plan.paced_rate
     );
@@ -566,12 +566,8 @@ mod tests {
             p50_us: 100.0,
             p99_us: if variant == OFF { 1000.0 } else { 2000.0 },
             server_cpu_us: cpu_us,
-            // Tracing on spends 1 ms of the load (1 µs a request) off the request threads.
-            request_threads_cpu_us: Some(if variant == OFF {
-                cpu_us
-            } else {
-                cpu_us - 1000.0
-            }),
+            // Tracing on spends 1 ms of the load (1 µs a request) on telemetry threads.
+            telemetry_threads_cpu_us: Some(if variant == OFF { 0.0 } else { 1000.0 }),
             wall_us: 1_000_000.0,
             ended: 2000,
             delivered,
