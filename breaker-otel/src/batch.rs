@@ -30,7 +30,6 @@ use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::graveyard::Graveyard;
 use crate::handle::Published;
 
 /// The operating-system priority of the telemetry runtime's threads.
@@ -188,8 +187,6 @@ pub(crate) struct BatchProcessor {
     flush_timeout: Duration,
     /// Owned here, dropped (without waiting) when the processor is.
     runtime: Option<Runtime>,
-    /// Exported spans to free, one per span that ends.
-    graveyard: Option<Arc<Graveyard>>,
 }
 
 impl fmt::Debug for BatchProcessor {
@@ -249,14 +246,7 @@ impl BatchProcessor {
             is_shutdown: AtomicBool::new(false),
             flush_timeout,
             runtime: Some(runtime),
-            graveyard: None,
         }
-    }
-
-    /// Frees one of the spans the exporter left in `graveyard` each time a span ends.
-    pub(crate) fn with_graveyard(mut self, graveyard: Option<Arc<Graveyard>>) -> Self {
-        self.graveyard = graveyard;
-        self
     }
 
     /// Sends `make(reply)` to the loop and waits at most `timeout` for its answer.
@@ -291,9 +281,6 @@ impl SpanProcessor for BatchProcessor {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
     fn on_end(&self, mut span: SpanData) {
-        if let Some(graveyard) = &self.graveyard {
-            graveyard.drop_one();
-        }
         // Only sampled spans are exported (an unsampled span that records is for
         // processors that read spans, not for the backend).
         if !span.span_context.is_sampled() || self.is_shutdown.load(Ordering::Relaxed) {

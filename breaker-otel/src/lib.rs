@@ -23,7 +23,6 @@ mod batch;
 mod bounded;
 mod classify;
 mod exporter;
-mod graveyard;
 mod handle;
 mod instance_id;
 mod logs;

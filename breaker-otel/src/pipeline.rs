@@ -28,7 +28,6 @@ use crate::batch::{BatchProcessor, QueueSettings, TelemetryPriority, telemetry_r
 use crate::exporter::{
     AdapterError, BreakerControl, CircuitBreakerSpanExporter, ExporterConfig, TokioClock,
 };
-use crate::graveyard::Graveyard;
 use crate::handle::BreakerHandle;
 #[cfg(feature = "bench")]
 use crate::handle::Published;
@@ -426,8 +425,7 @@ impl TracingPipelineBuilder {
             runtime,
             handle.published(),
             self.breaker.export_timeout.max(FLUSH_TIMEOUT),
-        )
-        .with_graveyard(exporters.graveyard);
+        );
         let provider = SdkTracerProvider::builder()
             .with_span_processor(batch)
             // Set explicitly, so that the SDK's own reading of the process environment
@@ -509,20 +507,13 @@ impl TracingPipelineBuilder {
             backends.push((key, backend.clone()));
             Ok(backend)
         };
-        let (traces, graveyard) = if signals.traces {
-            // As many as the queue: the export loop sends batches back to back while the
-            // queue holds a full one, faster than spans end meanwhile, and what does not
-            // fit is freed on the export thread, the slow way.
-            let graveyard = Arc::new(Graveyard::new(env.max_queue_size));
-            let otlp = self
-                .otlp_exporter(env, span_protocol)?
-                .with_graveyard(Arc::clone(&graveyard));
+        let traces = if signals.traces {
+            let otlp = self.otlp_exporter(env, span_protocol)?;
             let endpoint = self.resolved_endpoint(env, span_protocol);
             // `reporting`: the breaker learns what the backend answered, not just "failed".
-            let traces = backend_for(&endpoint.url)?.reporting_span_exporter(otlp);
-            (Some(traces), Some(graveyard))
+            Some(backend_for(&endpoint.url)?.reporting_span_exporter(otlp))
         } else {
-            (None, None)
+            None
         };
         let logs = if signals.logs {
             let (config, endpoint) = signal_config(env, Signal::Logs);
@@ -548,7 +539,6 @@ impl TracingPipelineBuilder {
         };
         Ok(Exporters {
             traces,
-            graveyard,
             logs,
             metrics,
             push,
@@ -770,8 +760,6 @@ struct Signals {
 /// The circuit-breaking exporters the pipeline built, and their breakers.
 struct Exporters {
     traces: Option<CircuitBreakerSpanExporter<OtlpSpanExporter>>,
-    /// Where `traces` leaves the spans it has encoded.
-    graveyard: Option<Arc<Graveyard>>,
     logs: Option<crate::CircuitBreakerLogExporter<OtlpLogExporter>>,
     metrics: Option<crate::CircuitBreakerMetricExporter<OtlpMetricExporter>>,
     /// For [`MetricPush`], on the same breaker as `metrics`.

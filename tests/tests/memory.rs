@@ -54,11 +54,9 @@ const BATCH: u64 = 512;
 /// The most the server's resident memory may grow over the baseline while the
 /// queue is full.
 ///
-/// What the pipeline may hold here: `QUEUE` spans waiting, one batch of
-/// `BATCH` in flight, encoded once more for the request, and the batches
-/// already exported waiting to be freed by the threads that end spans (the
-/// graveyard, `docs/pipeline.md`): with the export held for a minute, one
-/// batch. So count the batch three times: 2048 + 3 × 512 = 3584 spans. A server span of this route arrives with ten
+/// What the pipeline may hold here: `QUEUE` spans waiting and one batch of
+/// `BATCH` in flight, encoded once more for the request; count the batch three
+/// times for slack: 2048 + 3 × 512 = 3584 spans. A server span of this route arrives with ten
 /// attributes (method, route, path, scheme, protocol version, server address
 /// and port, client address, status, user agent; printed below): the user
 /// agent is cut to 256 bytes, the others are short, so they take about

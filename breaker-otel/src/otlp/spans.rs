@@ -3,7 +3,6 @@
 //! shared [`Client`].
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry_sdk::Resource;
@@ -12,7 +11,6 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 
 use super::encode::SpanBatch;
 use super::{Client, ExportReport, OtlpExporterConfig, OtlpExporterError};
-use crate::graveyard::Graveyard;
 use crate::pipeline::Protocol;
 
 /// An OTLP span exporter (gRPC or HTTP/protobuf) whose [`send`](Self::send) reports what
@@ -26,9 +24,6 @@ pub struct OtlpSpanExporter {
     client: Client,
     /// Empty until the SDK sets it.
     resource: Resource,
-    /// Where encoded spans go to be freed by the threads that end spans; without one (the
-    /// exporter used on its own), they are freed here.
-    graveyard: Option<Arc<Graveyard>>,
 }
 
 impl fmt::Debug for OtlpSpanExporter {
@@ -53,15 +48,7 @@ impl OtlpSpanExporter {
         Ok(Self {
             client: Client::new(config)?,
             resource: Resource::builder_empty().build(),
-            graveyard: None,
         })
-    }
-
-    /// Leaves each encoded batch's spans in `graveyard`, for the pipeline's batch
-    /// processor to free on the threads that end spans.
-    pub(crate) fn with_graveyard(mut self, graveyard: Arc<Graveyard>) -> Self {
-        self.graveyard = Some(graveyard);
-        self
     }
 
     /// The transport in use.
@@ -82,15 +69,13 @@ impl OtlpSpanExporter {
             return Client::shut_down_report();
         }
         let request = SpanBatch::new(&batch, &self.resource);
-        match &self.graveyard {
-            Some(graveyard) => graveyard.bury(batch),
-            None => {
-                // Freeing a span is a good part of its export cost; paced as encoding.
-                for span in batch {
-                    drop(span);
-                    crate::pace::span_done();
-                }
-            }
+        // Freed here, while the encoding has left them in the cache: freeing them on the
+        // threads that end spans took fewer instructions but more time
+        // (`docs/pipeline.md`). Freeing is a good part of a span's export cost, so it
+        // is paced as encoding is.
+        for span in batch {
+            drop(span);
+            crate::pace::span_done();
         }
         self.client.send(request).await
     }
