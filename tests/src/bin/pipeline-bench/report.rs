@@ -159,14 +159,24 @@ impl Results {
         (cpu_us.is_finite() && off.instructions > 0).then(|| cpu_us * 1000.0 / off.per_request())
     }
 
-    /// The CPU per exported span the goals are judged on: instructions times the native
-    /// time per instruction where both were measured, else the timed paced figure.
+    /// Whether the timed figures are the ones to judge by: CPU counted per load to the
+    /// nanosecond. Instructions are not time (an instruction that waits for memory costs
+    /// a hundred that do not), and once the clock was exact it resolved what they could
+    /// not; runs that counted in clock ticks per slice fall back on instructions.
+    fn timed_is_exact(&self) -> bool {
+        self.plan.cpu_per_load && !self.samples.is_empty()
+    }
+
+    /// The CPU per exported span the goals are judged on: the timed paced figure where it
+    /// is exact, else instructions times the native time per instruction where both were
+    /// measured, else the timed figure.
     pub(crate) fn judged_cpu_per_span(&self, variant: &str) -> (f64, &'static str) {
         match (
+            self.timed_is_exact(),
             self.instructions_per_span(variant),
             self.ns_per_instruction(),
         ) {
-            (Some(count), Some(ns)) => (count * ns / 1000.0, "from instructions"),
+            (false, Some(count), Some(ns)) => (count * ns / 1000.0, "from instructions"),
             _ => (self.cpu_per_span(variant), "timed, paced"),
         }
     }
@@ -514,10 +524,11 @@ pub(crate) fn goal_rows(r: &Results) -> Vec<(String, String, bool)> {
     }
     if has(OURS) && has(STOCK) {
         let (factor, how) = match (
+            r.timed_is_exact(),
             r.instructions_per_span(STOCK),
             r.instructions_per_span(OURS),
         ) {
-            (Some(stock), Some(ours)) => (stock / ours, "instructions"),
+            (false, Some(stock), Some(ours)) => (stock / ours, "instructions"),
             _ => (r.cpu_per_span(STOCK) / r.cpu_per_span(OURS), "timed, paced"),
         };
         if factor.is_finite() {
@@ -665,7 +676,7 @@ mod tests {
     }
 
     #[test]
-    fn instruction_counts_judge_the_per_span_goals_when_present() {
+    fn instruction_counts_judge_the_per_span_goals_only_where_time_was_counted_in_ticks() {
         // Tracing off at the paced rate: 80 µs per request over 100,000 instructions, so
         // 0.8 ns an instruction (at saturation it is 0.4, which must not be used). Ours:
         // 4,000 more per request, 2 spans: 2,000 a span, 1.6 µs. Stock: 16,000 more,
@@ -681,6 +692,17 @@ mod tests {
             counted(OURS, 104_000, 2000),
             counted(STOCK, 116_000, 2000),
         ];
+        // Time to the nanosecond: the timed figure judges, 20 µs more per request, 10 µs
+        // a span.
+        let rows = goal_rows(&r);
+        let per_span = rows
+            .iter()
+            .find(|row| row.0.starts_with("CPU per exported"))
+            .unwrap();
+        assert_eq!(per_span.1, "10.00 µs (timed, paced)");
+        assert!(!per_span.2);
+        // A run from before, in clock ticks per slice: instructions judge.
+        r.plan.cpu_per_load = false;
         assert_eq!(r.instructions_per_span(OURS), Some(2000.0));
         assert!((r.ns_per_instruction().unwrap() - 0.8).abs() < 1e-9);
         let rows = goal_rows(&r);
