@@ -259,7 +259,8 @@ pub(crate) struct Sample {
     pub(crate) throughput: f64,
     pub(crate) p50_us: f64,
     pub(crate) p99_us: f64,
-    /// The server's CPU time during the load, in microseconds.
+    /// The server's CPU time under the load (its slices and the export of their spans),
+    /// in microseconds.
     pub(crate) server_cpu_us: f64,
     /// Of `server_cpu_us`, the part on the threads that serve no request
     /// ([`TELEMETRY_THREADS`]); the rest is the request threads'. Absent in runs from
@@ -542,13 +543,8 @@ fn run_round(
                     .since(before)
             })
             .collect();
-        let cpu: Vec<Duration> = used.iter().map(|used| used.total).collect();
-        for ((((one, before), report), cpu), used) in running
-            .iter_mut()
-            .zip(before)
-            .zip(reports)
-            .zip(cpu)
-            .zip(&used)
+        for (((one, before), report), used) in
+            running.iter_mut().zip(before).zip(reports).zip(&used)
         {
             let counts = before
                 .counts
@@ -568,7 +564,7 @@ fn run_round(
                 throughput: report.throughput(),
                 p50_us: micros(report.percentile(0.50)),
                 p99_us: micros(report.percentile(0.99)),
-                server_cpu_us: micros(cpu),
+                server_cpu_us: micros(used.total),
                 telemetry_threads_cpu_us: Some(micros(
                     TELEMETRY_THREADS
                         .iter()

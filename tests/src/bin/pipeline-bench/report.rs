@@ -112,30 +112,30 @@ impl Results {
 
     /// Server CPU per delivered span, tracing on minus off, at the paced rate.
     pub(crate) fn cpu_per_span(&self, variant: &str) -> f64 {
-        self.med_vs_off(variant, Load::Paced, |on, off| {
-            let spans_per_request = on.delivered as f64 / on.requests.max(1) as f64;
-            (cpu_per_request(on) - cpu_per_request(off)) / spans_per_request
-        })
+        self.per_span_of(variant, |s| Some(s.server_cpu_us))
     }
 
     /// [`Self::cpu_per_span`] split: on the request threads, and on the telemetry's threads
     /// ([`crate::TELEMETRY_THREADS`]); none for runs that did not count threads apart.
     pub(crate) fn cpu_per_span_split(&self, variant: &str) -> Option<(f64, f64)> {
-        let split = |side: fn(&Sample) -> Option<f64>| {
-            self.med_vs_off(variant, Load::Paced, |on, off| {
-                let spans_per_request = on.delivered as f64 / on.requests.max(1) as f64;
-                match (side(on), side(off)) {
-                    (Some(on_us), Some(off_us)) => {
-                        (on_us / on.requests.max(1) as f64 - off_us / off.requests.max(1) as f64)
-                            / spans_per_request
-                    }
-                    _ => f64::NAN,
-                }
-            })
-        };
-        let requests = split(|s| s.telemetry_threads_cpu_us.map(|t| s.server_cpu_us - t));
-        let telemetry = split(|s| s.telemetry_threads_cpu_us);
+        let requests = self.per_span_of(variant, |s| {
+            s.telemetry_threads_cpu_us.map(|t| s.server_cpu_us - t)
+        });
+        let telemetry = self.per_span_of(variant, |s| s.telemetry_threads_cpu_us);
         (requests.is_finite() && telemetry.is_finite()).then_some((requests, telemetry))
+    }
+
+    /// `part` of the server's CPU (µs over the whole load) per delivered span, tracing on
+    /// minus off of the same round, at the paced rate; NaN where `part` was not counted.
+    fn per_span_of(&self, variant: &str, part: impl Fn(&Sample) -> Option<f64>) -> f64 {
+        self.med_vs_off(variant, Load::Paced, |on, off| {
+            let per_request = |s: &Sample| match part(s) {
+                Some(us) if s.requests > 0 => us / s.requests as f64,
+                _ => f64::NAN,
+            };
+            let spans_per_request = on.delivered as f64 / on.requests.max(1) as f64;
+            (per_request(on) - per_request(off)) / spans_per_request
+        })
     }
 
     fn counted(&self, variant: &str) -> Option<&InstructionSample> {
